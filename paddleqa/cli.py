@@ -1,0 +1,278 @@
+"""The ``paddleqa`` command: one subcommand per stage. Heavy imports happen inside each command."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import PaddleQAError
+
+log = logging.getLogger("paddleqa")
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+
+
+def _set_threads(threads: int | None) -> None:
+    """Thread count for Paddle's CPU kernels; must be set before paddle is imported."""
+    if threads is not None:
+        if threads < 1:
+            raise PaddleQAError(f"--threads must be >= 1, got {threads}")
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        os.environ["MKL_NUM_THREADS"] = str(threads)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        # `import paddle` would otherwise set OMP_NUM_THREADS=1 and use one core.
+        os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+# ---------------------------------------------------------------- data check
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="inspect SQuAD/CMRC data files")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    c = dsub.add_parser("check", help="validate, repair and summarise a SQuAD/CMRC JSON file")
+    c.add_argument("file", help="SQuAD/CMRC JSON file (never modified)")
+    c.add_argument("--mode", choices=("train", "eval"), default="train",
+                   help="train: answers must be located in the context; eval: only texts are needed")
+    c.add_argument("--max-context-chars", type=int, default=5000,
+                   help="drop paragraphs longer than this (default 5000)")
+    c.add_argument("--max-offset-shift", type=int, default=3,
+                   help="repair answer_start off by at most this many characters (default 3)")
+    c.add_argument("--out", help="write the repaired, validated data to this JSON file")
+    c.add_argument("--json", action="store_true", help="print the full report as JSON")
+    c.set_defaults(func=_cmd_data_check)
+
+
+def _cmd_data_check(args) -> int:
+    from pathlib import Path
+
+    from .dataset import load_examples, to_squad_json
+    from .manifest import write_json
+
+    examples, report = load_examples(args.file, mode=args.mode, max_offset_shift=args.max_offset_shift,
+                                     max_context_chars=args.max_context_chars)
+    if args.out:
+        if Path(args.out).resolve() == Path(args.file).resolve():
+            raise PaddleQAError("--out must differ from the input file (the input is never modified)")
+        write_json(args.out, to_squad_json(examples))
+    if args.json:
+        _print_json(report.summary())
+    else:
+        print(report.format_text())
+        if args.out:
+            print(f"repaired data written to {args.out}")
+    return 0 if examples else 1
+
+
+# ---------------------------------------------------------------- vocab build
+def _add_vocab(sub) -> None:
+    p = sub.add_parser("vocab", help="build an offline tokenizer")
+    vsub = p.add_subparsers(dest="vocab_command", metavar="ACTION", required=True)
+    b = vsub.add_parser("build", help="character vocab + ErnieTokenizer from SQuAD/CMRC files")
+    b.add_argument("data", nargs="+", help="SQuAD/CMRC JSON files")
+    b.add_argument("--out", required=True, help="folder to save the tokenizer into")
+    b.add_argument("--min-freq", type=int, default=1, help="keep characters seen this often")
+    b.add_argument("--max-size", type=int, default=0, help="cap the vocab size (0 = none)")
+    b.set_defaults(func=_cmd_vocab_build)
+
+
+def _cmd_vocab_build(args) -> int:
+    from .tokenizer import VocabConfig, run
+
+    cfg = _build(VocabConfig, data_files=args.data, out_dir=args.out, min_freq=args.min_freq,
+                 max_size=args.max_size)
+    _print_json(run(cfg))
+    return 0
+
+
+def _build(cls, **kwargs):
+    from .config import from_dict
+
+    return from_dict(cls, kwargs)
+
+
+# ---------------------------------------------------------------- finetune
+def _add_config_args(p) -> None:
+    p.add_argument("--config", required=True, help="pipeline YAML (see configs/)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", default=[],
+                   help="override a config value, e.g. --set finetune.epochs=3 (repeatable)")
+
+
+def _load_doc(args) -> dict:
+    from .config import merge, parse_overrides, read_yaml
+
+    return merge(read_yaml(args.config), parse_overrides(args.set))
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a teacher QA model with PaddleNLP's Trainer")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in the output folder")
+    p.set_defaults(func=_cmd_finetune)
+
+
+def _cmd_finetune(args) -> int:
+    from . import finetune, pipeline
+
+    cfg = pipeline.stage_configs(_load_doc(args))
+    ft = cfg["finetune"]
+    if not ft.model and not os.path.isdir(ft.tokenizer):
+        raise PaddleQAError(
+            f"tokenizer folder {ft.tokenizer} does not exist: build it with "
+            f"`paddleqa run {args.config} --only vocab`, or set finetune.tokenizer"
+        )
+    _print_json(finetune.run(ft, resume=args.resume))
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="run a model on a CMRC file; write predictions and EM/F1")
+    p.add_argument("model", help="model folder (or a finetune output folder)")
+    p.add_argument("data", help="SQuAD/CMRC JSON with reference answers")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--tokenizer", default="", help="tokenizer folder (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-seq-len", type=int, default=0, help="0 = as trained")
+    p.add_argument("--doc-stride", type=int, default=0, help="0 = as trained")
+    p.add_argument("--max-query-length", type=int, default=0, help="0 = as trained")
+    p.add_argument("--n-best", type=int, default=20)
+    p.add_argument("--max-answer-length", type=int, default=64)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluate import EvaluateConfig, run
+
+    cfg = _build(EvaluateConfig, model=args.model, data_file=args.data, out_dir=args.out,
+                 tokenizer=args.tokenizer, batch_size=args.batch_size, max_seq_len=args.max_seq_len,
+                 doc_stride=args.doc_stride, max_query_length=args.max_query_length,
+                 n_best=args.n_best, max_answer_length=args.max_answer_length,
+                 progress=not args.no_progress)
+    _print_json(run(cfg))
+    return 0
+
+
+# ---------------------------------------------------------------- score
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", help="official CMRC 2018 EM/F1 of leaderboard-format predictions")
+    p.add_argument("gold", help="SQuAD/CMRC JSON with reference answers")
+    p.add_argument("pred", help='predictions JSON: {"question_id": "answer text", ...}')
+    p.set_defaults(func=_cmd_score)
+
+
+def _cmd_score(args) -> int:
+    from pathlib import Path
+
+    from .dataset import gold_references
+    from .errors import DataError
+    from .metrics import cmrc_scores
+
+    refs = gold_references(args.gold)
+    path = Path(args.pred)
+    if not path.is_file():
+        raise DataError(path, "file not found", "pass the predictions JSON file")
+    try:
+        preds = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 (byte offset {exc.start})", "re-encode it as UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+                        "fix the JSON syntax there") from None
+    if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
+        raise DataError(path, 'predictions must be one object {"question_id": "answer text", ...}',
+                        "write the leaderboard format (as `paddleqa evaluate` does)")
+    result = cmrc_scores(refs, preds)
+    if result["missing"]:
+        log.warning("%d of %d questions have no prediction (scored 0)", result["missing"], result["total"])
+    _print_json(result)
+    return 0
+
+
+# ---------------------------------------------------------------- run (pipeline)
+def _add_run(sub) -> None:
+    from .pipeline import STAGES
+
+    p = sub.add_parser("run", help="run the whole pipeline from one YAML (skips finished stages)")
+    p.add_argument("config", help="pipeline YAML (see configs/)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", default=[],
+                   help="override a config value (repeatable)")
+    p.add_argument("--only", choices=STAGES, help="run just this stage")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    from . import pipeline
+
+    doc = _load_doc(args)
+    results = pipeline.run(doc, only=args.only)
+    summary = dict(results)
+    final = results.get("evaluate")
+    if final:
+        summary = {"em": final["em"], "f1": final["f1"], "average": final["average"],
+                   "total": final["total"], "run_dir": doc["run_dir"]}
+    _print_json(summary)
+    return 0
+
+
+COMMANDS: dict[str, Callable] = {
+    "data": _add_data,
+    "vocab": _add_vocab,
+    "finetune": _add_finetune,
+    "evaluate": _add_evaluate,
+    "score": _add_score,
+    "run": _add_run,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paddleqa",
+        description="Shrink Chinese extractive QA models onto devices with the Paddle stack.",
+    )
+    parser.add_argument("--version", action="version", version=f"paddleqa {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for Paddle (default: OMP_NUM_THREADS, else all cores)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        _set_threads(args.threads)
+        return args.func(args)
+    except PaddleQAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        # Config validation raises ValueError with a message meant for the user.
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Evaluate a model on a SQuAD/CMRC file with the official CMRC 2018 metric."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .config import opt
+from .dataset import QAExample
+from .errors import PaddleQAError
+from .features import FeatureParams
+
+log = logging.getLogger(__name__)
+
+TRAINING_INFO = "paddleqa_training.json"  # written next to a fine-tuned model: its feature params
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """Run a model over a CMRC-format file; write leaderboard predictions and EM/F1."""
+
+    model: str = opt("", help="model folder (a fine-tuned model's `model/` folder)")
+    data_file: str = opt("", help="SQuAD/CMRC JSON with reference answers")
+    out_dir: str = opt("", help="folder for predictions.json, nbest.json, metrics.json, manifest.json")
+    tokenizer: str = opt("", help="tokenizer folder/name; default: the model folder")
+    max_seq_len: int = opt(0, help="window length; 0 = what the model was trained with (else 384)")
+    doc_stride: int = opt(0, help="step between windows; 0 = as trained (else 128)")
+    max_query_length: int = opt(0, help="question tokens kept; 0 = as trained (else 64)")
+    batch_size: int = opt(32, help="windows per forward pass")
+    n_best: int = opt(20, help="candidate starts/ends per window and spans kept per question")
+    max_answer_length: int = opt(64, help="longest answer in tokens (CMRC dev: 99.6% <= 64 chars)")
+    max_context_chars: int = opt(5000, help="drop paragraphs longer than this (with a message)")
+    cache_dir: str = opt("", help="feature cache folder; '' = ~/.cache/paddleqa (PADDLEQA_CACHE)")
+    progress: bool = opt(True, help="show progress bars")
+
+    def __post_init__(self) -> None:
+        for name in ("model", "data_file", "out_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} is required")
+        for name in ("max_seq_len", "doc_stride", "max_query_length"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = as trained), got {getattr(self, name)}")
+        if self.batch_size < 1 or self.n_best < 1 or self.max_answer_length < 1:
+            raise ValueError("batch_size, n_best and max_answer_length must be >= 1")
+
+
+def feature_params_for(model_dir: str, max_seq_len: int = 0, doc_stride: int = 0,
+                       max_query_length: int = 0) -> FeatureParams:
+    """Window settings: explicit values win, then the model's training record, then defaults."""
+    trained: dict = {}
+    info = Path(model_dir) / TRAINING_INFO
+    if info.exists():
+        trained = json.loads(info.read_text(encoding="utf-8")).get("feature_params", {})
+    defaults = FeatureParams()
+    return FeatureParams(
+        max_seq_len=max_seq_len or trained.get("max_seq_len", defaults.max_seq_len),
+        doc_stride=doc_stride or trained.get("doc_stride", defaults.doc_stride),
+        max_query_length=max_query_length or trained.get("max_query_length", defaults.max_query_length),
+    )
+
+
+def answer(model, tokenizer, examples: Sequence[QAExample], params: FeatureParams, *,
+           batch_size: int = 32, n_best: int = 20, max_answer_length: int = 64,
+           cache_dir: str | None = "", progress: bool = True):
+    """N-best spans for ``examples`` from a dygraph model (features -> logits -> spans)."""
+    from .features import cached_features
+    from .modeling import predict_logits
+    from .postprocess import best_spans
+
+    feats = cached_features(examples, tokenizer, params, train=False, cache_dir=cache_dir,
+                            progress=progress)
+    start, end = predict_logits(model, feats, batch_size=batch_size, progress=progress)
+    return best_spans(start, end, feats["offsets"], feats["example_index"],
+                      [ex.context for ex in examples], n_best=n_best,
+                      max_answer_length=max_answer_length)
+
+
+def run(config: EvaluateConfig) -> dict:
+    """Evaluate; writes predictions.json (leaderboard format), nbest.json, metrics.json, manifest."""
+    from .config import to_dict
+    from .dataset import gold_references, load_examples
+    from .manifest import write_json, write_manifest
+    from .metrics import cmrc_scores
+    from .modeling import load_model
+    from .postprocess import predictions_from_spans
+    from .tokenizer import load_tokenizer
+
+    started = time.time()
+    model_path = Path(config.model)
+    if model_path.is_dir() and not (model_path / "config.json").exists() and (model_path / "model").is_dir():
+        model_path = model_path / "model"  # a finetune output folder: use the model inside it
+    tokenizer = load_tokenizer(config.tokenizer or str(model_path))
+    model = load_model(str(model_path))
+    params = feature_params_for(str(model_path), config.max_seq_len, config.doc_stride,
+                                config.max_query_length)
+    examples, report = load_examples(config.data_file, mode="eval",
+                                     max_context_chars=config.max_context_chars)
+    if not examples:
+        raise PaddleQAError(f"{config.data_file}: no usable questions to evaluate "
+                            f"({report.dropped} dropped; run `paddleqa data check` on it)")
+    t0 = time.time()
+    spans = answer(model, tokenizer, examples, params, batch_size=config.batch_size,
+                   n_best=config.n_best, max_answer_length=config.max_answer_length,
+                   cache_dir=config.cache_dir or None, progress=config.progress)
+    seconds = time.time() - t0
+    predictions = predictions_from_spans([ex.qid for ex in examples], spans)
+    # Score against every question of the gold file, as the official script does: questions the
+    # loader had to drop count as missing rather than disappearing from the denominator.
+    scores = cmrc_scores(gold_references(config.data_file), predictions)
+    out = Path(config.out_dir)
+    write_json(out / "predictions.json", predictions)
+    write_json(out / "nbest.json", {
+        ex.qid: [dataclasses.asdict(s) for s in sp[:5]] for ex, sp in zip(examples, spans)
+    })
+    from .modeling import count_params
+
+    metrics = {
+        **scores,
+        "dropped_by_loader": report.dropped,
+        "predict_seconds": round(seconds, 2),
+        "questions_per_second": round(len(examples) / seconds, 2) if seconds else None,
+        **count_params(model),
+        "feature_params": dataclasses.asdict(params),
+    }
+    write_manifest(out, "evaluate", to_dict(config),
+                   {"model": model_path, "data_file": config.data_file},
+                   {"predictions": out / "predictions.json"}, metrics, started=started)
+    return metrics

@@ -1,0 +1,206 @@
+"""Sliding-window QA features with offset mapping, cached on disk.
+
+A context longer than the window is cut into overlapping windows by the PaddleNLP tokenizer
+(``stride`` there is the *step* between window starts, as ``doc_stride`` in BERT's run_squad).
+Questions are cut to ``max_query_length`` tokens first. Training features carry start/end token
+labels (the [CLS] position when the answer is not wholly inside the window); evaluation features
+carry each token's character offsets into the context (``-1`` outside the context) and the index
+of their example. Arrays are padded with the tokenizer's pad id to ``max_seq_len`` and stored with
+their true lengths, so batches can be trimmed to their longest member.
+
+Tokenizing is slow (the Python tokenizer does ~55 examples/s), so features are cached as ``.npz``
+under a key made of the tokenizer's files, the parameters, the data and this module's version.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .dataset import QAExample
+
+log = logging.getLogger(__name__)
+
+FEATURE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureParams:
+    max_seq_len: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_query_length < 1:
+            raise ValueError(f"max_query_length must be >= 1, got {self.max_query_length}")
+        if self.max_seq_len < self.max_query_length + 8:
+            raise ValueError(
+                f"max_seq_len ({self.max_seq_len}) must be at least max_query_length "
+                f"({self.max_query_length}) + 8 so a window holds some context"
+            )
+        if not 1 <= self.doc_stride <= self.max_seq_len - self.max_query_length - 3:
+            raise ValueError(
+                f"doc_stride ({self.doc_stride}) is the step between windows: it must be >= 1 and at "
+                f"most max_seq_len - max_query_length - 3 = {self.max_seq_len - self.max_query_length - 3}"
+            )
+
+
+def _truncate_question(tokenizer, question: str, max_tokens: int) -> str:
+    enc = tokenizer(question, return_offsets_mapping=True, add_special_tokens=False)
+    offsets = enc["offset_mapping"]
+    if len(offsets) <= max_tokens:
+        return question
+    return question[: offsets[max_tokens - 1][1]]
+
+
+def _tokenize(tokenizer, examples: Sequence[QAExample], params: FeatureParams):
+    questions = [_truncate_question(tokenizer, ex.question, params.max_query_length) for ex in examples]
+    contexts = [ex.context for ex in examples]
+    return tokenizer(
+        questions,
+        contexts,
+        stride=params.doc_stride,
+        max_length=params.max_seq_len,
+        return_attention_mask=False,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+
+
+def build_features(
+    examples: Sequence[QAExample], tokenizer, params: FeatureParams, *, train: bool, chunk: int = 256,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Tokenize ``examples`` into padded window arrays (see module docstring)."""
+    from tqdm.auto import tqdm
+
+    L = params.max_seq_len
+    pad = tokenizer.pad_token_id or 0
+    cols: dict[str, list] = {k: [] for k in ("input_ids", "token_type_ids", "length", "example_index",
+                                             "offsets", "start_positions", "end_positions")}
+    bar = tqdm(total=len(examples), desc="features", unit="q", disable=not progress, leave=False)
+    for base in range(0, len(examples), chunk):
+        batch = examples[base: base + chunk]
+        enc = _tokenize(tokenizer, batch, params)
+        for f, ids in enumerate(enc["input_ids"]):
+            ex_i = enc["overflow_to_sample"][f]
+            ex = batch[ex_i]
+            types = enc["token_type_ids"][f]
+            n = len(ids)
+            row_ids = np.full(L, pad, dtype=np.int32)
+            row_ids[:n] = ids
+            row_types = np.zeros(L, dtype=np.int32)
+            row_types[:n] = types
+            # Character offsets for context tokens only; [SEP] and question tokens get -1.
+            offs = np.full((L, 2), -1, dtype=np.int32)
+            for t, (s, e) in enumerate(enc["offset_mapping"][f]):
+                if types[t] == 1 and e > s:
+                    offs[t] = (s, e)
+            cols["input_ids"].append(row_ids)
+            cols["token_type_ids"].append(row_types)
+            cols["length"].append(n)
+            cols["example_index"].append(base + ex_i)
+            cols["offsets"].append(offs)
+            if train:
+                s_tok, e_tok = _label(offs, ex.answer_starts[0], ex.answer_starts[0] + len(ex.answers[0]))
+                cols["start_positions"].append(s_tok)
+                cols["end_positions"].append(e_tok)
+        bar.update(len(batch))
+    bar.close()
+    out = {
+        "input_ids": np.stack(cols["input_ids"]) if cols["input_ids"] else np.zeros((0, L), np.int32),
+        "token_type_ids": (np.stack(cols["token_type_ids"]) if cols["token_type_ids"]
+                           else np.zeros((0, L), np.int32)),
+        "length": np.asarray(cols["length"], dtype=np.int32),
+        "example_index": np.asarray(cols["example_index"], dtype=np.int32),
+        "offsets": np.stack(cols["offsets"]) if cols["offsets"] else np.zeros((0, L, 2), np.int32),
+    }
+    if train:
+        out["start_positions"] = np.asarray(cols["start_positions"], dtype=np.int64)
+        out["end_positions"] = np.asarray(cols["end_positions"], dtype=np.int64)
+    return out
+
+
+def _label(offs: np.ndarray, char_start: int, char_end: int) -> tuple[int, int]:
+    """Token start/end of the answer in this window, or (0, 0) ([CLS]) if it is not wholly inside."""
+    ctx = np.nonzero(offs[:, 0] >= 0)[0]
+    if len(ctx) == 0 or offs[ctx[0], 0] > char_start or offs[ctx[-1], 1] < char_end:
+        return 0, 0
+    starts = ctx[offs[ctx, 0] <= char_start]
+    ends = ctx[offs[ctx, 1] >= char_end]
+    s = int(starts[-1]) if len(starts) else int(ctx[0])
+    e = int(ends[0]) if len(ends) else int(ctx[-1])
+    return (s, e) if e >= s else (0, 0)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Hash of the tokenizer's vocab and class (what decides the token ids)."""
+    h = hashlib.sha256(type(tokenizer).__name__.encode())
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    h.update(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode("utf-8"))
+    h.update(str(getattr(tokenizer, "do_lower_case", "")).encode())
+    return h.hexdigest()
+
+
+def examples_fingerprint(examples: Sequence[QAExample]) -> str:
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.qid, ex.question, ex.context, ex.answers, ex.answer_starts],
+                            ensure_ascii=False).encode("utf-8"))
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PADDLEQA_CACHE", Path.home() / ".cache" / "paddleqa")) / "features"
+
+
+def cached_features(
+    examples: Sequence[QAExample], tokenizer, params: FeatureParams, *, train: bool,
+    cache_dir: str | Path | None = None, progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """:func:`build_features` through an on-disk cache (``cache_dir=""`` disables it)."""
+    if cache_dir == "":
+        return build_features(examples, tokenizer, params, train=train, progress=progress)
+    key_src = json.dumps({
+        "version": FEATURE_VERSION, "train": train, "params": dataclasses.asdict(params),
+        "tokenizer": tokenizer_fingerprint(tokenizer), "data": examples_fingerprint(examples),
+    }, sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = folder / f"{'train' if train else 'eval'}-{key}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as data:
+                feats = {k: data[k] for k in data.files}
+            log.info("loaded %d cached features from %s", len(feats["input_ids"]), path)
+            return feats
+        except (OSError, ValueError, KeyError) as exc:  # a damaged cache file is rebuilt
+            log.warning("feature cache %s is unreadable (%s); rebuilding it", path, exc)
+    feats = build_features(examples, tokenizer, params, train=train, progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **feats)
+    os.replace(tmp, path)
+    log.info("built %d features for %d questions; cached at %s", len(feats["input_ids"]),
+             len(examples), path)
+    return feats
+
+
+def pad_batch(feats: dict[str, np.ndarray], index: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    """Rows ``index`` of the model inputs, trimmed to the longest row among them."""
+    index = np.asarray(index)
+    width = int(feats["length"][index].max()) if len(index) else 1
+    batch = {
+        "input_ids": feats["input_ids"][index, :width].astype(np.int64),
+        "token_type_ids": feats["token_type_ids"][index, :width].astype(np.int64),
+    }
+    for key in ("start_positions", "end_positions"):
+        if key in feats:
+            batch[key] = feats[key][index]
+    return batch

@@ -1,0 +1,311 @@
+"""Fine-tune a teacher QA model on SQuAD/CMRC data with PaddleNLP's Trainer."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .config import opt
+from .errors import PaddleQAError
+from .modeling import ArchConfig
+
+log = logging.getLogger(__name__)
+
+CURVE = "learning_curve.json"
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Fine-tune (or train from scratch) an extractive QA model with PaddleNLP's Trainer."""
+
+    train_file: str = opt("", help="SQuAD/CMRC training JSON")
+    dev_file: str = opt("", help="SQuAD/CMRC dev JSON scored after training ('' = none)")
+    output_dir: str = opt("", help="run folder: checkpoints/, model/, metrics, manifest")
+    model: str = opt("", help="pretrained model: hub name or folder; '' = from scratch (see arch)")
+    tokenizer: str = opt("", help="tokenizer folder or hub name; default: the model's own")
+    arch: ArchConfig = opt(factory=ArchConfig, help="architecture when training from scratch")
+    max_seq_len: int = opt(384, help="tokens per window (question + context + 3 special)")
+    doc_stride: int = opt(128, help="step in tokens between overlapping context windows")
+    max_query_length: int = opt(64, help="question tokens kept")
+    epochs: float = opt(2.0, help="training epochs (ignored when max_steps > 0)")
+    max_steps: int = opt(-1, help="stop after this many optimizer steps (-1 = use epochs)")
+    batch_size: int = opt(16, help="windows per optimizer step (per process)")
+    learning_rate: float = opt(5e-5, help="peak learning rate (linear warm-up and decay)")
+    warmup_ratio: float = opt(0.1, help="fraction of steps spent warming up")
+    weight_decay: float = opt(0.01, help="AdamW weight decay")
+    seed: int = opt(42, help="seed for paddle, numpy and random")
+    logging_steps: int = opt(20, help="log the training loss every N steps")
+    save_steps: int = opt(200, help="checkpoint every N steps (resume point)")
+    save_total_limit: int = opt(2, help="checkpoints kept")
+    eval_each_epoch: bool = opt(True, help="score the dev file after every epoch (learning curve)")
+    eval_max_questions: int = opt(0, help="questions used for per-epoch scores (0 = all)")
+    n_best: int = opt(20, help="n-best candidates in post-processing")
+    max_answer_length: int = opt(64, help="longest answer in tokens at prediction time")
+    max_context_chars: int = opt(5000, help="drop paragraphs longer than this (with a message)")
+    cache_dir: str = opt("", help="feature cache folder; '' = ~/.cache/paddleqa (PADDLEQA_CACHE)")
+    progress: bool = opt(True, help="show progress bars")
+
+    def __post_init__(self) -> None:
+        if not self.train_file:
+            raise ValueError("train_file is required")
+        if not self.output_dir:
+            raise ValueError("output_dir is required")
+        if not self.model and not self.tokenizer:
+            raise ValueError("a from-scratch model (model: '') needs a tokenizer: build one with "
+                             "`paddleqa vocab build` and set tokenizer to its folder")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be -1 (use epochs) or > 0, got {self.max_steps}")
+        if self.max_steps == -1 and self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        for name in ("batch_size", "logging_steps", "save_steps", "save_total_limit", "n_best",
+                     "max_answer_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.eval_max_questions < 0:
+            raise ValueError("eval_max_questions must be >= 0")
+        self.feature_params()  # validates the window settings
+        if self.max_seq_len > self.arch.max_position_embeddings and not self.model:
+            raise ValueError(f"max_seq_len ({self.max_seq_len}) exceeds arch.max_position_embeddings "
+                             f"({self.arch.max_position_embeddings})")
+
+    def feature_params(self):
+        from .features import FeatureParams
+
+        return FeatureParams(self.max_seq_len, self.doc_stride, self.max_query_length)
+
+
+class _WindowDataset:
+    """Training windows as dicts of numpy rows, trimmed to their true length."""
+
+    def __init__(self, feats: dict[str, np.ndarray]):
+        self.feats = feats
+
+    def __len__(self) -> int:
+        return len(self.feats["input_ids"])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        n = int(self.feats["length"][i])
+        return {
+            "input_ids": self.feats["input_ids"][i, :n],
+            "token_type_ids": self.feats["token_type_ids"][i, :n],
+            "start_positions": self.feats["start_positions"][i],
+            "end_positions": self.feats["end_positions"][i],
+        }
+
+
+def _collate(pad_id: int):
+    # Written by hand because PaddleNLP's DataCollatorWithPadding pads through the tokenizer, which
+    # does not know the scalar span labels; this pads ids to the batch's longest row and stacks labels.
+    def collate(rows: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+        types = np.zeros((len(rows), width), dtype=np.int64)
+        for k, r in enumerate(rows):
+            ids[k, : len(r["input_ids"])] = r["input_ids"]
+            types[k, : len(r["token_type_ids"])] = r["token_type_ids"]
+        return {
+            "input_ids": ids,
+            "token_type_ids": types,
+            "start_positions": np.asarray([r["start_positions"] for r in rows], dtype=np.int64),
+            "end_positions": np.asarray([r["end_positions"] for r in rows], dtype=np.int64),
+        }
+
+    return collate
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Config fields that decide the result (progress display and eval extras do not)."""
+    skip = {"progress", "cache_dir", "eval_each_epoch", "eval_max_questions", "logging_steps"}
+    return {k: v for k, v in cfg.items() if k not in skip}
+
+
+def _check_output_dir(config: FinetuneConfig, resume: bool) -> str | None:
+    """Refuse to mix runs: returns the checkpoint to resume from, if any."""
+    from paddlenlp.trainer.trainer_utils import get_last_checkpoint
+
+    from .config import to_dict
+    from .config import read_yaml as _read
+    from .manifest import RESOLVED_CONFIG
+
+    out = Path(config.output_dir)
+    ckpt_dir = out / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if not resume:
+        if last or (out / "model").exists():
+            raise PaddleQAError(
+                f"{out} already holds a run ({'checkpoint ' + Path(last).name if last else 'model/'}); "
+                "pass --resume to continue it, or choose another output_dir"
+            )
+        return None
+    previous = out / RESOLVED_CONFIG
+    if previous.exists():
+        old = _comparable(_read(previous))
+        new = _comparable(to_dict(config))
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff:
+            raise PaddleQAError(
+                f"cannot resume {out}: its checkpoints were made with a different config "
+                f"(differs in: {', '.join(diff)}); use the same config or a new output_dir"
+            )
+    if last is None:
+        log.warning("--resume: no checkpoint in %s; starting from the beginning", ckpt_dir)
+    else:
+        log.info("resuming from %s", last)
+    return last
+
+
+def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
+    """Train, save ``model/``, score the dev file; returns the metrics (also in metrics.json)."""
+    import paddle
+    from paddlenlp.trainer import Trainer, TrainerCallback, TrainingArguments
+
+    from .config import to_dict, write_yaml
+    from .dataset import gold_references, load_examples
+    from .evaluate import TRAINING_INFO, answer
+    from .features import cached_features
+    from .manifest import RESOLVED_CONFIG, write_json, write_manifest
+    from .metrics import cmrc_scores
+    from .modeling import build_from_scratch, count_params, load_model
+    from .postprocess import predictions_from_spans
+    from .tokenizer import load_tokenizer
+
+    started = time.time()
+    out = Path(config.output_dir)
+    last_checkpoint = _check_output_dir(config, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(to_dict(config), out / RESOLVED_CONFIG)  # written first: --resume compares with it
+    paddle.set_device("cpu" if not paddle.is_compiled_with_cuda() else paddle.get_device())
+
+    tokenizer = load_tokenizer(config.tokenizer or config.model)
+    params = config.feature_params()
+    cache = config.cache_dir or None
+    train_examples, train_report = load_examples(config.train_file, mode="train",
+                                                 max_context_chars=config.max_context_chars)
+    if not train_examples:
+        raise PaddleQAError(f"{config.train_file}: no usable training questions "
+                            f"({train_report.dropped} dropped; see `paddleqa data check`)")
+    dev_examples = []
+    if config.dev_file:
+        dev_examples, _ = load_examples(config.dev_file, mode="eval",
+                                        max_context_chars=config.max_context_chars)
+    train_feats = cached_features(train_examples, tokenizer, params, train=True, cache_dir=cache,
+                                  progress=config.progress)
+    log.info("training on %d questions -> %d windows (%d without the answer inside)",
+             len(train_examples), len(train_feats["input_ids"]),
+             int((train_feats["start_positions"] == 0).sum()))
+
+    paddle.seed(config.seed)
+    if config.model:
+        model = load_model(config.model)
+    else:
+        model = build_from_scratch(config.arch, vocab_size=len(tokenizer),
+                                   pad_token_id=tokenizer.pad_token_id or 0)
+    sizes = count_params(model)
+    log.info("model: %s params (%s non-embedding)", f"{sizes['params']:,}",
+             f"{sizes['non_embedding_params']:,}")
+
+    curve_path = out / CURVE
+    curve: list[dict[str, Any]] = []
+    if last_checkpoint and curve_path.exists():
+        curve = [c for c in json.loads(curve_path.read_text(encoding="utf-8"))]
+    dev_subset = dev_examples[: config.eval_max_questions] if config.eval_max_questions else dev_examples
+
+    def score(examples) -> dict[str, Any]:
+        spans = answer(model, tokenizer, examples, params, n_best=config.n_best,
+                       max_answer_length=config.max_answer_length, cache_dir=cache,
+                       progress=config.progress)
+        preds = predictions_from_spans([ex.qid for ex in examples], spans)
+        return cmrc_scores({ex.qid: ex.answers for ex in examples}, preds)
+
+    class EpochEval(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if not (config.eval_each_epoch and dev_subset) or not state.is_world_process_zero:
+                return
+            s = score(dev_subset)
+            model.train()
+            losses = [h["loss"] for h in state.log_history if "loss" in h]
+            entry = {"epoch": round(state.epoch or 0, 3), "step": state.global_step,
+                     "seconds": round(time.time() - started, 1),
+                     "train_loss": losses[-1] if losses else None,
+                     "dev_em": s["em"], "dev_f1": s["f1"], "dev_questions": s["total"]}
+            curve.append(entry)
+            write_json(curve_path, curve)
+            log.info("epoch %.2f: dev EM %.2f F1 %.2f", entry["epoch"], s["em"], s["f1"])
+
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        device="cpu",
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        disable_tqdm=not config.progress,
+        report_to=["none"],
+        dataloader_num_workers=0,
+        do_train=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=_WindowDataset(train_feats),
+        data_collator=_collate(tokenizer.pad_token_id or 0),
+        tokenizer=tokenizer,
+        callbacks=[EpochEval(), *callbacks],
+    )
+    t_train = time.time()
+    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    train_seconds = time.time() - t_train
+
+    model_dir = out / "model"
+    trainer.save_model(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    write_json(model_dir / TRAINING_INFO, {
+        "feature_params": dataclasses.asdict(params),
+        "train_file": config.train_file,
+        "source": "paddleqa finetune",
+    })
+    write_json(out / "train_log.json", trainer.state.log_history)
+
+    metrics: dict[str, Any] = {
+        **sizes,
+        "train_questions": len(train_examples),
+        "train_windows": int(len(train_feats["input_ids"])),
+        "train_dropped": train_report.dropped,
+        "train_repaired": train_report.repaired,
+        "global_step": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0, 3),
+        "train_loss": round(float(result.training_loss), 5) if result.training_loss is not None else None,
+        "train_seconds": round(train_seconds, 1),
+        "train_windows_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
+        "resumed_from": Path(last_checkpoint).name if last_checkpoint else None,
+    }
+    if dev_examples:
+        preds_spans = answer(model, tokenizer, dev_examples, params, n_best=config.n_best,
+                             max_answer_length=config.max_answer_length, cache_dir=cache,
+                             progress=config.progress)
+        preds = predictions_from_spans([ex.qid for ex in dev_examples], preds_spans)
+        write_json(out / "dev_predictions.json", preds)
+        dev = cmrc_scores(gold_references(config.dev_file), preds)
+        metrics.update({f"dev_{k}": v for k, v in dev.items()})
+        log.info("dev: EM %.3f F1 %.3f (%d questions)", dev["em"], dev["f1"], dev["total"])
+    write_manifest(out, "finetune", to_dict(config),
+                   {"train_file": config.train_file, "dev_file": config.dev_file or None,
+                    "model": config.model if config.model and Path(config.model).exists() else None,
+                    "tokenizer": config.tokenizer if Path(config.tokenizer or "-").exists() else None},
+                   {"model": model_dir}, metrics, started=started)
+    return metrics

@@ -1,0 +1,127 @@
+"""Run records: sha256 of inputs/outputs, package versions, git commit, atomic file writes."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+MANIFEST = "manifest.json"
+RESOLVED_CONFIG = "resolved_config.yaml"
+METRICS = "metrics.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    atomic_write_text(Path(path), json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def sha256_path(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a folder (relative names and contents of its files, sorted)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    if p.is_dir():
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+            h.update(str(f.relative_to(p)).encode("utf-8") + b"\0")
+            h.update(sha256_path(f).encode("ascii"))
+        return h.hexdigest()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    """The commit of the paddleqa checkout this code runs from ("+dirty" if changed), or "unknown"."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the stack packages (imports nothing heavy that is not loaded)."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("paddleqa", "paddlepaddle", "paddlenlp", "paddleslim", "paddlelite", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    if "paddle" in sys.modules:
+        out["paddle_commit"] = getattr(sys.modules["paddle"].version, "commit", "unknown")
+    return out
+
+
+def write_manifest(
+    out_dir: str | os.PathLike,
+    stage: str,
+    config: Mapping[str, Any],
+    inputs: Mapping[str, str | os.PathLike | None],
+    outputs: Mapping[str, str | os.PathLike | None],
+    metrics: Mapping[str, Any],
+    *,
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Write ``manifest.json``, ``resolved_config.yaml`` and ``metrics.json`` into ``out_dir``."""
+    from .config import write_yaml
+
+    out = Path(out_dir)
+
+    def describe(paths: Mapping[str, Any]) -> dict[str, Any]:
+        rec = {}
+        for name, p in paths.items():
+            if p is None:
+                continue
+            q = Path(p)
+            rec[name] = {"path": str(p), "sha256": sha256_path(q) if q.exists() else None}
+        return rec
+
+    now = _dt.datetime.now(_dt.timezone.utc)
+    manifest = {
+        "stage": stage,
+        "created": now.isoformat(timespec="seconds"),
+        "wall_seconds": None if started is None else round(now.timestamp() - started, 2),
+        "command": sys.argv,
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "config": dict(config),
+        "inputs": describe(inputs),
+        "outputs": describe(outputs),
+        "metrics": dict(metrics),
+    }
+    write_yaml(config, out / RESOLVED_CONFIG)
+    write_json(out / METRICS, dict(metrics))
+    write_json(out / MANIFEST, manifest)
+    return manifest

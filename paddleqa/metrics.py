@@ -1,0 +1,140 @@
+"""The official CMRC 2018 evaluation (EM / F1 / AVERAGE), as one set of pure functions.
+
+This follows the definition in the CMRC 2018 organisers' ``cmrc2018_evaluate.py``:
+
+* text is lower-cased and stripped;
+* *mixed segmentation*: every CJK character (U+4E00..U+9FA5) and every listed punctuation mark is
+  its own token; runs of other characters are word-tokenized (the script uses NLTK's
+  ``word_tokenize``);
+* EM compares the strings with the listed punctuation removed, against each reference;
+* F1 uses the longest common *contiguous* token sequence (punctuation removed) between prediction
+  and a reference, precision = lcs/len(pred), recall = lcs/len(ref); max over references;
+* a question without a prediction scores 0 (and is counted in ``missing``);
+* AVERAGE = (EM + F1) / 2, all in percent.
+
+It is written here rather than imported because no maintained package ships it (PaddleNLP's
+``squad_evaluate`` is a bag-of-characters F1 that skips missing predictions, so it is not this
+metric). NLTK's punkt data cannot be downloaded offline, so sentence splitting before the Treebank
+word tokenizer is done with a regex; for answer-length strings the two agree.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping, Sequence
+
+# The punctuation list of the official script, in its order. Note '……' is a two-character entry
+# that a per-character test never matches; it is kept for fidelity.
+PUNCTUATION: tuple[str, ...] = (
+    "-", ":", "_", "*", "^", "/", "\\", "~", "`", "+", "=",
+    "，", "。", "：", "？", "！", "“", "”", "；", "’", "《", "》", "……", "·", "、",
+    "「", "」", "（", "）", "－", "～", "『", "』",
+)
+_PUNCT = frozenset(PUNCTUATION)
+_CJK = re.compile("[\u4e00-\u9fa5]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+_word_tokenizer = None
+
+
+def _word_tokenize(text: str) -> list[str]:
+    global _word_tokenizer
+    if _word_tokenizer is None:
+        from nltk.tokenize import NLTKWordTokenizer  # the tokenizer behind nltk.word_tokenize
+
+        _word_tokenizer = NLTKWordTokenizer()
+    tokens: list[str] = []
+    for sentence in _SENTENCE_END.split(text):
+        tokens.extend(_word_tokenizer.tokenize(sentence))
+    return tokens
+
+
+def mixed_segmentation(text: str, remove_punctuation: bool = False) -> list[str]:
+    """Tokens of ``text`` as the official script segments them."""
+    text = str(text).lower().strip()
+    segs: list[str] = []
+    run = ""
+    for ch in text:
+        if remove_punctuation and ch in _PUNCT:
+            continue
+        if _CJK.match(ch) or ch in _PUNCT:
+            if run:
+                segs.extend(_word_tokenize(run))
+                run = ""
+            segs.append(ch)
+        else:
+            run += ch
+    if run:
+        segs.extend(_word_tokenize(run))
+    return segs
+
+
+def strip_punctuation(text: str) -> str:
+    """Lower-cased, stripped ``text`` without the listed punctuation (the EM normal form)."""
+    return "".join(ch for ch in str(text).lower().strip() if ch not in _PUNCT)
+
+
+def longest_common_substring(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common contiguous token sequence of ``a`` and ``b``."""
+    best = 0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0] * (len(b) + 1)
+        for j, y in enumerate(b):
+            if x == y:
+                cur[j + 1] = prev[j] + 1
+                if cur[j + 1] > best:
+                    best = cur[j + 1]
+        prev = cur
+    return best
+
+
+def f1_score(references: Iterable[str], prediction: str) -> float:
+    """Max over references of the LCS-based F1 (0..1)."""
+    pred = mixed_segmentation(prediction, remove_punctuation=True)
+    best = 0.0
+    for ref in references:
+        gold = mixed_segmentation(ref, remove_punctuation=True)
+        lcs = longest_common_substring(gold, pred)
+        if lcs == 0:
+            continue
+        precision, recall = lcs / len(pred), lcs / len(gold)
+        best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def exact_match(references: Iterable[str], prediction: str) -> float:
+    """1.0 if the punctuation-stripped prediction equals any punctuation-stripped reference."""
+    pred = strip_punctuation(prediction)
+    return float(any(strip_punctuation(ref) == pred for ref in references))
+
+
+def cmrc_scores(
+    references: Mapping[str, Sequence[str]], predictions: Mapping[str, str]
+) -> dict[str, float | int]:
+    """EM, F1 and AVERAGE in percent over every question in ``references``.
+
+    ``references`` maps question id -> reference answer texts; ``predictions`` maps question id ->
+    predicted text (leaderboard format). Missing predictions score 0 and are counted; predictions
+    for unknown ids are ignored (and counted in ``extra``).
+    """
+    em = f1 = 0.0
+    missing = 0
+    for qid, refs in references.items():
+        key = str(qid).strip()
+        if key not in predictions:
+            missing += 1
+            continue
+        pred = str(predictions[key])
+        em += exact_match(refs, pred)
+        f1 += f1_score(refs, pred)
+    total = len(references)
+    em_pct = 100.0 * em / total if total else 0.0
+    f1_pct = 100.0 * f1 / total if total else 0.0
+    return {
+        "em": round(em_pct, 3),
+        "f1": round(f1_pct, 3),
+        "average": round((em_pct + f1_pct) / 2, 3),
+        "total": total,
+        "missing": missing,
+        "extra": len(set(map(str, predictions)) - {str(q).strip() for q in references}),
+    }

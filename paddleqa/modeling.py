@@ -1,0 +1,120 @@
+"""QA models: PaddleNLP Auto classes from a hub name or folder, or an ERNIE built from scratch."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .config import opt
+from .errors import PaddleQAError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ArchConfig:
+    """A from-scratch ERNIE encoder (used when no pretrained model is given)."""
+
+    num_layers: int = opt(4, help="Transformer layers")
+    hidden_size: int = opt(256, help="hidden width")
+    num_heads: int = opt(4, help="attention heads (must divide hidden_size)")
+    intermediate_size: int = opt(1024, help="FFN width")
+    max_position_embeddings: int = opt(512, help="longest sequence the model can take")
+    dropout: float = opt(0.1, help="hidden and attention dropout probability")
+
+    def __post_init__(self) -> None:
+        for name in ("num_layers", "hidden_size", "num_heads", "intermediate_size",
+                     "max_position_embeddings"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"arch.{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"arch.num_heads ({self.num_heads}) must divide arch.hidden_size "
+                             f"({self.hidden_size})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"arch.dropout must be in [0, 1), got {self.dropout}")
+
+
+def build_from_scratch(arch: ArchConfig, vocab_size: int, pad_token_id: int = 0):
+    from paddlenlp.transformers import ErnieConfig, ErnieForQuestionAnswering
+
+    config = ErnieConfig(
+        vocab_size=vocab_size,
+        hidden_size=arch.hidden_size,
+        num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_heads,
+        intermediate_size=arch.intermediate_size,
+        max_position_embeddings=arch.max_position_embeddings,
+        hidden_dropout_prob=arch.dropout,
+        attention_probs_dropout_prob=arch.dropout,
+        type_vocab_size=4,
+        pad_token_id=pad_token_id,
+    )
+    return ErnieForQuestionAnswering(config)
+
+
+def load_model(name_or_dir: str):
+    """A PaddleNLP QA model from a folder or hub name, with clear errors when it cannot load."""
+    from paddlenlp.transformers import AutoModelForQuestionAnswering
+
+    path = Path(name_or_dir)
+    if path.exists():
+        if not path.is_dir():
+            raise PaddleQAError(f"model {path}: expected a model folder, got a file")
+        if not (path / "config.json").exists() and not (path / "model_config.json").exists():
+            hint = ""
+            if (path / "model").is_dir():
+                hint = f"; did you mean {path / 'model'}?"
+            raise PaddleQAError(f"model folder {path} has no config.json{hint}")
+        try:
+            return AutoModelForQuestionAnswering.from_pretrained(str(path))
+        except Exception as exc:
+            raise PaddleQAError(f"cannot load the model in {path}: {type(exc).__name__}: {exc}") from None
+    try:
+        return AutoModelForQuestionAnswering.from_pretrained(str(name_or_dir))
+    except Exception as exc:  # offline hub lookups fail with OSError/ValueError/requests errors
+        raise PaddleQAError(
+            f"cannot load model {name_or_dir!r}: no such folder, and the model hub is unreachable or "
+            f"does not know it ({type(exc).__name__}). Pass a local model folder instead."
+        ) from None
+
+
+def count_params(model) -> dict[str, int]:
+    """Total, embedding and non-embedding parameter counts."""
+    total = emb = 0
+    for name, p in model.named_parameters():
+        n = int(np.prod(p.shape))
+        total += n
+        if "embeddings" in name:
+            emb += n
+    return {"params": total, "embedding_params": emb, "non_embedding_params": total - emb}
+
+
+def predict_logits(model, feats: dict[str, np.ndarray], *, batch_size: int = 32,
+                   progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Start/end logits ``[windows, max_seq_len]`` of a dygraph QA model (padding gets -inf-ish)."""
+    import paddle
+    from tqdm.auto import tqdm
+
+    from .features import pad_batch
+
+    model.eval()
+    n, L = feats["input_ids"].shape
+    start = np.full((n, L), -1e4, dtype=np.float32)
+    end = np.full((n, L), -1e4, dtype=np.float32)
+    # Windows sorted by length so each batch pads little; results go back to their rows.
+    order = np.argsort(feats["length"], kind="stable")
+    with paddle.no_grad():
+        for b in tqdm(range(0, n, batch_size), desc="predict", unit="batch", disable=not progress,
+                      leave=False):
+            idx = order[b: b + batch_size]
+            batch = pad_batch(feats, idx)
+            out = model(input_ids=paddle.to_tensor(batch["input_ids"]),
+                        token_type_ids=paddle.to_tensor(batch["token_type_ids"]))
+            s, e = (out[0], out[1]) if isinstance(out, (tuple, list)) else (out.start_logits,
+                                                                            out.end_logits)
+            w = batch["input_ids"].shape[1]
+            start[idx, :w] = s.numpy()
+            end[idx, :w] = e.numpy()
+    return start, end

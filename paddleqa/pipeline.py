@@ -1,0 +1,193 @@
+"""The whole chain in one place: one YAML -> stage configs -> stages run in order in one run dir.
+
+    data check  ->  vocab (from-scratch tokenizer)  ->  finetune (teacher)  ->  evaluate
+
+A pipeline YAML has ``run_dir`` and one section per stage holding only overrides of that stage's
+defaults; the wiring between stages (which folder feeds which) is done here. A stage whose
+``manifest.json`` records the same config and the same input hashes is skipped, so re-running a
+finished or interrupted run only does what is left.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import ConfigError, from_dict, opt, to_dict
+from .manifest import MANIFEST, sha256_path
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "vocab", "finetune", "evaluate")
+
+
+@dataclasses.dataclass
+class DataSection:
+    """Where the data comes from (paths may use ${VAR:-default})."""
+
+    train_file: str = opt("", help="SQuAD/CMRC training JSON")
+    dev_file: str = opt("", help="SQuAD/CMRC dev JSON")
+    max_context_chars: int = opt(5000, help="paragraphs longer than this are dropped (reported)")
+
+    def __post_init__(self) -> None:
+        if not self.train_file or not self.dev_file:
+            raise ValueError("data.train_file and data.dev_file are required")
+
+
+@dataclasses.dataclass
+class VocabSection:
+    """Character vocab for from-scratch models (skipped when finetune.tokenizer or .model is set)."""
+
+    min_freq: int = opt(1, help="keep characters seen at least this often")
+    max_size: int = opt(0, help="cap on vocab size (0 = none)")
+
+
+def _sections(doc: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
+    valid = ("run_dir",) + STAGES
+    unknown = sorted(set(doc) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    run_dir = doc.get("run_dir")
+    if not isinstance(run_dir, str) or not run_dir:
+        raise ConfigError("run_dir is required: the folder that holds every stage's output")
+    sections = {}
+    for name in STAGES:
+        sec = doc.get(name) or {}
+        if not isinstance(sec, dict):
+            raise ConfigError(f"section {name} must be a mapping of overrides, got {sec!r}")
+        sections[name] = sec
+    return run_dir, sections
+
+
+def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
+    """Typed config of every stage: defaults <- wiring from earlier stages <- YAML overrides."""
+    from .evaluate import EvaluateConfig
+    from .finetune import FinetuneConfig
+
+    run_dir, sec = _sections(doc)
+    root = Path(run_dir)
+    data = from_dict(DataSection, sec["data"], where="data")
+    vocab = from_dict(VocabSection, sec["vocab"], where="vocab")
+    ft_over = dict(sec["finetune"])
+    needs_vocab = not ft_over.get("model") and not ft_over.get("tokenizer")
+    wired_ft = {
+        "train_file": data.train_file,
+        "dev_file": data.dev_file,
+        "output_dir": str(root / "teacher"),
+        "max_context_chars": data.max_context_chars,
+        "tokenizer": str(root / "vocab") if needs_vocab else "",
+    }
+    finetune = from_dict(FinetuneConfig, {**wired_ft, **ft_over}, where="finetune")
+    wired_ev = {
+        "model": str(root / "teacher" / "model"),
+        "data_file": data.dev_file,
+        "out_dir": str(root / "evaluate"),
+        "max_context_chars": data.max_context_chars,
+        "n_best": finetune.n_best,
+        "max_answer_length": finetune.max_answer_length,
+        "cache_dir": finetune.cache_dir,
+        "progress": finetune.progress,
+    }
+    evaluate = from_dict(EvaluateConfig, {**wired_ev, **sec["evaluate"]}, where="evaluate")
+    return {"run_dir": root, "data": data, "vocab": vocab if needs_vocab else None,
+            "finetune": finetune, "evaluate": evaluate}
+
+
+def _up_to_date(out_dir: Path, config: Any, inputs: dict[str, str]) -> bool:
+    """True when ``out_dir`` holds a manifest for this exact config and these exact inputs."""
+    path = out_dir / MANIFEST
+    if not path.exists():
+        return False
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    if manifest.get("config") != to_dict(config):
+        return False
+    recorded = manifest.get("inputs", {})
+    for name, p in inputs.items():
+        if not p:
+            continue
+        if name not in recorded or not Path(p).exists() or recorded[name]["sha256"] != sha256_path(p):
+            return False
+    for name, rec in manifest.get("outputs", {}).items():
+        if not Path(rec["path"]).exists() or rec["sha256"] != sha256_path(rec["path"]):
+            log.warning("%s: output %s changed since it was written; redoing the stage", out_dir, name)
+            return False
+    return True
+
+
+def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
+        on_stage: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
+    """Run every stage (or ``only`` one) of a pipeline document; returns each stage's metrics."""
+    from . import evaluate as evaluate_stage
+    from . import finetune as finetune_stage
+    from . import tokenizer as vocab_stage
+    from .dataset import load_examples
+    from .manifest import write_manifest
+
+    if only is not None and only not in STAGES:
+        raise ConfigError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
+    cfg = stage_configs(doc)
+    root: Path = cfg["run_dir"]
+    results: dict[str, dict] = {}
+
+    def wanted(name: str) -> bool:
+        return only is None or only == name
+
+    data = cfg["data"]
+    if wanted("data"):
+        out = root / "data"
+        files = {"train_file": data.train_file, "dev_file": data.dev_file}
+        if _up_to_date(out, data, files):
+            log.info("stage data: up to date, skipped")
+            results["data"] = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        else:
+            metrics = {}
+            for name, mode in (("train_file", "train"), ("dev_file", "eval")):
+                _, report = load_examples(files[name], mode=mode,
+                                          max_context_chars=data.max_context_chars)
+                s = report.summary()
+                s.pop("findings")
+                metrics[name.replace("_file", "")] = s
+                log.info("data %s: %d questions, %d repaired, %d dropped", name, report.questions,
+                         report.repaired, report.dropped)
+            write_manifest(out, "data", to_dict(data), files, {}, metrics)
+            results["data"] = metrics
+        if on_stage:
+            on_stage("data", results["data"])
+
+    if cfg["vocab"] is not None and wanted("vocab"):
+        vcfg = vocab_stage.VocabConfig(data_files=[data.train_file], out_dir=str(root / "vocab"),
+                                       min_freq=cfg["vocab"].min_freq, max_size=cfg["vocab"].max_size)
+        if _up_to_date(Path(vcfg.out_dir), vcfg, {f"data_{i}": p for i, p in enumerate(vcfg.data_files)}):
+            log.info("stage vocab: up to date, skipped")
+            results["vocab"] = json.loads((Path(vcfg.out_dir) / "metrics.json").read_text("utf-8"))
+        else:
+            results["vocab"] = vocab_stage.run(vcfg)
+        if on_stage:
+            on_stage("vocab", results["vocab"])
+
+    ft = cfg["finetune"]
+    if wanted("finetune"):
+        ft_inputs = {"train_file": ft.train_file, "dev_file": ft.dev_file}
+        if _up_to_date(Path(ft.output_dir), ft, ft_inputs):
+            log.info("stage finetune: up to date, skipped")
+            results["finetune"] = json.loads((Path(ft.output_dir) / "metrics.json").read_text("utf-8"))
+        else:
+            results["finetune"] = finetune_stage.run(ft, resume=resume)
+        if on_stage:
+            on_stage("finetune", results["finetune"])
+
+    ev = cfg["evaluate"]
+    if wanted("evaluate"):
+        if _up_to_date(Path(ev.out_dir), ev, {"model": ev.model, "data_file": ev.data_file}):
+            log.info("stage evaluate: up to date, skipped")
+            results["evaluate"] = json.loads((Path(ev.out_dir) / "metrics.json").read_text("utf-8"))
+        else:
+            results["evaluate"] = evaluate_stage.run(ev)
+        if on_stage:
+            on_stage("evaluate", results["evaluate"])
+    return results
