@@ -132,7 +132,9 @@ def _cmd_finetune(args) -> int:
             f"tokenizer folder {ft.tokenizer} does not exist: build it with "
             f"`paddleqa run {args.config} --only vocab`, or set finetune.tokenizer"
         )
-    _print_json(finetune.run(ft, resume=args.resume))
+    metrics = finetune.run(ft, resume=args.resume)
+    if metrics:  # under the data-parallel launcher, only rank 0 reports
+        _print_json(metrics)
     return 0
 
 

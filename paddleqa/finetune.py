@@ -272,8 +272,9 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
     train_seconds = time.time() - t_train
 
     model_dir = out / "model"
-    trainer.save_model(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
+    trainer.save_model(str(model_dir))  # saves model + tokenizer on rank 0 only
+    if not trainer.is_world_process_zero():
+        return {}  # data-parallel: rank 0 alone scores and writes the records
     write_json(model_dir / TRAINING_INFO, {
         "feature_params": dataclasses.asdict(params),
         "train_file": config.train_file,

@@ -1,0 +1,63 @@
+"""Shared pieces of the benchmark commands: machine facts and BENCHMARKS.md sections."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+
+HEADER = (
+    "# Benchmarks\n\n"
+    "Every section below is written by the benchmark command it names; none is typed by hand.\n"
+    "Re-running a command replaces its own section only.\n"
+)
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) / 2**20
+                break
+    except OSError:
+        pass
+
+    def version(pkg: str) -> str:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "paddlepaddle": version("paddlepaddle"),
+        "paddlenlp": version("paddlenlp"),
+        "paddleslim": version("paddleslim"),
+        "paddlelite": version("paddlelite"),
+    }
+
+
+def replace_section(path: Path, name: str, body: str) -> None:
+    """Put ``body`` between this section's markers in ``path`` (appended if new)."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

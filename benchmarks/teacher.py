@@ -1,0 +1,155 @@
+"""Teacher benchmark: fine-tune the from-scratch teacher on CMRC 2018 and score it on dev.
+
+    python benchmarks/teacher.py [--config configs/cmrc2018.yaml] [--nproc 2] [--set K=V ...]
+
+Runs, as subprocesses with fixed thread settings: the data and vocab stages, data-parallel
+fine-tuning through ``paddle.distributed.launch`` (``--nproc`` processes x 1 thread), and the
+final dev evaluation. Then writes its section of BENCHMARKS.md (machine, command line, config,
+params, wall time, throughput, dev EM/F1, learning curve) from the run's JSON records, plus
+``benchmarks/teacher.json``. Nothing in the report is typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import machine_info, replace_section  # noqa: E402
+
+
+def _run(cmd: list[str], env: dict[str, str], log_path: Path) -> float:
+    print("+", shlex.join(cmd), flush=True)
+    t = time.time()
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"\n+ {shlex.join(cmd)}\n")
+        log.flush()
+        rc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        sys.exit(f"benchmark step failed (exit {rc}): {shlex.join(cmd)}; see {log_path}")
+    return time.time() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/cmrc2018.yaml")
+    ap.add_argument("--nproc", type=int, default=2, help="data-parallel training processes")
+    ap.add_argument("--set", action="append", default=[], help="config override SECTION.KEY=VALUE")
+    ap.add_argument("--out", default="BENCHMARKS.md")
+    args = ap.parse_args(argv)
+
+    from paddleqa.config import merge, parse_overrides, read_yaml
+
+    doc = merge(read_yaml(ROOT / args.config), parse_overrides(args.set))
+    run_dir = ROOT / doc["run_dir"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "benchmark.log"
+    sets = [x for s in args.set for x in ("--set", s)]
+    paddleqa = [sys.executable, "-m", "paddleqa.cli"]
+    # MKL as bundled picks a slow path on AMD CPUs unless told otherwise (see README, Performance).
+    base_env = {**os.environ, "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE", "5"),
+                "PYTHONUNBUFFERED": "1"}
+    one_thread = {**base_env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    all_threads = {**base_env, "OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+
+    started = time.time()
+    for stage in ("data", "vocab"):
+        _run(paddleqa + ["run", args.config, "--only", stage, *sets], all_threads, log_path)
+    train_cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(args.nproc),
+                 "--log_dir", str(run_dir / "launch_logs"),
+                 # the launcher runs a script file, so it is given the installed console script
+                 str(Path(sys.executable).parent / "paddleqa"), "finetune",
+                 "--config", args.config, "--resume", *sets]
+    if args.nproc == 1:
+        train_cmd = paddleqa + ["finetune", "--config", args.config, "--resume", *sets]
+    train_wall = _run(train_cmd, one_thread if args.nproc > 1 else all_threads, log_path)
+    eval_wall = _run(paddleqa + ["run", args.config, "--only", "evaluate", *sets], all_threads, log_path)
+    total_wall = time.time() - started
+
+    ft = json.loads((run_dir / "teacher" / "metrics.json").read_text(encoding="utf-8"))
+    ev = json.loads((run_dir / "evaluate" / "metrics.json").read_text(encoding="utf-8"))
+    cfg = json.loads((run_dir / "teacher" / "manifest.json").read_text(encoding="utf-8"))["config"]
+    curve_file = run_dir / "teacher" / "learning_curve.json"
+    curve = json.loads(curve_file.read_text(encoding="utf-8")) if curve_file.exists() else []
+    command = "python benchmarks/teacher.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    result = {
+        "command": command.strip(),
+        "machine": machine_info(),
+        "threads": {"train": f"{args.nproc} process(es) x {one_thread['OMP_NUM_THREADS'] if args.nproc > 1 else all_threads['OMP_NUM_THREADS']} thread(s)",
+                    "MKL_DEBUG_CPU_TYPE": base_env["MKL_DEBUG_CPU_TYPE"]},
+        "config": cfg,
+        "params": ft["params"],
+        "non_embedding_params": ft["non_embedding_params"],
+        "train_questions": ft["train_questions"],
+        "train_windows": ft["train_windows"],
+        "epochs": ft["epochs"],
+        "global_step": ft["global_step"],
+        "train_wall_seconds": round(train_wall, 1),
+        "trainer_seconds": ft["train_seconds"],
+        "train_windows_per_second": round(ft["train_windows"] * ft["epochs"] / ft["train_seconds"], 2),
+        "resumed_from": ft.get("resumed_from"),
+        "eval_wall_seconds": round(eval_wall, 1),
+        "total_wall_seconds": round(total_wall, 1),
+        "dev_em": ev["em"], "dev_f1": ev["f1"], "dev_average": ev["average"], "dev_total": ev["total"],
+        "learning_curve": curve,
+    }
+    (ROOT / "benchmarks" / "teacher.json").write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n",
+                                                      encoding="utf-8")
+    replace_section(ROOT / args.out, "teacher", render(result))
+    print(json.dumps({k: result[k] for k in ("dev_em", "dev_f1", "train_wall_seconds")}, indent=2))
+    return 0
+
+
+def render(r: dict) -> str:
+    a = r["config"]["arch"]
+    c = r["config"]
+    m = r["machine"]
+    lines = [
+        "## Teacher: from-scratch ERNIE fine-tuned on CMRC 2018",
+        "",
+        f"Produced by `{r['command']}` (see `benchmarks/teacher.json` for the raw record).",
+        "",
+        f"- Machine: {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), {m['os']}; "
+        f"Python {m['python']}, paddlepaddle {m['paddlepaddle']}, paddlenlp {m['paddlenlp']}",
+        f"- Threads: training {r['threads']['train']}, MKL_DEBUG_CPU_TYPE={r['threads']['MKL_DEBUG_CPU_TYPE']}",
+        f"- Model: ERNIE {a['num_layers']}L-{a['hidden_size']}H-{a['num_heads']}A, FFN {a['intermediate_size']}, "
+        f"random init, char vocab from CMRC train; {r['params']:,} params "
+        f"({r['non_embedding_params']:,} non-embedding)",
+        f"- Data: {r['train_questions']:,} train questions -> {r['train_windows']:,} windows "
+        f"(max_seq_len {c['max_seq_len']}, doc_stride {c['doc_stride']}, max_query_length {c['max_query_length']}); "
+        f"dev {r['dev_total']:,} questions, official CMRC 2018 metric",
+        f"- Training: {r['epochs']} epochs, {r['global_step']:,} steps, batch {c['batch_size']} per process, "
+        f"lr {c['learning_rate']}, warm-up {c['warmup_ratio']}",
+        "",
+        "| dev EM | dev F1 | AVERAGE | train wall time | train windows/s | eval wall time |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {r['dev_em']:.2f} | {r['dev_f1']:.2f} | {r['dev_average']:.2f} | "
+        f"{r['train_wall_seconds'] / 60:.1f} min | {r['train_windows_per_second']:.1f} | "
+        f"{r['eval_wall_seconds'] / 60:.1f} min |",
+        "",
+    ]
+    if r.get("resumed_from"):
+        lines += [f"Training was resumed from {r['resumed_from']}; wall time counts the last leg only.", ""]
+    if r["learning_curve"]:
+        lines += ["Learning curve (dev scores on the first "
+                  f"{r['learning_curve'][0]['dev_questions']} dev questions after each epoch):", "",
+                  "| epoch | step | minutes | train loss | dev EM | dev F1 |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for p in r["learning_curve"]:
+            loss = "" if p["train_loss"] is None else f"{p['train_loss']:.3f}"
+            lines.append(f"| {p['epoch']:.2f} | {p['step']} | {p['seconds'] / 60:.1f} | {loss} | "
+                         f"{p['dev_em']:.2f} | {p['dev_f1']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
