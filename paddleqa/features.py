@@ -27,7 +27,7 @@ from .dataset import QAExample
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +67,7 @@ def _tokenize(tokenizer, examples: Sequence[QAExample], params: FeatureParams):
         contexts,
         stride=params.doc_stride,
         max_length=params.max_seq_len,
+        truncation="only_second",  # windows cut the context; the question was cut above
         return_attention_mask=False,
         return_overflowing_tokens=True,
         return_offsets_mapping=True,

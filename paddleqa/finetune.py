@@ -84,15 +84,21 @@ class FinetuneConfig:
 
 
 class _WindowDataset:
-    """Training windows as dicts of numpy rows, trimmed to their true length."""
+    """Training windows as dicts of numpy rows, trimmed to their true length.
 
-    def __init__(self, feats: dict[str, np.ndarray]):
+    Rows are visited through a fixed permutation drawn from ``seed``, so the seed decides the
+    batch order even though the sampler below shuffles by epoch number alone.
+    """
+
+    def __init__(self, feats: dict[str, np.ndarray], seed: int):
         self.feats = feats
+        self.order = np.random.RandomState(seed).permutation(len(feats["input_ids"]))
 
     def __len__(self) -> int:
         return len(self.feats["input_ids"])
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, j: int) -> dict[str, Any]:
+        i = int(self.order[j])
         n = int(self.feats["length"][i])
         return {
             "input_ids": self.feats["input_ids"][i, :n],
@@ -120,6 +126,29 @@ def _collate(pad_id: int):
         }
 
     return collate
+
+
+def _trainer_class():
+    from paddle.io import DistributedBatchSampler
+    from paddlenlp.trainer import Trainer
+
+    class ResumableTrainer(Trainer):
+        """PaddleNLP's Trainer with an epoch-seeded sampler.
+
+        With one process the stock Trainer shuffles through ``paddle.io.BatchSampler``, which draws
+        each epoch's order from the global RNG; a run resumed mid-way cannot replay those draws and
+        trains on different batches. ``DistributedBatchSampler`` orders by epoch number (the Trainer
+        calls its ``set_epoch``), so a resumed run sees exactly the batches of an uninterrupted one.
+        """
+
+        def _get_train_sampler(self):
+            return DistributedBatchSampler(
+                self.train_dataset, batch_size=self.args.per_device_train_batch_size, shuffle=True,
+                num_replicas=self.args.dataset_world_size, rank=self.args.dataset_rank,
+                drop_last=self.args.dataloader_drop_last,
+            )
+
+    return ResumableTrainer
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -166,7 +195,7 @@ def _check_output_dir(config: FinetuneConfig, resume: bool) -> str | None:
 def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
     """Train, save ``model/``, score the dev file; returns the metrics (also in metrics.json)."""
     import paddle
-    from paddlenlp.trainer import Trainer, TrainerCallback, TrainingArguments
+    from paddlenlp.trainer import TrainerCallback, TrainingArguments
 
     from .config import to_dict, write_yaml
     from .dataset import gold_references, load_examples
@@ -241,6 +270,17 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
             write_json(curve_path, curve)
             log.info("epoch %.2f: dev EM %.2f F1 %.2f", entry["epoch"], s["em"], s["f1"])
 
+    class StepSeed(TrainerCallback):
+        """Reseed Paddle before every step from (seed, step, rank).
+
+        The Trainer saves and restores the CPU generator's state with each checkpoint, but on CPU
+        that state does not capture the engine's position, so dropout masks after a resume differ
+        from an uninterrupted run. Seeding per step makes them a function of the step alone.
+        """
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            paddle.seed(config.seed + 1_000_003 * args.process_index + state.global_step)
+
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
         device="cpu",
@@ -259,13 +299,13 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
         dataloader_num_workers=0,
         do_train=True,
     )
-    trainer = Trainer(
+    trainer = _trainer_class()(
         model=model,
         args=args,
-        train_dataset=_WindowDataset(train_feats),
+        train_dataset=_WindowDataset(train_feats, config.seed),
         data_collator=_collate(tokenizer.pad_token_id or 0),
         tokenizer=tokenizer,
-        callbacks=[EpochEval(), *callbacks],
+        callbacks=[StepSeed(), EpochEval(), *callbacks],
     )
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=last_checkpoint)

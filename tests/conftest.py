@@ -1,0 +1,64 @@
+"""Tiny fixtures: a 3-question CMRC file, a char tokenizer, a 2-layer 32-hidden ERNIE."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CMRC_DIR = Path(os.environ.get("CMRC2018_DIR", REPO.parent / "shared" / "data" / "cmrc2018"))
+
+CONTEXT_1 = "退货政策：自签收之日起7天内可申请无理由退货，商品须保持完好。退款将在3个工作日内原路退回。"
+CONTEXT_2 = "客服热线400-820-1234每天9:00至21:00服务。VIP会员可享受免运费服务。"
+
+TINY = {
+    "version": "v1.0",
+    "data": [
+        {"id": "a1", "title": "退货", "paragraphs": [{"id": "p1", "context": CONTEXT_1, "qas": [
+            {"id": "q1", "question": "签收后几天内可以退货？",
+             "answers": [{"text": "7天", "answer_start": CONTEXT_1.index("7天")}]},
+            {"id": "q2", "question": "退款多久到账？",
+             "answers": [{"text": "3个工作日", "answer_start": CONTEXT_1.index("3个工作日")}]},
+        ]}]},
+        {"id": "a2", "title": "客服", "paragraphs": [{"id": "p2", "context": CONTEXT_2, "qas": [
+            {"id": "q3", "question": "客服电话是多少？",
+             "answers": [{"text": "400-820-1234", "answer_start": CONTEXT_2.index("400-820-1234")}]},
+        ]}]},
+    ],
+}
+
+
+def write_json(path: Path, obj) -> Path:
+    path.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_json(tmp_path) -> Path:
+    return write_json(tmp_path / "tiny.json", TINY)
+
+
+@pytest.fixture
+def tiny_tokenizer_dir(tmp_path, tiny_json) -> Path:
+    from paddleqa.tokenizer import VocabConfig, run
+
+    out = tmp_path / "vocab"
+    run(VocabConfig(data_files=[str(tiny_json)], out_dir=str(out)))
+    return out
+
+
+TINY_ARCH = {"num_layers": 2, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64,
+             "max_position_embeddings": 128, "dropout": 0.1}
+
+
+def tiny_pipeline_doc(tmp_path: Path, train: Path, dev: Path, **finetune) -> dict:
+    return {
+        "run_dir": str(tmp_path / "run"),
+        "data": {"train_file": str(train), "dev_file": str(dev)},
+        "finetune": {"arch": dict(TINY_ARCH), "max_seq_len": 64, "doc_stride": 24,
+                     "max_query_length": 16, "epochs": 2, "batch_size": 4, "learning_rate": 0.001,
+                     "save_steps": 4, "logging_steps": 2, "cache_dir": str(tmp_path / "cache"),
+                     "progress": False, **finetune},
+    }

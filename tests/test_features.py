@@ -1,0 +1,116 @@
+"""Sliding windows, span labels, on-disk cache and the n-best post-processor."""
+import numpy as np
+import pytest
+
+from paddleqa.dataset import load_examples
+from paddleqa.features import FeatureParams, cached_features
+from paddleqa.postprocess import best_spans, predictions_from_spans
+
+
+@pytest.fixture
+def tok(tiny_tokenizer_dir):
+    from paddleqa.tokenizer import load_tokenizer
+
+    return load_tokenizer(str(tiny_tokenizer_dir))
+
+
+PARAMS = FeatureParams(max_seq_len=32, doc_stride=8, max_query_length=8)
+
+
+def test_windows_overlap_and_labels_point_at_the_answer(tiny_json, tok, tmp_path):
+    examples, _ = load_examples(tiny_json)
+    feats = cached_features(examples, tok, PARAMS, train=True, cache_dir=str(tmp_path / "c"),
+                            progress=False)
+    n = len(feats["input_ids"])
+    assert n > len(examples)  # long contexts were cut into several windows
+    assert feats["length"].max() <= PARAMS.max_seq_len
+    found = set()
+    for f in range(n):
+        s, e = feats["start_positions"][f], feats["end_positions"][f]
+        ex = examples[feats["example_index"][f]]
+        if s == 0:
+            continue  # answer not wholly inside this window
+        a, b = feats["offsets"][f, s, 0], feats["offsets"][f, e, 1]
+        assert ex.context[a:b] == ex.answers[0]
+        found.add(ex.qid)
+    assert found == {"q1", "q2", "q3"}  # every answer is labelled in some window
+
+
+def test_question_is_cut_to_max_query_length(tiny_json, tok):
+    from paddleqa.features import build_features
+
+    examples, _ = load_examples(tiny_json)
+    examples[0].question = "问" * 50
+    feats = build_features(examples[:1], tok, PARAMS, train=False, progress=False)
+    types = feats["token_type_ids"][0, : feats["length"][0]]
+    assert (types == 0).sum() == PARAMS.max_query_length + 2  # [CLS] question [SEP]
+
+
+def test_cache_is_reused_and_keyed_by_params(tiny_json, tok, tmp_path):
+    examples, _ = load_examples(tiny_json)
+    cache = tmp_path / "cache"
+    a = cached_features(examples, tok, PARAMS, train=False, cache_dir=str(cache), progress=False)
+    files = list(cache.iterdir())
+    b = cached_features(examples, tok, PARAMS, train=False, cache_dir=str(cache), progress=False)
+    assert list(cache.iterdir()) == files
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    other = FeatureParams(max_seq_len=40, doc_stride=8, max_query_length=8)
+    cached_features(examples, tok, other, train=False, cache_dir=str(cache), progress=False)
+    assert len(list(cache.iterdir())) == 2
+
+
+def test_feature_params_are_validated():
+    with pytest.raises(ValueError, match="max_seq_len"):
+        FeatureParams(max_seq_len=20, doc_stride=4, max_query_length=16)
+    with pytest.raises(ValueError, match="doc_stride"):
+        FeatureParams(max_seq_len=64, doc_stride=0, max_query_length=8)
+
+
+def _gold_logits(feats, examples):
+    """Logits peaked at the gold span in every window that holds it."""
+    n, L = feats["input_ids"].shape
+    start = np.zeros((n, L))
+    end = np.zeros((n, L))
+    for f in range(n):
+        ex = examples[feats["example_index"][f]]
+        a, b = ex.answer_starts[0], ex.answer_starts[0] + len(ex.answers[0])
+        offs = feats["offsets"][f]
+        for t in range(L):
+            if offs[t, 0] == a:
+                start[f, t] = 10
+            if offs[t, 1] == b and offs[t, 0] >= 0:
+                end[f, t] = 10
+    return start, end
+
+
+def test_gold_peaked_logits_give_the_gold_answers(tiny_json, tok):
+    from paddleqa.dataset import references
+    from paddleqa.features import build_features
+    from paddleqa.metrics import cmrc_scores
+
+    examples, _ = load_examples(tiny_json)
+    feats = build_features(examples, tok, PARAMS, train=False, progress=False)
+    start, end = _gold_logits(feats, examples)
+    spans = best_spans(start, end, feats["offsets"], feats["example_index"],
+                       [e.context for e in examples], n_best=5, max_answer_length=30)
+    preds = predictions_from_spans([e.qid for e in examples], spans)
+    assert cmrc_scores(references(examples), preds)["em"] == 100.0
+    for ex, sp in zip(examples, spans):
+        assert all(s.text == ex.context[s.start: s.end] for s in sp)  # substrings of the context
+        assert sp[0].probability >= sp[-1].probability
+        assert abs(sum(s.probability for s in sp) - 1) < 1e-6
+
+
+def test_max_answer_length_and_random_logits():
+    rng = np.random.default_rng(0)
+    ctx = ["一二三四五六七八九十"]
+    offsets = np.full((1, 14, 2), -1)
+    for t in range(10):
+        offsets[0, t + 3] = (t, t + 1)
+    start, end = rng.normal(size=(1, 14)), rng.normal(size=(1, 14))
+    spans = best_spans(start, end, offsets, np.array([0]), ctx, n_best=10, max_answer_length=3)[0]
+    assert spans and all(1 <= len(s.text) <= 3 and s.text in ctx[0] for s in spans)
+    assert [s.score for s in spans] == sorted((s.score for s in spans), reverse=True)
+    # a question with no context tokens gets no span, and an empty prediction
+    none = best_spans(start, end, np.full((1, 14, 2), -1), np.array([0]), ctx)
+    assert none == [[]] and predictions_from_spans(["q"], none) == {"q": ""}
