@@ -51,6 +51,19 @@ def _add_data(sub) -> None:
     c.add_argument("--out", help="write the repaired, validated data to this JSON file")
     c.add_argument("--json", action="store_true", help="print the full report as JSON")
     c.set_defaults(func=_cmd_data_check)
+    f = dsub.add_parser("fetch-cmrc", help="download CMRC 2018 train/dev with sha256 checks")
+    f.add_argument("--out", required=True, help="folder to put the files in (then set CMRC2018_DIR)")
+    f.add_argument("--base-url", default=None,
+                   help="where the files live (default: the dataset's own repository; file:// works)")
+    f.set_defaults(func=_cmd_fetch_cmrc)
+
+
+def _cmd_fetch_cmrc(args) -> int:
+    from . import cmrc2018
+
+    files = cmrc2018.fetch(args.out, args.base_url or cmrc2018.DEFAULT_BASE_URL)
+    _print_json({"files": files, "next": f"export CMRC2018_DIR={args.out}"})
+    return 0
 
 
 def _cmd_data_check(args) -> int:

@@ -142,3 +142,35 @@ def test_summary_json_has_histogram(tiny_json, capsys):
     summary = json.loads(out)
     assert summary["questions"] == 3 and summary["contexts"] == 2
     assert sum(summary["answer_length_histogram"].values()) == 3
+
+
+def test_fetch_cmrc_checks_sha256(tmp_path, capsys):
+    from conftest import CMRC_DIR
+
+    if not (CMRC_DIR / "cmrc2018_dev.json").exists():
+        pytest.skip("CMRC 2018 not available")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in ("cmrc2018_train.json", "cmrc2018_dev.json"):
+        (mirror / name).write_bytes((CMRC_DIR / name).read_bytes())
+    out = tmp_path / "cmrc"
+    assert cli.main(["-q", "data", "fetch-cmrc", "--out", str(out), "--base-url", mirror.as_uri()]) == 0
+    assert (out / "cmrc2018_dev.json").read_bytes() == (CMRC_DIR / "cmrc2018_dev.json").read_bytes()
+    capsys.readouterr()
+    with open(mirror / "cmrc2018_dev.json", "ab") as fh:  # a damaged download is refused
+        fh.write(b" ")
+    (out / "cmrc2018_dev.json").unlink()
+    assert cli.main(["-q", "data", "fetch-cmrc", "--out", str(out), "--base-url", mirror.as_uri()]) == 2
+    assert "does not match" in capsys.readouterr().err and not (out / "cmrc2018_dev.json").exists()
+
+
+def test_cmrc2018_known_defects_are_repaired():
+    from conftest import CMRC_DIR
+
+    if not (CMRC_DIR / "cmrc2018_train.json").exists():
+        pytest.skip("CMRC 2018 not available")
+    train, report = load_examples(CMRC_DIR / "cmrc2018_train.json")
+    # the public release has 21 answer offsets off by 1-3 characters; all are repairable
+    assert (len(train), report.repaired, report.dropped) == (10142, 21, 0)
+    dev, report = load_examples(CMRC_DIR / "cmrc2018_dev.json", mode="eval")
+    assert len(dev) == 3219 and report.dropped == 0
