@@ -17,6 +17,7 @@ from .modeling import ArchConfig
 log = logging.getLogger(__name__)
 
 CURVE = "learning_curve.json"
+RUN_INPUTS = "run_inputs.json"  # sha256 of the inputs the checkpoints were trained from
 
 
 @dataclasses.dataclass
@@ -157,6 +158,14 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in skip}
 
 
+def _input_hashes(config: FinetuneConfig) -> dict[str, str]:
+    """sha256 of the inputs that decide what the checkpoints hold (local files/folders only)."""
+    from .manifest import sha256_path
+
+    paths = {"train_file": config.train_file, "model": config.model, "tokenizer": config.tokenizer}
+    return {k: sha256_path(p) for k, p in paths.items() if p and Path(p).exists()}
+
+
 def _check_output_dir(config: FinetuneConfig, resume: bool) -> str | None:
     """Refuse to mix runs: returns the checkpoint to resume from, if any."""
     from paddlenlp.trainer.trainer_utils import get_last_checkpoint
@@ -185,6 +194,15 @@ def _check_output_dir(config: FinetuneConfig, resume: bool) -> str | None:
                 f"cannot resume {out}: its checkpoints were made with a different config "
                 f"(differs in: {', '.join(diff)}); use the same config or a new output_dir"
             )
+    recorded = out / RUN_INPUTS
+    if recorded.exists():
+        old_inputs = json.loads(recorded.read_text(encoding="utf-8"))
+        changed = sorted(k for k, v in _input_hashes(config).items() if old_inputs.get(k) != v)
+        if changed:
+            raise PaddleQAError(
+                f"cannot resume {out}: {', '.join(changed)} changed since its checkpoints were made; "
+                "delete the folder or choose a new output_dir"
+            )
     if last is None:
         log.warning("--resume: no checkpoint in %s; starting from the beginning", ckpt_dir)
     else:
@@ -211,7 +229,9 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
     out = Path(config.output_dir)
     last_checkpoint = _check_output_dir(config, resume)
     out.mkdir(parents=True, exist_ok=True)
-    write_yaml(to_dict(config), out / RESOLVED_CONFIG)  # written first: --resume compares with it
+    # Written first: --resume compares the config and the inputs with these.
+    write_yaml(to_dict(config), out / RESOLVED_CONFIG)
+    write_json(out / RUN_INPUTS, _input_hashes(config))
     paddle.set_device("cpu" if not paddle.is_compiled_with_cuda() else paddle.get_device())
 
     tokenizer = load_tokenizer(config.tokenizer or config.model)

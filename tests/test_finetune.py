@@ -68,6 +68,9 @@ def test_output_dir_guards(tmp_path, tiny_json, capsys):
                      "--set", "finetune.learning_rate=0.01"]) == 2
     err = capsys.readouterr().err
     assert "cannot resume" in err and "learning_rate" in err
+    tiny_json.write_text(tiny_json.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert cli.main(["-q", "finetune", "--config", str(cfg), "--resume"]) == 2
+    assert "train_file changed since its checkpoints were made" in capsys.readouterr().err
 
 
 def test_missing_tokenizer_is_explained(tmp_path, tiny_json, capsys):
