@@ -137,57 +137,41 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
     def wanted(name: str) -> bool:
         return only is None or only == name
 
-    data = cfg["data"]
-    if wanted("data"):
-        out = root / "data"
-        files = {"train_file": data.train_file, "dev_file": data.dev_file}
-        if _up_to_date(out, data, files):
-            log.info("stage data: up to date, skipped")
-            results["data"] = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    def stage(name: str, out_dir: Path, config: Any, inputs: dict[str, str], work: Callable[[], dict]):
+        """Run one stage unless its manifest shows it already ran with this config and inputs."""
+        if not wanted(name):
+            return
+        if _up_to_date(out_dir, config, inputs):
+            log.info("stage %s: up to date, skipped", name)
+            results[name] = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
         else:
-            metrics = {}
-            for name, mode in (("train_file", "train"), ("dev_file", "eval")):
-                _, report = load_examples(files[name], mode=mode,
-                                          max_context_chars=data.max_context_chars)
-                s = report.summary()
-                s.pop("findings")
-                metrics[name.replace("_file", "")] = s
-                log.info("data %s: %d questions, %d repaired, %d dropped", name, report.questions,
-                         report.repaired, report.dropped)
-            write_manifest(out, "data", to_dict(data), files, {}, metrics)
-            results["data"] = metrics
+            log.info("stage %s: running", name)
+            results[name] = work()
         if on_stage:
-            on_stage("data", results["data"])
+            on_stage(name, results[name])
 
-    if cfg["vocab"] is not None and wanted("vocab"):
+    data = cfg["data"]
+    data_files = {"train_file": data.train_file, "dev_file": data.dev_file}
+
+    def check_data() -> dict:
+        metrics = {}
+        for name, mode in (("train_file", "train"), ("dev_file", "eval")):
+            _, report = load_examples(data_files[name], mode=mode, max_context_chars=data.max_context_chars)
+            summary = report.summary()
+            summary.pop("findings")
+            metrics[name.replace("_file", "")] = summary
+        write_manifest(root / "data", "data", to_dict(data), data_files, {}, metrics)
+        return metrics
+
+    stage("data", root / "data", data, data_files, check_data)
+    if cfg["vocab"] is not None:
         vcfg = vocab_stage.VocabConfig(data_files=[data.train_file], out_dir=str(root / "vocab"),
                                        min_freq=cfg["vocab"].min_freq, max_size=cfg["vocab"].max_size)
-        if _up_to_date(Path(vcfg.out_dir), vcfg, {f"data_{i}": p for i, p in enumerate(vcfg.data_files)}):
-            log.info("stage vocab: up to date, skipped")
-            results["vocab"] = json.loads((Path(vcfg.out_dir) / "metrics.json").read_text("utf-8"))
-        else:
-            results["vocab"] = vocab_stage.run(vcfg)
-        if on_stage:
-            on_stage("vocab", results["vocab"])
-
+        stage("vocab", root / "vocab", vcfg, {"data_0": data.train_file}, lambda: vocab_stage.run(vcfg))
     ft = cfg["finetune"]
-    if wanted("finetune"):
-        ft_inputs = {"train_file": ft.train_file, "dev_file": ft.dev_file}
-        if _up_to_date(Path(ft.output_dir), ft, ft_inputs):
-            log.info("stage finetune: up to date, skipped")
-            results["finetune"] = json.loads((Path(ft.output_dir) / "metrics.json").read_text("utf-8"))
-        else:
-            results["finetune"] = finetune_stage.run(ft, resume=resume)
-        if on_stage:
-            on_stage("finetune", results["finetune"])
-
+    stage("finetune", Path(ft.output_dir), ft, {"train_file": ft.train_file, "dev_file": ft.dev_file},
+          lambda: finetune_stage.run(ft, resume=resume))
     ev = cfg["evaluate"]
-    if wanted("evaluate"):
-        if _up_to_date(Path(ev.out_dir), ev, {"model": ev.model, "data_file": ev.data_file}):
-            log.info("stage evaluate: up to date, skipped")
-            results["evaluate"] = json.loads((Path(ev.out_dir) / "metrics.json").read_text("utf-8"))
-        else:
-            results["evaluate"] = evaluate_stage.run(ev)
-        if on_stage:
-            on_stage("evaluate", results["evaluate"])
+    stage("evaluate", Path(ev.out_dir), ev, {"model": ev.model, "data_file": ev.data_file},
+          lambda: evaluate_stage.run(ev))
     return results
