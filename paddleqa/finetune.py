@@ -204,7 +204,7 @@ def _check_output_dir(config: FinetuneConfig, resume: bool) -> str | None:
                 "delete the folder or choose a new output_dir"
             )
     if last is None:
-        log.warning("--resume: no checkpoint in %s; starting from the beginning", ckpt_dir)
+        log.info("no checkpoint in %s yet; training from the start", ckpt_dir)
     else:
         log.info("resuming from %s", last)
     return last

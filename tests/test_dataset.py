@@ -174,3 +174,18 @@ def test_cmrc2018_known_defects_are_repaired():
     assert (len(train), report.repaired, report.dropped) == (10142, 21, 0)
     dev, report = load_examples(CMRC_DIR / "cmrc2018_dev.json", mode="eval")
     assert len(dev) == 3219 and report.dropped == 0
+
+
+def test_embedded_sample_data_is_clean_and_split_by_passage():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "data"
+    train, tr = load_examples(root / "cs_qa_train.json")
+    dev, dr = load_examples(root / "cs_qa_dev.json")
+    assert tr.repaired == tr.dropped == dr.repaired == dr.dropped == 0
+    assert len(train) + len(dev) >= 250
+    assert not {e.context for e in train} & {e.context for e in dev}
+    assert len({e.qid for e in train + dev}) == len(train) + len(dev)
+    for e in train + dev:
+        for text, start in zip(e.answers, e.answer_starts):
+            assert e.context[start: start + len(text)] == text
