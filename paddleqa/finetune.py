@@ -276,11 +276,15 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
         return cmrc_scores({ex.qid: ex.answers for ex in examples}, preds)
 
     class EpochEval(TrainerCallback):
+        # Every rank scores (the same questions): a rank that waited instead would sit in the next
+        # gradient all-reduce until gloo's timeout kills it. Only rank 0 records the point.
         def on_epoch_end(self, args, state, control, **kwargs):
-            if not (config.eval_each_epoch and dev_subset) or not state.is_world_process_zero:
+            if not (config.eval_each_epoch and dev_subset):
                 return
             s = score(dev_subset)
             model.train()
+            if not state.is_world_process_zero:
+                return
             losses = [h["loss"] for h in state.log_history if "loss" in h]
             entry = {"epoch": round(state.epoch or 0, 3), "step": state.global_step,
                      "seconds": round(time.time() - started, 1),
@@ -354,6 +358,8 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
         "train_seconds": round(train_seconds, 1),
         "train_windows_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
         "resumed_from": Path(last_checkpoint).name if last_checkpoint else None,
+        "steps_this_run": trainer.state.global_step - (
+            int(Path(last_checkpoint).name.rsplit("-", 1)[-1]) if last_checkpoint else 0),
     }
     if dev_examples:
         preds_spans = answer(model, tokenizer, dev_examples, params, n_best=config.n_best,
