@@ -50,8 +50,11 @@ class FinetuneConfig:
     max_context_chars: int = opt(5000, help="drop paragraphs longer than this (with a message)")
     cache_dir: str = opt("", help="feature cache folder; '' = ~/.cache/paddleqa (PADDLEQA_CACHE)")
     progress: bool = opt(True, help="show progress bars")
+    device: str = opt("cpu", help="cpu or gpu (a CUDA build of paddlepaddle is needed for gpu)")
 
     def __post_init__(self) -> None:
+        if self.device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be 'cpu' or 'gpu', got {self.device!r}")
         if not self.train_file:
             raise ValueError("train_file is required")
         if not self.output_dir:
@@ -154,7 +157,7 @@ def _trainer_class():
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """Config fields that decide the result (progress display and eval extras do not)."""
-    skip = {"progress", "cache_dir", "eval_each_epoch", "eval_max_questions", "logging_steps"}
+    skip = {"progress", "cache_dir", "eval_each_epoch", "eval_max_questions", "logging_steps", "device"}
     return {k: v for k, v in cfg.items() if k not in skip}
 
 
@@ -232,7 +235,7 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
     # Written first: --resume compares the config and the inputs with these.
     write_yaml(to_dict(config), out / RESOLVED_CONFIG)
     write_json(out / RUN_INPUTS, _input_hashes(config))
-    paddle.set_device("cpu" if not paddle.is_compiled_with_cuda() else paddle.get_device())
+    paddle.set_device(config.device)
 
     tokenizer = load_tokenizer(config.tokenizer or config.model)
     params = config.feature_params()
@@ -265,15 +268,14 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
     curve_path = out / CURVE
     curve: list[dict[str, Any]] = []
     if last_checkpoint and curve_path.exists():
-        curve = [c for c in json.loads(curve_path.read_text(encoding="utf-8"))]
+        curve = json.loads(curve_path.read_text(encoding="utf-8"))
     dev_subset = dev_examples[: config.eval_max_questions] if config.eval_max_questions else dev_examples
 
-    def score(examples) -> dict[str, Any]:
+    def predict(examples) -> dict[str, str]:
         spans = answer(model, tokenizer, examples, params, n_best=config.n_best,
                        max_answer_length=config.max_answer_length, cache_dir=cache,
                        progress=config.progress)
-        preds = predictions_from_spans([ex.qid for ex in examples], spans)
-        return cmrc_scores({ex.qid: ex.answers for ex in examples}, preds)
+        return predictions_from_spans([ex.qid for ex in examples], spans)
 
     class EpochEval(TrainerCallback):
         # Every rank scores (the same questions): a rank that waited instead would sit in the next
@@ -281,7 +283,7 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
         def on_epoch_end(self, args, state, control, **kwargs):
             if not (config.eval_each_epoch and dev_subset):
                 return
-            s = score(dev_subset)
+            s = cmrc_scores({ex.qid: ex.answers for ex in dev_subset}, predict(dev_subset))
             model.train()
             if not state.is_world_process_zero:
                 return
@@ -307,7 +309,7 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
 
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
-        device="cpu",
+        device=config.device,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
@@ -362,10 +364,7 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
             int(Path(last_checkpoint).name.rsplit("-", 1)[-1]) if last_checkpoint else 0),
     }
     if dev_examples:
-        preds_spans = answer(model, tokenizer, dev_examples, params, n_best=config.n_best,
-                             max_answer_length=config.max_answer_length, cache_dir=cache,
-                             progress=config.progress)
-        preds = predictions_from_spans([ex.qid for ex in dev_examples], preds_spans)
+        preds = predict(dev_examples)
         write_json(out / "dev_predictions.json", preds)
         dev = cmrc_scores(gold_references(config.dev_file), preds)
         metrics.update({f"dev_{k}": v for k, v in dev.items()})
