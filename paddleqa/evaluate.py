@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -90,6 +91,9 @@ def run(config: EvaluateConfig) -> dict:
 
     started = time.time()
     model_path = Path(config.model)
+    if not model_path.exists() and (os.sep in config.model or config.model.startswith(".")):
+        raise PaddleQAError(f"model folder {config.model} does not exist; pass a fine-tuned model "
+                            "folder (e.g. RUN_DIR/teacher)")
     if model_path.is_dir() and not (model_path / "config.json").exists() and (model_path / "model").is_dir():
         model_path = model_path / "model"  # a finetune output folder: use the model inside it
     tokenizer = load_tokenizer(config.tokenizer or str(model_path))

@@ -41,3 +41,8 @@ def test_unreachable_model_name(capsys, tmp_path, tiny_json):
     (tmp_path / "empty").mkdir()
     code = cli.main(["-q", "evaluate", str(tmp_path / "empty"), str(tiny_json), "--out", str(tmp_path / "o")])
     assert code == 2 and "holds no tokenizer files" in capsys.readouterr().err
+
+
+def test_missing_model_folder_is_named(tmp_path, tiny_json, capsys):
+    code = cli.main(["-q", "evaluate", str(tmp_path / "nope"), str(tiny_json), "--out", str(tmp_path / "o")])
+    assert code == 2 and "nope does not exist" in capsys.readouterr().err
