@@ -130,8 +130,9 @@ def render(r: dict) -> str:
         f"Python {m['python']}, paddlepaddle {m['paddlepaddle']}, paddlenlp {m['paddlenlp']}",
         f"- Threads: training {r['threads']['train']}, MKL_DEBUG_CPU_TYPE={r['threads']['MKL_DEBUG_CPU_TYPE']}",
         f"- Model: ERNIE {a['num_layers']}L-{a['hidden_size']}H-{a['num_heads']}A, FFN {a['intermediate_size']}, "
-        f"random init, char vocab from CMRC train; {r['params']:,} params "
-        f"({r['non_embedding_params']:,} non-embedding)",
+        f"random init, dropout {a.get('dropout', 0.1)}, char vocab from CMRC train, "
+        f"{'exact-match token types (overlap_types)' if c.get('overlap_types') else 'plain token types'}; "
+        f"{r['params']:,} params ({r['non_embedding_params']:,} non-embedding)",
         f"- Data: {r['train_questions']:,} train questions -> {r['train_windows']:,} windows "
         f"(max_seq_len {c['max_seq_len']}, doc_stride {c['doc_stride']}, max_query_length {c['max_query_length']}); "
         f"dev {r['dev_total']:,} questions, official CMRC 2018 metric",
@@ -145,6 +146,13 @@ def render(r: dict) -> str:
         f"{r['train_and_dev_eval_wall_seconds'] / 60:.1f} min |",
         "",
     ]
+    budget = 90.0
+    lines += [f"CPU budget: {budget:.0f} min on {m['cores']} cores for data, vocab, training and "
+              f"scoring -- " + (
+                  f"this resumed leg took {r['total_wall_seconds'] / 60:.1f} min (no verdict for a "
+                  "resumed run)." if r.get("resumed_from") else
+                  f"this run took {r['total_wall_seconds'] / 60:.1f} min "
+                  f"({'within' if r['total_wall_seconds'] <= budget * 60 else 'OVER'} budget)."), ""]
     target = 35.0
     verdict = "reached" if r["dev_f1"] >= target else "not reached"
     lines += [f"Target for a from-scratch teacher in this budget: dev F1 >= {target:.0f} -- {verdict} "

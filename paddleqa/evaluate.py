@@ -60,6 +60,8 @@ def feature_params_for(model_dir: str, max_seq_len: int = 0, doc_stride: int = 0
         max_seq_len=max_seq_len or trained.get("max_seq_len", defaults.max_seq_len),
         doc_stride=doc_stride or trained.get("doc_stride", defaults.doc_stride),
         max_query_length=max_query_length or trained.get("max_query_length", defaults.max_query_length),
+        # Not overridable: it is part of what the model was trained to read.
+        overlap_types=bool(trained.get("overlap_types", defaults.overlap_types)),
     )
 
 

@@ -27,14 +27,29 @@ from .dataset import QAExample
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
+
+# Token types when ``overlap_types`` is on (see FeatureParams).
+QUESTION, CONTEXT, CONTEXT_IN_QUESTION, QUESTION_IN_CONTEXT = 0, 1, 2, 3
 
 
 @dataclasses.dataclass(frozen=True)
 class FeatureParams:
+    """Window settings.
+
+    ``overlap_types`` adds an exact-match signal through the token types, as DrQA's exact-match
+    feature does for from-scratch readers: a context token whose id also occurs in the question
+    gets type 2, a question token whose id occurs in the window's context gets type 3 (plain
+    question/context tokens keep 0/1; special and punctuation tokens never match). A model without
+    pre-training cannot learn that character matching quickly on its own; with it the model needs
+    no architecture change (ERNIE already embeds 4 token types). Off for pretrained models, whose
+    type embeddings 2 and 3 were never trained.
+    """
+
     max_seq_len: int = 384
     doc_stride: int = 128
     max_query_length: int = 64
+    overlap_types: bool = False
 
     def __post_init__(self) -> None:
         if self.max_query_length < 1:
@@ -83,6 +98,7 @@ def build_features(
 
     L = params.max_seq_len
     pad = tokenizer.pad_token_id or 0
+    no_match = _non_matching_ids(tokenizer) if params.overlap_types else None
     cols: dict[str, list] = {k: [] for k in ("input_ids", "token_type_ids", "length", "example_index",
                                              "offsets", "start_positions", "end_positions")}
     bar = tqdm(total=len(examples), desc="features", unit="q", disable=not progress, leave=False)
@@ -98,6 +114,8 @@ def build_features(
             row_ids[:n] = ids
             row_types = np.zeros(L, dtype=np.int32)
             row_types[:n] = types
+            if no_match is not None:
+                _mark_overlap(row_ids[:n], row_types[:n], no_match)
             # Character offsets for context tokens only; [SEP] and question tokens get -1.
             offs = np.full((L, 2), -1, dtype=np.int32)
             for t, (s, e) in enumerate(enc["offset_mapping"][f]):
@@ -126,6 +144,29 @@ def build_features(
         out["start_positions"] = np.asarray(cols["start_positions"], dtype=np.int64)
         out["end_positions"] = np.asarray(cols["end_positions"], dtype=np.int64)
     return out
+
+
+def _non_matching_ids(tokenizer) -> np.ndarray:
+    """Token ids that never count as a question/context match: special tokens and punctuation."""
+    import unicodedata
+
+    ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    for token, idx in vocab.items():
+        text = token[2:] if token.startswith("##") else token
+        if text and all(unicodedata.category(ch).startswith(("P", "S", "Z")) for ch in text):
+            ids.add(idx)
+    return np.asarray(sorted(ids), dtype=np.int64)
+
+
+def _mark_overlap(ids: np.ndarray, types: np.ndarray, no_match: np.ndarray) -> None:
+    """In place: context tokens found in the question -> 2, question tokens found in the context -> 3."""
+    matchable = ~np.isin(ids, no_match)
+    question = (types == QUESTION) & matchable
+    context = (types == CONTEXT) & matchable
+    q_ids, c_ids = ids[question], ids[context]
+    types[context & np.isin(ids, q_ids)] = CONTEXT_IN_QUESTION
+    types[question & np.isin(ids, c_ids)] = QUESTION_IN_CONTEXT
 
 
 def _label(offs: np.ndarray, char_start: int, char_end: int) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .config import opt
-from .errors import PaddleQAError
+from .errors import ConfigError, PaddleQAError
 from .modeling import ArchConfig
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ class FinetuneConfig:
     max_seq_len: int = opt(384, help="tokens per window (question + context + 3 special)")
     doc_stride: int = opt(128, help="step in tokens between overlapping context windows")
     max_query_length: int = opt(64, help="question tokens kept")
+    overlap_types: bool = opt(False, help="mark question/context tokens that occur in both with "
+                              "token types 2/3 (an exact-match signal for from-scratch models)")
     epochs: float = opt(2.0, help="training epochs (ignored when max_steps > 0)")
     max_steps: int = opt(-1, help="stop after this many optimizer steps (-1 = use epochs)")
     batch_size: int = opt(16, help="windows per optimizer step (per process)")
@@ -84,7 +86,8 @@ class FinetuneConfig:
     def feature_params(self):
         from .features import FeatureParams
 
-        return FeatureParams(self.max_seq_len, self.doc_stride, self.max_query_length)
+        return FeatureParams(self.max_seq_len, self.doc_stride, self.max_query_length,
+                             self.overlap_types)
 
 
 class _WindowDataset:
@@ -261,6 +264,10 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
     else:
         model = build_from_scratch(config.arch, vocab_size=len(tokenizer),
                                    pad_token_id=tokenizer.pad_token_id or 0)
+    n_types = getattr(model.config, "type_vocab_size", 0)
+    if params.overlap_types and n_types < 4:
+        raise ConfigError(f"overlap_types needs a model with >= 4 token types; {config.model} has "
+                          f"{n_types}. Set overlap_types: false for this model.")
     sizes = count_params(model)
     log.info("model: %s params (%s non-embedding)", f"{sizes['params']:,}",
              f"{sizes['non_embedding_params']:,}")

@@ -114,3 +114,29 @@ def test_max_answer_length_and_random_logits():
     # a question with no context tokens gets no span, and an empty prediction
     none = best_spans(start, end, np.full((1, 14, 2), -1), np.array([0]), ctx)
     assert none == [[]] and predictions_from_spans(["q"], none) == {"q": ""}
+
+
+def test_overlap_types_mark_exactly_the_shared_characters(tiny_json, tok):
+    from paddleqa.features import build_features
+
+    examples, _ = load_examples(tiny_json)
+    params = FeatureParams(max_seq_len=64, doc_stride=24, max_query_length=16, overlap_types=True)
+    plain = build_features(examples, tok, FeatureParams(64, 24, 16), train=True, progress=False)
+    marked = build_features(examples, tok, params, train=True, progress=False)
+    # Same windows, ids, offsets and labels: only the token types differ.
+    for key in ("input_ids", "offsets", "start_positions", "end_positions", "length"):
+        assert np.array_equal(plain[key], marked[key])
+    assert (marked["token_type_ids"] >= 2).any()
+    for f in range(len(marked["input_ids"])):
+        n = marked["length"][f]
+        ids = marked["input_ids"][f, :n]
+        base, types = plain["token_type_ids"][f, :n], marked["token_type_ids"][f, :n]
+        tokens = tok.convert_ids_to_tokens(ids.tolist())
+        q_tokens = {t for t, b in zip(tokens, base) if b == 0}
+        c_tokens = {t for t, b in zip(tokens, base) if b == 1}
+        for t, b, m in zip(tokens, base, types):
+            special = t in tok.all_special_tokens or t in "，。？：！-"
+            if b == 1:
+                assert m == (2 if (t in q_tokens and not special) else 1), t
+            else:
+                assert m == (3 if (t in c_tokens and not special) else 0), t
