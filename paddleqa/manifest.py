@@ -93,8 +93,13 @@ def write_manifest(
     metrics: Mapping[str, Any],
     *,
     started: float | None = None,
+    prefix: str = "",
 ) -> dict[str, Any]:
-    """Write ``manifest.json``, ``resolved_config.yaml`` and ``metrics.json`` into ``out_dir``."""
+    """Write ``manifest.json``, ``resolved_config.yaml`` and ``metrics.json`` into ``out_dir``.
+
+    ``prefix`` names them ``{prefix}manifest.json`` etc., for a stage whose output is one file
+    in a folder it shares with others (``augment`` writes ``OUT.json`` and ``OUT.manifest.json``).
+    """
     from .config import write_yaml
 
     out = Path(out_dir)
@@ -121,7 +126,7 @@ def write_manifest(
         "outputs": describe(outputs),
         "metrics": dict(metrics),
     }
-    write_yaml(config, out / RESOLVED_CONFIG)
-    write_json(out / METRICS, dict(metrics))
-    write_json(out / MANIFEST, manifest)
+    write_yaml(config, out / f"{prefix}{RESOLVED_CONFIG}")
+    write_json(out / f"{prefix}{METRICS}", dict(metrics))
+    write_json(out / f"{prefix}{MANIFEST}", manifest)
     return manifest
