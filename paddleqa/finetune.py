@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -21,20 +21,12 @@ RUN_INPUTS = "run_inputs.json"  # sha256 of the inputs the checkpoints were trai
 
 
 @dataclasses.dataclass
-class FinetuneConfig:
-    """Fine-tune (or train from scratch) an extractive QA model with PaddleNLP's Trainer."""
+class TrainSettings:
+    """What every training stage (finetune, distill) shares: data, schedule, checkpoints, scoring."""
 
     train_file: str = opt("", help="SQuAD/CMRC training JSON")
     dev_file: str = opt("", help="SQuAD/CMRC dev JSON scored after training ('' = none)")
     output_dir: str = opt("", help="run folder: checkpoints/, model/, metrics, manifest")
-    model: str = opt("", help="pretrained model: hub name or folder; '' = from scratch (see arch)")
-    tokenizer: str = opt("", help="tokenizer folder or hub name; default: the model's own")
-    arch: ArchConfig = opt(factory=ArchConfig, help="architecture when training from scratch")
-    max_seq_len: int = opt(384, help="tokens per window (question + context + 3 special)")
-    doc_stride: int = opt(128, help="step in tokens between overlapping context windows")
-    max_query_length: int = opt(64, help="question tokens kept")
-    overlap_types: bool = opt(False, help="mark question/context tokens that occur in both with "
-                              "token types 2/3 (an exact-match signal for from-scratch models)")
     epochs: float = opt(2.0, help="training epochs (ignored when max_steps > 0)")
     max_steps: int = opt(-1, help="stop after this many optimizer steps (-1 = use epochs)")
     batch_size: int = opt(16, help="windows per optimizer step (per process)")
@@ -61,9 +53,6 @@ class FinetuneConfig:
             raise ValueError("train_file is required")
         if not self.output_dir:
             raise ValueError("output_dir is required")
-        if not self.model and not self.tokenizer:
-            raise ValueError("a from-scratch model (model: '') needs a tokenizer: build one with "
-                             "`paddleqa vocab build` and set tokenizer to its folder")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be -1 (use epochs) or > 0, got {self.max_steps}")
         if self.max_steps == -1 and self.epochs <= 0:
@@ -78,6 +67,26 @@ class FinetuneConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.eval_max_questions < 0:
             raise ValueError("eval_max_questions must be >= 0")
+
+
+@dataclasses.dataclass
+class FinetuneConfig(TrainSettings):
+    """Fine-tune (or train from scratch) an extractive QA model with PaddleNLP's Trainer."""
+
+    model: str = opt("", help="pretrained model: hub name or folder; '' = from scratch (see arch)")
+    tokenizer: str = opt("", help="tokenizer folder or hub name; default: the model's own")
+    arch: ArchConfig = opt(factory=ArchConfig, help="architecture when training from scratch")
+    max_seq_len: int = opt(384, help="tokens per window (question + context + 3 special)")
+    doc_stride: int = opt(128, help="step in tokens between overlapping context windows")
+    max_query_length: int = opt(64, help="question tokens kept")
+    overlap_types: bool = opt(False, help="mark question/context tokens that occur in both with "
+                              "token types 2/3 (an exact-match signal for from-scratch models)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.model and not self.tokenizer:
+            raise ValueError("a from-scratch model (model: '') needs a tokenizer: build one with "
+                             "`paddleqa vocab build` and set tokenizer to its folder")
         self.feature_params()  # validates the window settings
         if self.max_seq_len > self.arch.max_position_embeddings and not self.model:
             raise ValueError(f"max_seq_len ({self.max_seq_len}) exceeds arch.max_position_embeddings "
@@ -88,6 +97,23 @@ class FinetuneConfig:
 
         return FeatureParams(self.max_seq_len, self.doc_stride, self.max_query_length,
                              self.overlap_types)
+
+
+@dataclasses.dataclass
+class Recipe:
+    """What a training stage trains, handed to :func:`train`.
+
+    ``build()`` runs after the seed is set and returns ``(trainable, model)``: the layer the
+    Trainer optimises (the model itself, or a distillation wrapper around it) and the QA model
+    that is scored, saved to ``model/`` and later exported.
+    """
+
+    stage: str
+    tokenizer: Any
+    params: Any  # FeatureParams
+    build: Callable[[], tuple[Any, Any]]
+    inputs: dict[str, str]  # name -> path of what decides the result besides the data (hashed)
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra training-record fields
 
 
 class _WindowDataset:
@@ -164,15 +190,15 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in skip}
 
 
-def _input_hashes(config: FinetuneConfig) -> dict[str, str]:
+def _input_hashes(config: TrainSettings, inputs: dict[str, str]) -> dict[str, str]:
     """sha256 of the inputs that decide what the checkpoints hold (local files/folders only)."""
     from .manifest import sha256_path
 
-    paths = {"train_file": config.train_file, "model": config.model, "tokenizer": config.tokenizer}
+    paths = {"train_file": config.train_file, **inputs}
     return {k: sha256_path(p) for k, p in paths.items() if p and Path(p).exists()}
 
 
-def _check_output_dir(config: FinetuneConfig, resume: bool) -> str | None:
+def _check_output_dir(config: TrainSettings, resume: bool, inputs: dict[str, str]) -> str | None:
     """Refuse to mix runs: returns the checkpoint to resume from, if any."""
     from paddlenlp.trainer.trainer_utils import get_last_checkpoint
 
@@ -203,7 +229,7 @@ def _check_output_dir(config: FinetuneConfig, resume: bool) -> str | None:
     recorded = out / RUN_INPUTS
     if recorded.exists():
         old_inputs = json.loads(recorded.read_text(encoding="utf-8"))
-        changed = sorted(k for k, v in _input_hashes(config).items() if old_inputs.get(k) != v)
+        changed = sorted(k for k, v in _input_hashes(config, inputs).items() if old_inputs.get(k) != v)
         if changed:
             raise PaddleQAError(
                 f"cannot resume {out}: {', '.join(changed)} changed since its checkpoints were made; "
@@ -218,6 +244,33 @@ def _check_output_dir(config: FinetuneConfig, resume: bool) -> str | None:
 
 def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
     """Train, save ``model/``, score the dev file; returns the metrics (also in metrics.json)."""
+    from .modeling import build_from_scratch, load_model
+    from .tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(config.tokenizer or config.model)
+    params = config.feature_params()
+
+    def build():
+        if config.model:
+            model = load_model(config.model)
+        else:
+            model = build_from_scratch(config.arch, vocab_size=len(tokenizer),
+                                       pad_token_id=tokenizer.pad_token_id or 0)
+        n_types = getattr(model.config, "type_vocab_size", 0)
+        if params.overlap_types and n_types < 4:
+            raise ConfigError(f"overlap_types needs a model with >= 4 token types; {config.model} "
+                              f"has {n_types}. Set overlap_types: false for this model.")
+        return model, model
+
+    recipe = Recipe("finetune", tokenizer, params, build,
+                    inputs={"model": config.model, "tokenizer": config.tokenizer})
+    return train(config, recipe, resume=resume, callbacks=callbacks)
+
+
+def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
+          callbacks: Sequence[Any] = ()) -> dict:
+    """The training loop every stage shares: PaddleNLP's Trainer over cached window features,
+    resumable checkpoints, per-epoch dev points, ``model/`` + records + manifest at the end."""
     import paddle
     from paddlenlp.trainer import TrainerCallback, TrainingArguments
 
@@ -227,21 +280,19 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
     from .features import cached_features
     from .manifest import RESOLVED_CONFIG, write_json, write_manifest
     from .metrics import cmrc_scores
-    from .modeling import build_from_scratch, count_params, load_model
+    from .modeling import count_params
     from .postprocess import predictions_from_spans
-    from .tokenizer import load_tokenizer
 
     started = time.time()
     out = Path(config.output_dir)
-    last_checkpoint = _check_output_dir(config, resume)
+    last_checkpoint = _check_output_dir(config, resume, recipe.inputs)
     out.mkdir(parents=True, exist_ok=True)
     # Written first: --resume compares the config and the inputs with these.
     write_yaml(to_dict(config), out / RESOLVED_CONFIG)
-    write_json(out / RUN_INPUTS, _input_hashes(config))
+    write_json(out / RUN_INPUTS, _input_hashes(config, recipe.inputs))
     paddle.set_device(config.device)
 
-    tokenizer = load_tokenizer(config.tokenizer or config.model)
-    params = config.feature_params()
+    tokenizer, params = recipe.tokenizer, recipe.params
     cache = config.cache_dir or None
     train_examples, train_report = load_examples(config.train_file, mode="train",
                                                  max_context_chars=config.max_context_chars)
@@ -259,15 +310,7 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
              int((train_feats["start_positions"] == 0).sum()))
 
     paddle.seed(config.seed)
-    if config.model:
-        model = load_model(config.model)
-    else:
-        model = build_from_scratch(config.arch, vocab_size=len(tokenizer),
-                                   pad_token_id=tokenizer.pad_token_id or 0)
-    n_types = getattr(model.config, "type_vocab_size", 0)
-    if params.overlap_types and n_types < 4:
-        raise ConfigError(f"overlap_types needs a model with >= 4 token types; {config.model} has "
-                          f"{n_types}. Set overlap_types: false for this model.")
+    trainable, model = recipe.build()
     sizes = count_params(model)
     log.info("model: %s params (%s non-embedding)", f"{sizes['params']:,}",
              f"{sizes['non_embedding_params']:,}")
@@ -291,7 +334,7 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
             if not (config.eval_each_epoch and dev_subset):
                 return
             s = cmrc_scores({ex.qid: ex.answers for ex in dev_subset}, predict(dev_subset))
-            model.train()
+            trainable.train()
             if not state.is_world_process_zero:
                 return
             losses = [h["loss"] for h in state.log_history if "loss" in h]
@@ -333,7 +376,7 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
         do_train=True,
     )
     trainer = _trainer_class()(
-        model=model,
+        model=trainable,
         args=args,
         train_dataset=_WindowDataset(train_feats, config.seed),
         data_collator=_collate(tokenizer.pad_token_id or 0),
@@ -345,13 +388,16 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
     train_seconds = time.time() - t_train
 
     model_dir = out / "model"
-    trainer.save_model(str(model_dir))  # saves model + tokenizer on rank 0 only
     if not trainer.is_world_process_zero():
-        return {}  # data-parallel: rank 0 alone scores and writes the records
+        return {}  # data-parallel: rank 0 alone saves, scores and writes the records
+    # The QA model itself (not a distillation wrapper) with its tokenizer: a plain model folder.
+    model.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
     write_json(model_dir / TRAINING_INFO, {
         "feature_params": dataclasses.asdict(params),
         "train_file": config.train_file,
-        "source": "paddleqa finetune",
+        "source": f"paddleqa {recipe.stage}",
+        **recipe.info,
     })
     write_json(out / "train_log.json", trainer.state.log_history)
 
@@ -376,9 +422,8 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
         dev = cmrc_scores(gold_references(config.dev_file), preds)
         metrics.update({f"dev_{k}": v for k, v in dev.items()})
         log.info("dev: EM %.3f F1 %.3f (%d questions)", dev["em"], dev["f1"], dev["total"])
-    write_manifest(out, "finetune", to_dict(config),
-                   {"train_file": config.train_file, "dev_file": config.dev_file or None,
-                    "model": config.model if config.model and Path(config.model).exists() else None,
-                    "tokenizer": config.tokenizer if Path(config.tokenizer or "-").exists() else None},
-                   {"model": model_dir}, metrics, started=started)
+    inputs = {"train_file": config.train_file, "dev_file": config.dev_file or None}
+    inputs.update({k: p for k, p in recipe.inputs.items() if p and Path(p).exists()})
+    write_manifest(out, recipe.stage, to_dict(config), inputs, {"model": model_dir}, metrics,
+                   started=started)
     return metrics
