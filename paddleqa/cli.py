@@ -177,6 +177,25 @@ def _cmd_augment(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- distill
+def _add_distill(sub) -> None:
+    p = sub.add_parser("distill", help="distil the teacher into a smaller student (KD losses)")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in the output folder")
+    p.set_defaults(func=_cmd_distill)
+
+
+def _cmd_distill(args) -> int:
+    from . import distill, pipeline
+
+    cfg = pipeline.stage_configs(_load_doc(args))["distill_config"]
+    metrics = distill.run(cfg, resume=args.resume)
+    if metrics:  # under the data-parallel launcher, only rank 0 reports
+        _print_json(metrics)
+    return 0
+
+
 # ---------------------------------------------------------------- evaluate
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="run a model on a CMRC file; write predictions and EM/F1")
@@ -273,6 +292,7 @@ COMMANDS: dict[str, Callable] = {
     "vocab": _add_vocab,
     "augment": _add_augment,
     "finetune": _add_finetune,
+    "distill": _add_distill,
     "evaluate": _add_evaluate,
     "score": _add_score,
     "run": _add_run,

@@ -114,6 +114,7 @@ class Recipe:
     build: Callable[[], tuple[Any, Any]]
     inputs: dict[str, str]  # name -> path of what decides the result besides the data (hashed)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra training-record fields
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra metrics (build may fill)
 
 
 class _WindowDataset:
@@ -416,11 +417,14 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
         "steps_this_run": trainer.state.global_step - (
             int(Path(last_checkpoint).name.rsplit("-", 1)[-1]) if last_checkpoint else 0),
     }
+    metrics.update(recipe.metrics)
     if dev_examples:
         preds = predict(dev_examples)
         write_json(out / "dev_predictions.json", preds)
         dev = cmrc_scores(gold_references(config.dev_file), preds)
         metrics.update({f"dev_{k}": v for k, v in dev.items()})
+        if recipe.metrics.get("teacher_dev_f1"):
+            metrics["f1_retention"] = round(dev["f1"] / recipe.metrics["teacher_dev_f1"], 4)
         log.info("dev: EM %.3f F1 %.3f (%d questions)", dev["em"], dev["f1"], dev["total"])
     inputs = {"train_file": config.train_file, "dev_file": config.dev_file or None}
     inputs.update({k: p for k, p in recipe.inputs.items() if p and Path(p).exists()})

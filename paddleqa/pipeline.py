@@ -1,9 +1,12 @@
 """The whole chain in one place: one YAML -> stage configs -> stages run in order in one run dir.
 
     data check  ->  vocab (from-scratch tokenizer)  ->  finetune (teacher)  ->  evaluate
+                ->  augment (synonym variants of the training questions)  ->  distill (student)
 
 A pipeline YAML has ``run_dir`` and one section per stage holding only overrides of that stage's
-defaults; the wiring between stages (which folder feeds which) is done here. A stage whose
+defaults; the wiring between stages (which folder feeds which) is done here. ``augment`` and
+``distill`` run only when the YAML has their section (``distill: {}`` takes every default); the
+student trains on the augmented file when ``augment`` is on. A stage whose
 ``manifest.json`` records the same config and the same input hashes is skipped, so re-running a
 finished or interrupted run only does what is left.
 """
@@ -20,7 +23,8 @@ from .manifest import MANIFEST, sha256_path
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data", "vocab", "finetune", "evaluate")
+STAGES = ("data", "vocab", "finetune", "evaluate", "augment", "distill")
+OPTIONAL = ("augment", "distill")  # run only when their section is present
 
 
 @dataclasses.dataclass
@@ -63,6 +67,8 @@ def _sections(doc: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
 
 def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
     """Typed config of every stage: defaults <- wiring from earlier stages <- YAML overrides."""
+    from .augment import AugmentConfig
+    from .distill import DistillConfig
     from .evaluate import EvaluateConfig
     from .finetune import FinetuneConfig
 
@@ -91,13 +97,27 @@ def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
         "progress": finetune.progress,
     }
     evaluate = from_dict(EvaluateConfig, {**wired_ev, **sec["evaluate"]}, where="evaluate")
+    augment = None
+    if "augment" in doc:
+        wired_aug = {"input_file": data.train_file, "output_file": str(root / "augment" / "train.json")}
+        augment = from_dict(AugmentConfig, {**wired_aug, **sec["augment"]}, where="augment")
+    shared = ("dev_file", "max_context_chars", "cache_dir", "progress", "device", "n_best",
+              "max_answer_length", "eval_max_questions", "seed")
+    wired_di = {
+        **{k: getattr(finetune, k) for k in shared},
+        "train_file": augment.output_file if augment else data.train_file,
+        "teacher": str(Path(finetune.output_dir) / "model"),
+        "output_dir": str(root / "distill"),
+    }
+    distill = from_dict(DistillConfig, {**wired_di, **sec["distill"]}, where="distill")
     return {"run_dir": root, "data": data, "vocab": vocab if needs_vocab else None,
-            "finetune": finetune, "evaluate": evaluate}
+            "finetune": finetune, "evaluate": evaluate, "augment": augment,
+            "distill": distill if "distill" in doc else None, "distill_config": distill}
 
 
-def _up_to_date(out_dir: Path, config: Any, inputs: dict[str, str]) -> bool:
+def _up_to_date(out_dir: Path, config: Any, inputs: dict[str, str], prefix: str = "") -> bool:
     """True when ``out_dir`` holds a manifest for this exact config and these exact inputs."""
-    path = out_dir / MANIFEST
+    path = out_dir / f"{prefix}{MANIFEST}"
     if not path.exists():
         return False
     try:
@@ -122,6 +142,8 @@ def _up_to_date(out_dir: Path, config: Any, inputs: dict[str, str]) -> bool:
 def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
         on_stage: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
     """Run every stage (or ``only`` one) of a pipeline document; returns each stage's metrics."""
+    from . import augment as augment_stage
+    from . import distill as distill_stage
     from . import evaluate as evaluate_stage
     from . import finetune as finetune_stage
     from . import tokenizer as vocab_stage
@@ -131,19 +153,25 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
     if only is not None and only not in STAGES:
         raise ConfigError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
     cfg = stage_configs(doc)
+    if only == "distill" and cfg["distill"] is None:
+        cfg["distill"] = cfg["distill_config"]  # asked for by name: run it with its defaults
+    if only == "augment" and cfg["augment"] is None:
+        raise ConfigError("stage augment has no section in this config: add `augment: {}` "
+                          "(its output feeds distill)")
     root: Path = cfg["run_dir"]
     results: dict[str, dict] = {}
 
     def wanted(name: str) -> bool:
         return only is None or only == name
 
-    def stage(name: str, out_dir: Path, config: Any, inputs: dict[str, str], work: Callable[[], dict]):
+    def stage(name: str, out_dir: Path, config: Any, inputs: dict[str, str], work: Callable[[], dict],
+              prefix: str = ""):
         """Run one stage unless its manifest shows it already ran with this config and inputs."""
         if not wanted(name):
             return
-        if _up_to_date(out_dir, config, inputs):
+        if _up_to_date(out_dir, config, inputs, prefix):
             log.info("stage %s: up to date, skipped", name)
-            results[name] = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+            results[name] = json.loads((out_dir / f"{prefix}metrics.json").read_text(encoding="utf-8"))
         else:
             log.info("stage %s: running", name)
             results[name] = work()
@@ -174,4 +202,14 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
     ev = cfg["evaluate"]
     stage("evaluate", Path(ev.out_dir), ev, {"model": ev.model, "data_file": ev.data_file},
           lambda: evaluate_stage.run(ev))
+    aug = cfg["augment"]
+    if aug is not None:
+        out = Path(aug.output_file)
+        stage("augment", out.parent, aug, {"input_file": aug.input_file},
+              lambda: augment_stage.run(aug, progress=ft.progress), prefix=out.name[: -len("json")])
+    di = cfg["distill"]
+    if di is not None:
+        stage("distill", Path(di.output_dir), di,
+              {"train_file": di.train_file, "dev_file": di.dev_file, "teacher": di.teacher},
+              lambda: distill_stage.run(di, resume=resume))
     return results

@@ -1,0 +1,285 @@
+"""Knowledge distillation: a fine-tuned teacher -> a smaller student, through PaddleNLP's Trainer.
+
+The student learns from the gold spans and from the teacher's start/end distributions,
+
+    L = alpha * CE(student, gold) + (1 - alpha) * prediction_loss(student, teacher; T)
+        + hidden_weight * hidden_mse + attention_weight * attention_mse,
+
+with the losses taken by name from :mod:`paddleqa.losses`. The teacher runs in eval mode without
+gradients on the same (clean) windows; the student may see Gaussian noise on its input word
+embeddings (``noise_prob``, ``noise_std``), the answer-side augmentation of the design. Windows,
+tokenizer and feature settings are the teacher's, read from its training record, so the student
+is scored and exported exactly like the teacher.
+
+Students come from a small registry (``STUDENTS``): ``ernie``, a smaller ERNIE (fewer layers,
+narrower, fewer heads, smaller FFN), initialised from the teacher where shapes allow -- the
+embeddings and every k-th layer (``init_layers``), parameter by parameter.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import opt
+from .errors import ConfigError
+from .finetune import Recipe, TrainSettings, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class StudentConfig:
+    """The student's shape; 0 means "as the teacher"."""
+
+    kind: str = opt("ernie", help="student family: ernie")
+    num_layers: int = opt(0, help="transformer layers (0 = teacher's)")
+    hidden_size: int = opt(0, help="hidden width (0 = teacher's)")
+    num_heads: int = opt(0, help="attention heads (0 = teacher's)")
+    intermediate_size: int = opt(0, help="FFN width (0 = teacher's)")
+    dropout: float = opt(0.1, help="dropout on hidden states and attention")
+    init: str = opt("teacher", help="teacher (copy every parameter whose shape matches) or random")
+    init_layers: tuple[int, ...] = opt((), help="teacher layers (1-based) copied into student layers "
+                                       "1..n; () = evenly spaced (every k-th layer)")
+
+    def __post_init__(self) -> None:
+        if self.kind not in STUDENTS:
+            raise ValueError(f"unknown student kind {self.kind!r}; valid: {', '.join(STUDENTS)}")
+        if self.init not in ("teacher", "random"):
+            raise ValueError(f"init must be 'teacher' or 'random', got {self.init!r}")
+        for name in ("num_layers", "hidden_size", "num_heads", "intermediate_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"student.{name} must be >= 0 (0 = as the teacher)")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"student.dropout must be in [0, 1), got {self.dropout}")
+        if self.init_layers and len(self.init_layers) != self.num_layers:
+            raise ValueError(f"student.init_layers names {len(self.init_layers)} teacher layers for "
+                             f"{self.num_layers} student layers; give one per student layer")
+
+
+@dataclasses.dataclass
+class DistillConfig(TrainSettings):
+    """``paddleqa distill``: teacher -> student with KD and optional intermediate losses."""
+
+    teacher: str = opt("", help="teacher model folder (a finetune run's model/)")
+    student: StudentConfig = opt(factory=StudentConfig, help="student shape and initialisation")
+    alpha: float = opt(0.5, help="weight of the gold-span cross-entropy; 1 - alpha goes to the "
+                       "prediction loss")
+    temperature: float = opt(2.0, help="softmax temperature of the prediction loss")
+    prediction_loss: str = opt("span_kd", help="span_kd (T^2 KL) or span_mse (logit MSE)")
+    hidden_weight: float = opt(0.0, help="weight of hidden-state MSE (0 = off)")
+    attention_weight: float = opt(0.0, help="weight of attention-map MSE (0 = off)")
+    layer_map: tuple[str, ...] = opt((), help="student:teacher layer pairs for intermediate losses, "
+                                     "e.g. ['1:2', '2:4']; () = student layer i -> its init layer")
+    noise_prob: float = opt(0.0, help="share of training windows whose student word embeddings "
+                            "get Gaussian noise (epsilon)")
+    noise_std: float = opt(0.0, help="standard deviation of that noise (sigma)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.teacher:
+            raise ValueError("teacher is required: the folder of a fine-tuned model")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        from .losses import PREDICTION_LOSSES, lookup
+
+        lookup(PREDICTION_LOSSES, self.prediction_loss, "prediction_loss")
+        if self.hidden_weight < 0 or self.attention_weight < 0:
+            raise ValueError("hidden_weight and attention_weight must be >= 0")
+        if not 0 <= self.noise_prob <= 1 or self.noise_std < 0:
+            raise ValueError("noise_prob must be in [0, 1] and noise_std >= 0")
+        self.pairs()  # validates layer_map
+
+    def pairs(self) -> list[tuple[int, int]]:
+        out = []
+        for item in self.layer_map:
+            try:
+                s, t = (int(x) for x in str(item).split(":"))
+            except ValueError:
+                raise ValueError(f"layer_map entry {item!r} must look like 'student:teacher', "
+                                 "e.g. '2:4'") from None
+            if s < 1 or t < 1:
+                raise ValueError(f"layer_map entry {item!r}: layers count from 1")
+            out.append((s, t))
+        return out
+
+
+# ------------------------------------------------------------------------------ students
+def spaced_layers(n_student: int, n_teacher: int) -> list[int]:
+    """Teacher layers (1-based) for student layers 1..n: every k-th, ending at the last."""
+    return [round((i + 1) * n_teacher / n_student) for i in range(n_student)]
+
+
+def build_ernie_student(teacher, spec: StudentConfig):
+    """A smaller ERNIE QA model; returns (student, teacher layer behind each student layer)."""
+    from paddlenlp.transformers import ErnieConfig, ErnieForQuestionAnswering
+
+    t = teacher.config
+    cfg = t.to_dict()
+    cfg.update(
+        num_hidden_layers=spec.num_layers or t.num_hidden_layers,
+        hidden_size=spec.hidden_size or t.hidden_size,
+        num_attention_heads=spec.num_heads or t.num_attention_heads,
+        intermediate_size=spec.intermediate_size or t.intermediate_size,
+        hidden_dropout_prob=spec.dropout,
+        attention_probs_dropout_prob=spec.dropout,
+    )
+    if cfg["hidden_size"] % cfg["num_attention_heads"]:
+        raise ConfigError(f"student hidden_size {cfg['hidden_size']} is not a multiple of its "
+                          f"{cfg['num_attention_heads']} heads")
+    n_s = cfg["num_hidden_layers"]
+    layers = list(spec.init_layers) or spaced_layers(n_s, t.num_hidden_layers)
+    if any(not 1 <= x <= t.num_hidden_layers for x in layers):
+        raise ConfigError(f"student.init_layers {layers}: the teacher has layers 1..{t.num_hidden_layers}")
+    student = ErnieForQuestionAnswering(ErnieConfig(**cfg))
+    if spec.init == "teacher":
+        copied, kept = init_from_teacher(student, teacher, layers)
+        log.info("student initialised from teacher layers %s: %d tensors copied, %d left random "
+                 "(shape differs)", layers, copied, kept)
+    return student, layers
+
+
+def init_from_teacher(student, teacher, layers: list[int]) -> tuple[int, int]:
+    """Copy every teacher tensor whose shape matches; student layer i <- teacher layer layers[i]."""
+    import re
+
+    t_state = teacher.state_dict()
+    pattern = re.compile(r"(\.layers\.)(\d+)(\.)")
+    new_state, copied, kept = {}, 0, 0
+    for name, value in student.state_dict().items():
+        src = pattern.sub(lambda m: f"{m.group(1)}{layers[int(m.group(2))] - 1}{m.group(3)}", name, count=1)
+        tv = t_state.get(src)
+        if tv is not None and list(tv.shape) == list(value.shape):
+            new_state[name] = tv
+            copied += 1
+        else:
+            new_state[name] = value  # shape differs: keeps its random initialisation
+            kept += 1
+    student.set_state_dict(new_state)
+    return copied, kept
+
+
+STUDENTS: dict[str, Callable] = {"ernie": build_ernie_student}
+
+
+# ------------------------------------------------------------------------------ the objective
+def _distiller_class():
+    import paddle
+    import paddle.nn as nn
+
+    from . import losses
+
+    class Distiller(nn.Layer):
+        """The layer the Trainer optimises: the student plus any width projections.
+
+        ``forward`` returns ``(loss,)`` so PaddleNLP's Trainer needs no custom ``compute_loss``.
+        The teacher is held outside the layer tree (a plain list), so it is neither optimised,
+        nor synchronised by DataParallel, nor written into checkpoints.
+        """
+
+        def __init__(self, student, teacher, config: DistillConfig, pairs: list[tuple[int, int]]):
+            super().__init__()
+            self.student = student
+            self._teacher = [teacher]
+            self.cfg = config
+            self.pairs = pairs
+            self.pad_id = student.config.pad_token_id or 0
+            self.prediction_loss = losses.lookup(losses.PREDICTION_LOSSES, config.prediction_loss,
+                                                 "prediction_loss")
+            s_w, t_w = student.config.hidden_size, teacher.config.hidden_size
+            n_proj = len(pairs) + 1 if config.hidden_weight > 0 and s_w != t_w else 0
+            # One learned projection per mapped hidden state (embeddings first), as in TinyBERT.
+            self.projections = nn.LayerList([nn.Linear(s_w, t_w) for _ in range(n_proj)])
+
+        def forward(self, input_ids, token_type_ids, start_positions, end_positions):
+            teacher = self._teacher[0]
+            mask = (input_ids != self.pad_id).astype("int64")
+            want_h, want_a = self.cfg.hidden_weight > 0, self.cfg.attention_weight > 0
+            common = dict(token_type_ids=token_type_ids, attention_mask=mask,
+                          output_hidden_states=want_h, output_attentions=want_a, return_dict=True)
+            if self.training and self.cfg.noise_prob > 0 and self.cfg.noise_std > 0:
+                embeds = self.student.ernie.embeddings.word_embeddings(input_ids)
+                hit = (paddle.rand([embeds.shape[0], 1, 1]) < self.cfg.noise_prob).astype(embeds.dtype)
+                embeds = embeds + hit * paddle.randn(embeds.shape, dtype=embeds.dtype) * self.cfg.noise_std
+                s_out = self.student(inputs_embeds=embeds, **common)
+            else:
+                s_out = self.student(input_ids=input_ids, **common)
+            with paddle.no_grad():
+                t_out = teacher(input_ids=input_ids, **common)
+            s_logits = (s_out.start_logits, s_out.end_logits)
+            t_logits = (t_out.start_logits.detach(), t_out.end_logits.detach())
+            loss = self.cfg.alpha * losses.span_ce(*s_logits, start_positions, end_positions, mask)
+            if self.cfg.alpha < 1:
+                loss = loss + (1 - self.cfg.alpha) * self.prediction_loss(
+                    s_logits, t_logits, mask, temperature=self.cfg.temperature)
+            if want_h:
+                hidden_pairs = [(0, 0)] + self.pairs
+                loss = loss + self.cfg.hidden_weight * losses.hidden_mse(
+                    s_out.hidden_states, [h.detach() for h in t_out.hidden_states], hidden_pairs,
+                    mask, list(self.projections) or None)
+            if want_a:
+                loss = loss + self.cfg.attention_weight * losses.attention_mse(
+                    s_out.attentions, [a.detach() for a in t_out.attentions], self.pairs, mask)
+            return (loss,)
+
+    return Distiller
+
+
+# ------------------------------------------------------------------------------ the stage
+def run(config: DistillConfig, *, resume: bool = False, callbacks=()) -> dict:
+    """Distil ``config.teacher`` into a student; same outputs as ``finetune`` plus size ratios."""
+    from .evaluate import feature_params_for
+    from .modeling import count_params, load_model
+    from .tokenizer import load_tokenizer
+
+    if not Path(config.teacher).is_dir():
+        raise ConfigError(f"teacher folder {config.teacher} does not exist: fine-tune one first "
+                          "(`paddleqa finetune`) or point distill.teacher at a model folder")
+    tokenizer = load_tokenizer(config.teacher)
+    params = feature_params_for(config.teacher)
+    info: dict[str, Any] = {"teacher": config.teacher}
+    extra: dict[str, Any] = {}
+
+    def build():
+        teacher = load_model(config.teacher)
+        teacher.eval()
+        student, layers = STUDENTS[config.student.kind](teacher, config.student)
+        pairs = config.pairs() or [(i + 1, t) for i, t in enumerate(layers)]
+        n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
+        bad = [p for p in pairs if p[0] > n_s or p[1] > n_t]
+        if bad:
+            raise ConfigError(f"layer_map {bad}: the student has layers 1..{n_s}, the teacher 1..{n_t}")
+        t_sizes, s_sizes = count_params(teacher), count_params(student)
+        info.update(student_layers_from_teacher=layers, layer_map=[f"{s}:{t}" for s, t in pairs])
+        extra.update(teacher_params=t_sizes["params"],
+                     teacher_non_embedding_params=t_sizes["non_embedding_params"],
+                     non_embedding_ratio=round(s_sizes["non_embedding_params"]
+                                               / max(t_sizes["non_embedding_params"], 1), 4),
+                     **_teacher_dev_scores(config))
+        log.info("student: %s params (%s non-embedding, %.1f%% of the teacher's)",
+                 f"{s_sizes['params']:,}", f"{s_sizes['non_embedding_params']:,}",
+                 100 * extra["non_embedding_ratio"])
+        return _distiller_class()(student, teacher, config, pairs), student
+
+    recipe = Recipe("distill", tokenizer, params, build, inputs={"teacher": config.teacher},
+                    info=info, metrics=extra)
+    return train(config, recipe, resume=resume, callbacks=callbacks)
+
+
+def _teacher_dev_scores(config: DistillConfig) -> dict[str, float]:
+    """The teacher's dev EM/F1 from its finetune run, when that run scored the same dev file."""
+    import json
+
+    run_metrics = Path(config.teacher).parent / "metrics.json"
+    run_config = Path(config.teacher).parent / "manifest.json"
+    try:
+        m = json.loads(run_metrics.read_text(encoding="utf-8"))
+        same_dev = json.loads(run_config.read_text(encoding="utf-8"))["config"].get("dev_file")
+    except (OSError, ValueError, KeyError):
+        return {}
+    if not config.dev_file or same_dev != config.dev_file or "dev_f1" not in m:
+        return {}
+    return {"teacher_dev_em": m["dev_em"], "teacher_dev_f1": m["dev_f1"]}

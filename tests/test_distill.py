@@ -1,0 +1,111 @@
+"""Distillation: KD vanishes for a perfect student, a smaller student trains, saves and reloads."""
+import json
+
+import numpy as np
+import pytest
+
+from paddleqa import cli, pipeline
+from paddleqa.config import ConfigError, from_dict
+
+from conftest import tiny_pipeline_doc
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    """A tiny fine-tuned teacher (4 layers so that students can skip layers)."""
+    from conftest import TINY, write_json
+
+    tmp = tmp_path_factory.mktemp("teacher")
+    data = write_json(tmp / "tiny.json", TINY)
+    doc = tiny_pipeline_doc(tmp, data, data, epochs=3, overlap_types=True)
+    doc["finetune"]["arch"]["num_layers"] = 4
+    pipeline.run(doc, only="vocab")
+    pipeline.run(doc, only="finetune")
+    return tmp, data, doc
+
+
+def _distill_doc(teacher_run, tmp_path, **distill):
+    _, data, doc = teacher_run
+    doc = json.loads(json.dumps(doc))
+    doc["distill"] = {"output_dir": str(tmp_path / "distill"), "epochs": 2, "batch_size": 4,
+                      "learning_rate": 0.001, "save_steps": 4, "logging_steps": 2, **distill}
+    return doc
+
+
+def test_distillation_loss_is_zero_for_a_student_equal_to_the_teacher(teacher_run, tmp_path):
+    import paddle
+
+    from paddleqa.distill import STUDENTS, _distiller_class
+    from paddleqa.modeling import load_model
+
+    cfg = pipeline.stage_configs(_distill_doc(teacher_run, tmp_path, alpha=0.0, temperature=3.0,
+                                              hidden_weight=1.0, attention_weight=1.0,
+                                              student={"dropout": 0.0}))["distill_config"]
+    teacher = load_model(cfg.teacher)
+    teacher.eval()
+    student, layers = STUDENTS["ernie"](teacher, cfg.student)  # same shape, copied from the teacher
+    assert layers == [1, 2, 3, 4]
+    distiller = _distiller_class()(student, teacher, cfg, [(i, i) for i in range(1, 5)])
+    ids = paddle.to_tensor([[1, 8, 9, 2, 10, 11, 12, 2, 0, 0], [1, 13, 2, 14, 15, 16, 17, 18, 19, 2]])
+    types = paddle.to_tensor([[0, 3, 0, 0, 2, 1, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]])
+    labels = paddle.to_tensor([4, 0]), paddle.to_tensor([6, 0])
+    distiller.train()
+    (loss,) = distiller(ids, types, *labels)
+    assert abs(float(loss)) < 1e-5
+    # A different student: the same objective is clearly positive.
+    other, _ = STUDENTS["ernie"](teacher, from_dict(type(cfg.student), {"init": "random", "dropout": 0.0}))
+    (loss2,) = _distiller_class()(other, teacher, cfg, [(i, i) for i in range(1, 5)])(ids, types, *labels)
+    assert float(loss2) > 1e-3
+
+
+def test_smaller_student_distils_saves_and_reloads(teacher_run, tmp_path, capsys):
+    import paddle
+
+    from paddleqa.evaluate import EvaluateConfig, run as evaluate
+    from paddleqa.modeling import count_params, load_model
+
+    doc = _distill_doc(teacher_run, tmp_path, student={"num_layers": 2, "intermediate_size": 32},
+                       hidden_weight=0.5, attention_weight=0.5, noise_prob=0.5, noise_std=0.1,
+                       epochs=10, batch_size=2, logging_steps=1)
+    metrics = pipeline.run(doc, only="distill")["distill"]
+    out = tmp_path / "distill"
+    teacher = load_model(pipeline.stage_configs(doc)["distill_config"].teacher)
+    student = load_model(str(out / "model"))
+    assert student.config.num_hidden_layers == 2 and student.config.intermediate_size == 32
+    assert count_params(student)["non_embedding_params"] < count_params(teacher)["non_embedding_params"]
+    assert metrics["non_embedding_ratio"] < 0.5
+    assert metrics["teacher_dev_f1"] is not None and "f1_retention" in metrics
+    info = json.loads((out / "model" / "paddleqa_training.json").read_text(encoding="utf-8"))
+    assert info["feature_params"]["overlap_types"] is True  # the teacher's inputs, kept
+    assert info["student_layers_from_teacher"] == [2, 4]
+    losses = [h["loss"] for h in json.loads((out / "train_log.json").read_text()) if "loss" in h]
+    assert len(losses) >= 10 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    # The saved student is an ordinary model folder: evaluate scores it like the teacher.
+    ev = evaluate(from_dict(EvaluateConfig, {"model": str(out / "model"), "data_file": teacher_run[1],
+                                             "out_dir": str(tmp_path / "ev"), "progress": False}))
+    assert ev["f1"] == pytest.approx(metrics["dev_f1"], abs=1e-6)
+    # Rerunning the pipeline skips the finished stage.
+    assert pipeline.run(doc, only="distill")["distill"] == json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"alpha": 1.5}, "alpha must be in"),
+    ({"prediction_loss": "kl"}, "valid: span_kd, span_mse"),
+    ({"layer_map": ["2-4"]}, "must look like 'student:teacher'"),
+    ({"student": {"kind": "lstm"}}, "valid: ernie"),
+    ({"student": {"num_layers": 2, "init_layers": [1]}}, "one per student layer"),
+])
+def test_bad_distill_settings_are_named(teacher_run, tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        pipeline.stage_configs(_distill_doc(teacher_run, tmp_path, **change))
+
+
+def test_cli_distill_names_a_missing_teacher(tmp_path, tiny_json, capsys):
+    import yaml
+
+    doc = tiny_pipeline_doc(tmp_path, tiny_json, tiny_json)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    assert cli.main(["distill", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "teacher folder" in err and "paddleqa finetune" in err
