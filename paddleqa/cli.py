@@ -196,6 +196,24 @@ def _cmd_distill(args) -> int:
     return 0
 
 
+def _add_prune(sub) -> None:
+    p = sub.add_parser("prune", help="prune heads, FFN neurons and layers; distil the result back")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in the output folder")
+    p.set_defaults(func=_cmd_prune)
+
+
+def _cmd_prune(args) -> int:
+    from . import pipeline, prune
+
+    cfg = pipeline.stage_configs(_load_doc(args))["prune_config"]
+    metrics = prune.run(cfg, resume=args.resume)
+    if metrics:
+        _print_json(metrics)
+    return 0
+
+
 # ---------------------------------------------------------------- evaluate
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="run a model on a CMRC file; write predictions and EM/F1")
@@ -293,6 +311,7 @@ COMMANDS: dict[str, Callable] = {
     "augment": _add_augment,
     "finetune": _add_finetune,
     "distill": _add_distill,
+    "prune": _add_prune,
     "evaluate": _add_evaluate,
     "score": _add_score,
     "run": _add_run,

@@ -59,11 +59,10 @@ class StudentConfig:
 
 
 @dataclasses.dataclass
-class DistillConfig(TrainSettings):
-    """``paddleqa distill``: teacher -> student with KD and optional intermediate losses."""
+class KDSettings(TrainSettings):
+    """Training against a teacher: what ``distill`` and ``prune`` (recovery) share."""
 
     teacher: str = opt("", help="teacher model folder (a finetune run's model/)")
-    student: StudentConfig = opt(factory=StudentConfig, help="student shape and initialisation")
     alpha: float = opt(0.5, help="weight of the gold-span cross-entropy; 1 - alpha goes to the "
                        "prediction loss")
     temperature: float = opt(2.0, help="softmax temperature of the prediction loss")
@@ -71,7 +70,8 @@ class DistillConfig(TrainSettings):
     hidden_weight: float = opt(0.0, help="weight of hidden-state MSE (0 = off)")
     attention_weight: float = opt(0.0, help="weight of attention-map MSE (0 = off)")
     layer_map: tuple[str, ...] = opt((), help="student:teacher layer pairs for intermediate losses, "
-                                     "e.g. ['1:2', '2:4']; () = student layer i -> its init layer")
+                                     "e.g. ['1:2', '2:4']; () = each student layer -> the teacher "
+                                     "layer it came from")
     noise_prob: float = opt(0.0, help="share of training windows whose student word embeddings "
                             "get Gaussian noise (epsilon)")
     noise_std: float = opt(0.0, help="standard deviation of that noise (sigma)")
@@ -105,6 +105,13 @@ class DistillConfig(TrainSettings):
                 raise ValueError(f"layer_map entry {item!r}: layers count from 1")
             out.append((s, t))
         return out
+
+
+@dataclasses.dataclass
+class DistillConfig(KDSettings):
+    """``paddleqa distill``: teacher -> student with KD and optional intermediate losses."""
+
+    student: StudentConfig = opt(factory=StudentConfig, help="student shape and initialisation")
 
 
 # ------------------------------------------------------------------------------ students
@@ -231,13 +238,30 @@ def _distiller_class():
 # ------------------------------------------------------------------------------ the stage
 def run(config: DistillConfig, *, resume: bool = False, callbacks=()) -> dict:
     """Distil ``config.teacher`` into a student; same outputs as ``finetune`` plus size ratios."""
+
+    def make_student(teacher, extra):
+        student, layers = STUDENTS[config.student.kind](teacher, config.student)
+        return student, layers, {"student_layers_from_teacher": layers}
+
+    return kd_run(config, "distill", make_student, resume=resume, callbacks=callbacks)
+
+
+def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bool = False,
+           callbacks=()) -> dict:
+    """Train a student against ``config.teacher`` through the shared Trainer loop.
+
+    ``make_student(teacher, metrics)`` returns ``(student, layers, info)``: the student, the
+    teacher layer (1-based) behind each student layer (the default layer map) and fields for the
+    training record; it may add entries to ``metrics`` (before/after measurements).
+    """
+    from .compact import flops_per_query
     from .evaluate import feature_params_for
     from .modeling import count_params, load_model
     from .tokenizer import load_tokenizer
 
     if not Path(config.teacher).is_dir():
         raise ConfigError(f"teacher folder {config.teacher} does not exist: fine-tune one first "
-                          "(`paddleqa finetune`) or point distill.teacher at a model folder")
+                          f"(`paddleqa finetune`) or point {stage}.teacher at a model folder")
     tokenizer = load_tokenizer(config.teacher)
     params = feature_params_for(config.teacher)
     info: dict[str, Any] = {"teacher": config.teacher}
@@ -246,16 +270,17 @@ def run(config: DistillConfig, *, resume: bool = False, callbacks=()) -> dict:
     def build():
         teacher = load_model(config.teacher)
         teacher.eval()
-        student, layers = STUDENTS[config.student.kind](teacher, config.student)
+        student, layers, student_info = make_student(teacher, extra)
         pairs = config.pairs() or [(i + 1, t) for i, t in enumerate(layers)]
         n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
         bad = [p for p in pairs if p[0] > n_s or p[1] > n_t]
         if bad:
             raise ConfigError(f"layer_map {bad}: the student has layers 1..{n_s}, the teacher 1..{n_t}")
         t_sizes, s_sizes = count_params(teacher), count_params(student)
-        info.update(student_layers_from_teacher=layers, layer_map=[f"{s}:{t}" for s, t in pairs])
+        info.update(student_info, layer_map=[f"{s}:{t}" for s, t in pairs])
         extra.update(teacher_params=t_sizes["params"],
                      teacher_non_embedding_params=t_sizes["non_embedding_params"],
+                     teacher_flops_per_query_384=flops_per_query(teacher.config, 384),
                      non_embedding_ratio=round(s_sizes["non_embedding_params"]
                                                / max(t_sizes["non_embedding_params"], 1), 4),
                      **_teacher_dev_scores(config))
@@ -264,12 +289,12 @@ def run(config: DistillConfig, *, resume: bool = False, callbacks=()) -> dict:
                  100 * extra["non_embedding_ratio"])
         return _distiller_class()(student, teacher, config, pairs), student
 
-    recipe = Recipe("distill", tokenizer, params, build, inputs={"teacher": config.teacher},
+    recipe = Recipe(stage, tokenizer, params, build, inputs={"teacher": config.teacher},
                     info=info, metrics=extra)
     return train(config, recipe, resume=resume, callbacks=callbacks)
 
 
-def _teacher_dev_scores(config: DistillConfig) -> dict[str, float]:
+def _teacher_dev_scores(config: KDSettings) -> dict[str, float]:
     """The teacher's dev EM/F1 from its finetune run, when that run scored the same dev file."""
     import json
 

@@ -281,6 +281,7 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
     from .features import cached_features
     from .manifest import RESOLVED_CONFIG, write_json, write_manifest
     from .metrics import cmrc_scores
+    from .compact import flops_per_query
     from .modeling import count_params
     from .postprocess import predictions_from_spans
 
@@ -418,6 +419,8 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
             int(Path(last_checkpoint).name.rsplit("-", 1)[-1]) if last_checkpoint else 0),
     }
     metrics.update(recipe.metrics)
+    metrics["flops_per_query_384"] = flops_per_query(model.config, 384)
+    metrics["model_bytes"] = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
     if dev_examples:
         preds = predict(dev_examples)
         write_json(out / "dev_predictions.json", preds)

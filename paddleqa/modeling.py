@@ -68,6 +68,10 @@ def load_model(name_or_dir: str):
                 hint = f"; did you mean {path / 'model'}?"
             raise PaddleQAError(f"model folder {path} has no config.json{hint}")
         try:
+            if _architecture(path) == "CompactErnieForQuestionAnswering":
+                from .compact import CompactErnieForQuestionAnswering  # not known to Auto classes
+
+                return CompactErnieForQuestionAnswering.from_pretrained(str(path))
             return AutoModelForQuestionAnswering.from_pretrained(str(path))
         except Exception as exc:
             raise PaddleQAError(f"cannot load the model in {path}: {type(exc).__name__}: {exc}") from None
@@ -78,6 +82,17 @@ def load_model(name_or_dir: str):
             f"cannot load model {name_or_dir!r}: no such folder, and the model hub is unreachable or "
             f"does not know it ({type(exc).__name__}). Pass a local model folder instead."
         ) from None
+
+
+def _architecture(folder: Path) -> str:
+    import json
+
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    archs = cfg.get("architectures") or [""]
+    return archs[0]
 
 
 def count_params(model) -> dict[str, int]:

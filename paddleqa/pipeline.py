@@ -2,11 +2,12 @@
 
     data check  ->  vocab (from-scratch tokenizer)  ->  finetune (teacher)  ->  evaluate
                 ->  augment (synonym variants of the training questions)  ->  distill (student)
+                ->  prune (width + depth pruning of the teacher, distilled back)
 
 A pipeline YAML has ``run_dir`` and one section per stage holding only overrides of that stage's
 defaults; the wiring between stages (which folder feeds which) is done here. ``augment`` and
-``distill`` run only when the YAML has their section (``distill: {}`` takes every default); the
-student trains on the augmented file when ``augment`` is on. A stage whose
+``distill`` and ``prune`` run only when the YAML has their section (``distill: {}`` takes every default); the
+students train on the augmented file when ``augment`` is on. A stage whose
 ``manifest.json`` records the same config and the same input hashes is skipped, so re-running a
 finished or interrupted run only does what is left.
 """
@@ -23,8 +24,8 @@ from .manifest import MANIFEST, sha256_path
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data", "vocab", "finetune", "evaluate", "augment", "distill")
-OPTIONAL = ("augment", "distill")  # run only when their section is present
+STAGES = ("data", "vocab", "finetune", "evaluate", "augment", "distill", "prune")
+OPTIONAL = ("augment", "distill", "prune")  # run only when their section is present
 
 
 @dataclasses.dataclass
@@ -71,6 +72,7 @@ def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
     from .distill import DistillConfig
     from .evaluate import EvaluateConfig
     from .finetune import FinetuneConfig
+    from .prune import PruneConfig
 
     run_dir, sec = _sections(doc)
     root = Path(run_dir)
@@ -110,9 +112,12 @@ def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
         "output_dir": str(root / "distill"),
     }
     distill = from_dict(DistillConfig, {**wired_di, **sec["distill"]}, where="distill")
+    wired_pr = {**wired_di, "output_dir": str(root / "prune")}
+    prune = from_dict(PruneConfig, {**wired_pr, **sec["prune"]}, where="prune")
     return {"run_dir": root, "data": data, "vocab": vocab if needs_vocab else None,
             "finetune": finetune, "evaluate": evaluate, "augment": augment,
-            "distill": distill if "distill" in doc else None, "distill_config": distill}
+            "distill": distill if "distill" in doc else None, "distill_config": distill,
+            "prune": prune if "prune" in doc else None, "prune_config": prune}
 
 
 def _up_to_date(out_dir: Path, config: Any, inputs: dict[str, str], prefix: str = "") -> bool:
@@ -145,6 +150,7 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
     from . import augment as augment_stage
     from . import distill as distill_stage
     from . import evaluate as evaluate_stage
+    from . import prune as prune_stage
     from . import finetune as finetune_stage
     from . import tokenizer as vocab_stage
     from .dataset import load_examples
@@ -153,8 +159,9 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
     if only is not None and only not in STAGES:
         raise ConfigError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
     cfg = stage_configs(doc)
-    if only == "distill" and cfg["distill"] is None:
-        cfg["distill"] = cfg["distill_config"]  # asked for by name: run it with its defaults
+    for name in ("distill", "prune"):
+        if only == name and cfg[name] is None:
+            cfg[name] = cfg[f"{name}_config"]  # asked for by name: run it with its defaults
     if only == "augment" and cfg["augment"] is None:
         raise ConfigError("stage augment has no section in this config: add `augment: {}` "
                           "(its output feeds distill)")
@@ -212,4 +219,9 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
         stage("distill", Path(di.output_dir), di,
               {"train_file": di.train_file, "dev_file": di.dev_file, "teacher": di.teacher},
               lambda: distill_stage.run(di, resume=resume))
+    pr = cfg["prune"]
+    if pr is not None:
+        stage("prune", Path(pr.output_dir), pr,
+              {"train_file": pr.train_file, "dev_file": pr.dev_file, "teacher": pr.teacher},
+              lambda: prune_stage.run(pr, resume=resume))
     return results

@@ -62,3 +62,21 @@ def tiny_pipeline_doc(tmp_path: Path, train: Path, dev: Path, **finetune) -> dic
                      "save_steps": 4, "logging_steps": 2, "cache_dir": str(tmp_path / "cache"),
                      "progress": False, **finetune},
     }
+
+
+@pytest.fixture(scope="session")
+def teacher_run(tmp_path_factory):
+    """A tiny fine-tuned teacher (4 layers so that students can skip layers)."""
+    tmp = tmp_path_factory.mktemp("teacher")
+    data = write_json(tmp / "tiny.json", TINY)
+    doc = tiny_pipeline_doc(tmp, data, data, epochs=3, overlap_types=True)
+    doc["finetune"]["arch"]["num_layers"] = 4
+    _pipeline().run(doc, only="vocab")
+    _pipeline().run(doc, only="finetune")
+    return tmp, data, doc
+
+
+def _pipeline():
+    from paddleqa import pipeline
+
+    return pipeline

@@ -7,7 +7,7 @@ import pytest
 
 from paddleqa import cli
 
-SUBCOMMANDS = [["data", "check"], ["vocab", "build"], ["finetune"], ["evaluate"], ["score"], ["run"], ["augment"], ["distill"]]
+SUBCOMMANDS = [["data", "check"], ["vocab", "build"], ["finetune"], ["evaluate"], ["score"], ["run"], ["augment"], ["distill"], ["prune"]]
 
 
 def test_top_level_help_lists_every_subcommand(capsys):

@@ -10,20 +10,6 @@ from paddleqa.config import ConfigError, from_dict
 from conftest import tiny_pipeline_doc
 
 
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory):
-    """A tiny fine-tuned teacher (4 layers so that students can skip layers)."""
-    from conftest import TINY, write_json
-
-    tmp = tmp_path_factory.mktemp("teacher")
-    data = write_json(tmp / "tiny.json", TINY)
-    doc = tiny_pipeline_doc(tmp, data, data, epochs=3, overlap_types=True)
-    doc["finetune"]["arch"]["num_layers"] = 4
-    pipeline.run(doc, only="vocab")
-    pipeline.run(doc, only="finetune")
-    return tmp, data, doc
-
-
 def _distill_doc(teacher_run, tmp_path, **distill):
     _, data, doc = teacher_run
     doc = json.loads(json.dumps(doc))

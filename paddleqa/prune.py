@@ -1,0 +1,215 @@
+"""Structured pruning: fewer layers, heads and FFN neurons -> a smaller dense model, distilled back.
+
+1. The teacher is converted, output for output, to the compact ERNIE (:mod:`paddleqa.compact`).
+2. Depth: each layer is removed in turn and the model scored (official CMRC F1) on held-out
+   *training* questions (the dev set stays untouched for the final score); the ``drop_layers``
+   layers whose removal costs least are dropped. The table goes to ``layer_sensitivity.json/.md``.
+3. Width (DynaBERT): head importance = |d loss / d head_mask| and neuron importance =
+   |sum(w * d loss / d w)| over the FFN's input and output weights, accumulated over labelled
+   training windows; in every kept layer the top ``width_mult`` share of heads and neurons is kept,
+   most important first (DynaBERT's reorder, then the slice that keeps the leading ones).
+4. The pruned model is distilled back from the teacher (the ``distill`` objective and settings).
+
+PaddleSlim's ``compute_neuron_head_importance`` is written for sentence classification (one
+logits tensor and ``labels``) and for OFA's patched attention that takes ``[None, head_mask]``;
+neither fits span extraction, so the importance pass is written here with the same formulas.
+Its ``reorder_head``/``reorder_neuron`` are not used either: importing
+``paddleslim.nas.ofa.utils.nlp_utils`` replaces ``paddle.nn.TransformerEncoder.forward`` for the
+whole process, which breaks PaddleNLP's ERNIE (the teacher) with "unexpected keyword 'cache'";
+:func:`paddleqa.compact.select` does the reorder-and-slice in one index_select per weight.
+The output is an ordinary model folder with per-layer head and FFN counts in its config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import opt
+from .distill import KDSettings, kd_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class PruneConfig(KDSettings):
+    """``paddleqa prune``: width + depth pruning of the teacher, then distillation back."""
+
+    width_mult: float = opt(0.5, help="share of heads and FFN neurons kept in every layer")
+    drop_layers: int = opt(0, help="whole layers removed, chosen by the sensitivity table")
+    importance_windows: int = opt(512, help="labelled training windows for head/neuron importance")
+    sensitivity_questions: int = opt(300, help="held-out training questions scored per removed layer")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.width_mult <= 1:
+            raise ValueError(f"width_mult must be in (0, 1], got {self.width_mult}")
+        if self.drop_layers < 0:
+            raise ValueError(f"drop_layers must be >= 0, got {self.drop_layers}")
+        if self.importance_windows < 1 or self.sensitivity_questions < 1:
+            raise ValueError("importance_windows and sensitivity_questions must be >= 1")
+
+
+def importance(model, feats: dict[str, np.ndarray], n_windows: int, batch_size: int, seed: int):
+    """Head importance ``[layers, heads]`` and per-layer neuron importance (DynaBERT formulas)."""
+    import paddle
+
+    from .features import pad_batch
+
+    n_layers = len(model.ernie.encoder.layers)
+    max_heads = max(layer.self_attn.num_heads for layer in model.ernie.encoder.layers)
+    head_mask = paddle.ones([n_layers, max_heads])
+    head_mask.stop_gradient = False
+    heads = np.zeros([n_layers, max_heads], dtype=np.float64)
+    neurons = [np.zeros(layer.linear1.weight.shape[1], dtype=np.float64)
+               for layer in model.ernie.encoder.layers]
+    rows = np.random.RandomState(seed).permutation(len(feats["input_ids"]))[:n_windows]
+    model.eval()  # no dropout: the gradients measure the network itself
+    for b in range(0, len(rows), batch_size):
+        batch = pad_batch(feats, rows[b: b + batch_size])
+        out = model(input_ids=paddle.to_tensor(batch["input_ids"]),
+                    token_type_ids=paddle.to_tensor(batch["token_type_ids"]),
+                    start_positions=paddle.to_tensor(batch["start_positions"]),
+                    end_positions=paddle.to_tensor(batch["end_positions"]), head_mask=head_mask)
+        out[0].backward()
+        heads += np.abs(head_mask.grad.numpy())
+        for i, layer in enumerate(model.ernie.encoder.layers):
+            w1, b1, w2 = layer.linear1.weight, layer.linear1.bias, layer.linear2.weight
+            neurons[i] += np.abs((w1.numpy() * w1.grad.numpy()).sum(0) + b1.numpy() * b1.grad.numpy())
+            neurons[i] += np.abs((w2.numpy() * w2.grad.numpy()).sum(1))
+        model.clear_gradients()
+        head_mask.clear_gradient()
+    return heads, neurons
+
+
+def heldout_f1(model, tokenizer, params, examples, *, n_best: int, max_answer_length: int,
+               cache_dir, progress: bool) -> float:
+    """Official CMRC F1 of ``model`` on ``examples``."""
+    from .evaluate import answer
+    from .metrics import cmrc_scores
+    from .postprocess import predictions_from_spans
+
+    spans = answer(model, tokenizer, examples, params, n_best=n_best,
+                   max_answer_length=max_answer_length, cache_dir=cache_dir, progress=progress)
+    gold = {ex.qid: ex.answers for ex in examples}
+    return cmrc_scores(gold, predictions_from_spans([ex.qid for ex in examples], spans))["f1"]
+
+
+def _f1(model, tokenizer, params, examples, config: "PruneConfig") -> float:
+    return heldout_f1(model, tokenizer, params, examples, n_best=config.n_best,
+                      max_answer_length=config.max_answer_length,
+                      cache_dir=config.cache_dir or None, progress=config.progress)
+
+
+def layer_sensitivity(model, tokenizer, params, examples, *, n_best: int, max_answer_length: int,
+                      cache_dir, progress: bool) -> list[dict[str, Any]]:
+    """F1 on ``examples`` with each layer removed in turn (row 0: nothing removed)."""
+    from .compact import select
+
+    n = len(model.ernie.encoder.layers)
+    full_heads = [list(range(layer.self_attn.num_heads)) for layer in model.ernie.encoder.layers]
+    full_ffn = [list(range(layer.linear1.weight.shape[1])) for layer in model.ernie.encoder.layers]
+
+    def f1(m) -> float:
+        return heldout_f1(m, tokenizer, params, examples, n_best=n_best,
+                          max_answer_length=max_answer_length, cache_dir=cache_dir, progress=progress)
+
+    base = f1(model)
+    rows = [{"removed_layer": None, "f1": base, "f1_drop": 0.0}]
+    for i in range(n):
+        keep = [j for j in range(n) if j != i]
+        score = f1(select(model, keep, [full_heads[j] for j in keep], [full_ffn[j] for j in keep]))
+        rows.append({"removed_layer": i + 1, "f1": score, "f1_drop": round(base - score, 3)})
+        log.info("without layer %d: F1 %.2f (drop %.2f)", i + 1, score, base - score)
+    return rows
+
+
+def _write_table(out: Path, rows: list[dict[str, Any]], dropped: list[int]) -> None:
+    from .manifest import atomic_write_text, write_json
+
+    write_json(out / "layer_sensitivity.json", rows)
+    lines = ["| removed layer | F1 | F1 drop | dropped |", "| ---: | ---: | ---: | :---: |"]
+    for r in rows:
+        name = "none" if r["removed_layer"] is None else str(r["removed_layer"])
+        mark = "yes" if r["removed_layer"] in dropped else ""
+        lines.append(f"| {name} | {r['f1']:.2f} | {r['f1_drop']:.2f} | {mark} |")
+    atomic_write_text(out / "layer_sensitivity.md", "\n".join(lines) + "\n")
+
+
+def run(config: PruneConfig, *, resume: bool = False, callbacks=()) -> dict:
+    """Prune the teacher, distil the pruned model back; metrics before and after each step."""
+    from .compact import flops_per_query, from_ernie, select
+    from .dataset import load_examples
+    from .errors import ConfigError
+    from .evaluate import feature_params_for
+    from .features import cached_features
+    from .modeling import count_params
+    from .tokenizer import load_tokenizer
+
+    out = Path(config.output_dir)
+
+    def make_student(teacher, metrics):
+        compact = from_ernie(teacher)
+        n_layers = len(compact.ernie.encoder.layers)
+        if config.drop_layers >= n_layers:
+            raise ConfigError(f"drop_layers ({config.drop_layers}) must leave at least one of the "
+                              f"teacher's {n_layers} layers")
+        tokenizer = load_tokenizer(config.teacher)
+        params = feature_params_for(config.teacher)
+        examples, _ = load_examples(config.train_file, mode="train",
+                                    max_context_chars=config.max_context_chars)
+        cache = config.cache_dir or None
+        # Depth: sensitivity on the *last* training questions (held out from the importance pass,
+        # which samples windows of all questions; the dev set is kept for the final score).
+        held_out = examples[-config.sensitivity_questions:]
+        rows = []
+        dropped: list[int] = []
+        if config.drop_layers:
+            rows = layer_sensitivity(compact, tokenizer, params, held_out, n_best=config.n_best,
+                                     max_answer_length=config.max_answer_length, cache_dir=cache,
+                                     progress=config.progress)
+            ranked = sorted(rows[1:], key=lambda r: r["f1_drop"])
+            dropped = sorted(r["removed_layer"] for r in ranked[: config.drop_layers])
+        kept = [i for i in range(n_layers) if i + 1 not in dropped]
+        # Width: importance on labelled training windows, then keep the top share per layer.
+        feats = cached_features(examples, tokenizer, params, train=True, cache_dir=cache,
+                                progress=config.progress)
+        head_imp, neuron_imp = importance(compact, feats, config.importance_windows,
+                                          config.batch_size, config.seed)
+        heads, neurons = [], []
+        for i in kept:
+            # Most important first; the pruned layer holds its heads and neurons in that order.
+            n_h = compact.ernie.encoder.layers[i].self_attn.num_heads
+            order_h = np.argsort(-head_imp[i, :n_h], kind="stable")
+            order_n = np.argsort(-neuron_imp[i], kind="stable")
+            heads.append(order_h[: max(1, round(config.width_mult * n_h))].tolist())
+            neurons.append(order_n[: max(1, round(config.width_mult * len(order_n)))].tolist())
+        pruned = select(compact, kept, heads, neurons)
+        # Before/after on the held-out training questions, before any recovery training.
+        pruned_f1 = _f1(pruned, tokenizer, params, held_out, config)
+        teacher_f1 = rows[0]["f1"] if rows else _f1(compact, tokenizer, params, held_out, config)
+        before, after = count_params(teacher), count_params(pruned)
+        metrics.update(
+            pruned_params=after["params"], pruned_non_embedding_params=after["non_embedding_params"],
+            pruned_flops_per_query_384=flops_per_query(pruned.config, 384),
+            layers_dropped=dropped, layer_heads=pruned.config.layer_heads,
+            layer_ffn=pruned.config.layer_ffn,
+            params_ratio=round(after["params"] / before["params"], 4),
+            teacher_heldout_f1=teacher_f1, pruned_heldout_f1_before_recovery=pruned_f1,
+        )
+        if rows:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_table(out, rows, dropped)
+            metrics["layer_sensitivity"] = rows
+        log.info("pruned: layers %s kept, heads %s, FFN %s", [i + 1 for i in kept],
+                 pruned.config.layer_heads, pruned.config.layer_ffn)
+        info = {"kept_layers": [i + 1 for i in kept], "kept_heads": heads,
+                "kept_neurons": neurons,
+                "width_mult": config.width_mult, "head_importance": head_imp.round(6).tolist()}
+        return pruned, [i + 1 for i in kept], info
+
+    return kd_run(config, "prune", make_student, resume=resume, callbacks=callbacks)
