@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 class StudentConfig:
     """The student's shape; 0 means "as the teacher"."""
 
-    kind: str = opt("ernie", help="student family: ernie")
-    num_layers: int = opt(0, help="transformer layers (0 = teacher's)")
+    kind: str = opt("ernie", help="student family: ernie or mobilenet")
+    num_layers: int = opt(0, help="transformer layers (0 = teacher's; mobilenet: 0 = one)")
     hidden_size: int = opt(0, help="hidden width (0 = teacher's)")
     num_heads: int = opt(0, help="attention heads (0 = teacher's)")
     intermediate_size: int = opt(0, help="FFN width (0 = teacher's)")
@@ -42,6 +42,9 @@ class StudentConfig:
     init: str = opt("teacher", help="teacher (copy every parameter whose shape matches) or random")
     init_layers: tuple[int, ...] = opt((), help="teacher layers (1-based) copied into student layers "
                                        "1..n; () = evenly spaced (every k-th layer)")
+    conv_blocks: int = opt(4, help="mobilenet: inverted-residual conv blocks before the transformer")
+    expand_ratio: int = opt(4, help="mobilenet: channel expansion inside a conv block")
+    kernel_size: int = opt(5, help="mobilenet: depthwise kernel width (odd)")
 
     def __post_init__(self) -> None:
         if self.kind not in STUDENTS:
@@ -53,6 +56,10 @@ class StudentConfig:
                 raise ValueError(f"student.{name} must be >= 0 (0 = as the teacher)")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"student.dropout must be in [0, 1), got {self.dropout}")
+        if self.conv_blocks < 0 or self.expand_ratio < 1 or self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError("student.conv_blocks must be >= 0, expand_ratio >= 1 and kernel_size odd")
+        if self.init_layers and self.kind != "ernie":
+            raise ValueError("student.init_layers applies to ernie students only")
         if self.init_layers and len(self.init_layers) != self.num_layers:
             raise ValueError(f"student.init_layers names {len(self.init_layers)} teacher layers for "
                              f"{self.num_layers} student layers; give one per student layer")
@@ -113,6 +120,12 @@ class DistillConfig(KDSettings):
 
     student: StudentConfig = opt(factory=StudentConfig, help="student shape and initialisation")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.student.kind == "mobilenet" and self.attention_weight > 0:
+            raise ValueError("attention_weight needs attention in every student layer; the "
+                             "mobilenet student's conv blocks have none: set it to 0")
+
 
 # ------------------------------------------------------------------------------ students
 def spaced_layers(n_student: int, n_teacher: int) -> list[int]:
@@ -143,9 +156,7 @@ def build_ernie_student(teacher, spec: StudentConfig):
         raise ConfigError(f"student.init_layers {layers}: the teacher has layers 1..{t.num_hidden_layers}")
     student = ErnieForQuestionAnswering(ErnieConfig(**cfg))
     if spec.init == "teacher":
-        copied, kept = init_from_teacher(student, teacher, layers)
-        log.info("student initialised from teacher layers %s: %d tensors copied, %d left random "
-                 "(shape differs)", layers, copied, kept)
+        init_from_teacher(student, teacher, layers)
     return student, layers
 
 
@@ -153,23 +164,37 @@ def init_from_teacher(student, teacher, layers: list[int]) -> tuple[int, int]:
     """Copy every teacher tensor whose shape matches; student layer i <- teacher layer layers[i]."""
     import re
 
-    t_state = teacher.state_dict()
     pattern = re.compile(r"(\.layers\.)(\d+)(\.)")
+    return copy_matching(student, teacher, lambda name: pattern.sub(
+        lambda m: f"{m.group(1)}{layers[int(m.group(2))] - 1}{m.group(3)}", name, count=1))
+
+
+def copy_matching(student, teacher, source: Callable[[str], str]) -> tuple[int, int]:
+    """Set each student tensor to teacher tensor ``source(name)`` where it exists with the same
+    shape; the rest keep their random initialisation. Returns (copied, kept)."""
+    t_state = teacher.state_dict()
     new_state, copied, kept = {}, 0, 0
     for name, value in student.state_dict().items():
-        src = pattern.sub(lambda m: f"{m.group(1)}{layers[int(m.group(2))] - 1}{m.group(3)}", name, count=1)
-        tv = t_state.get(src)
+        tv = t_state.get(source(name))
         if tv is not None and list(tv.shape) == list(value.shape):
             new_state[name] = tv
             copied += 1
         else:
-            new_state[name] = value  # shape differs: keeps its random initialisation
+            new_state[name] = value  # shape differs or no counterpart: keeps its initialisation
             kept += 1
     student.set_state_dict(new_state)
+    log.info("student initialised from the teacher: %d tensors copied, %d left as initialised",
+             copied, kept)
     return copied, kept
 
 
-STUDENTS: dict[str, Callable] = {"ernie": build_ernie_student}
+def _build_mobile(teacher, spec):
+    from .mobile import build_mobile_student
+
+    return build_mobile_student(teacher, spec)
+
+
+STUDENTS: dict[str, Callable] = {"ernie": build_ernie_student, "mobilenet": _build_mobile}
 
 
 # ------------------------------------------------------------------------------ the objective
@@ -208,7 +233,7 @@ def _distiller_class():
             common = dict(token_type_ids=token_type_ids, attention_mask=mask,
                           output_hidden_states=want_h, output_attentions=want_a, return_dict=True)
             if self.training and self.cfg.noise_prob > 0 and self.cfg.noise_std > 0:
-                embeds = self.student.ernie.embeddings.word_embeddings(input_ids)
+                embeds = self.student.get_input_embeddings()(input_ids)
                 hit = (paddle.rand([embeds.shape[0], 1, 1]) < self.cfg.noise_prob).astype(embeds.dtype)
                 embeds = embeds + hit * paddle.randn(embeds.shape, dtype=embeds.dtype) * self.cfg.noise_std
                 s_out = self.student(inputs_embeds=embeds, **common)

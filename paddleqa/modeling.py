@@ -68,10 +68,9 @@ def load_model(name_or_dir: str):
                 hint = f"; did you mean {path / 'model'}?"
             raise PaddleQAError(f"model folder {path} has no config.json{hint}")
         try:
-            if _architecture(path) == "CompactErnieForQuestionAnswering":
-                from .compact import CompactErnieForQuestionAnswering  # not known to Auto classes
-
-                return CompactErnieForQuestionAnswering.from_pretrained(str(path))
+            own = _own_class(_architecture(path))  # paddleqa's classes are unknown to Auto*
+            if own is not None:
+                return own.from_pretrained(str(path))
             return AutoModelForQuestionAnswering.from_pretrained(str(path))
         except Exception as exc:
             raise PaddleQAError(f"cannot load the model in {path}: {type(exc).__name__}: {exc}") from None
@@ -82,6 +81,18 @@ def load_model(name_or_dir: str):
             f"cannot load model {name_or_dir!r}: no such folder, and the model hub is unreachable or "
             f"does not know it ({type(exc).__name__}). Pass a local model folder instead."
         ) from None
+
+
+def _own_class(architecture: str):
+    if architecture == "CompactErnieForQuestionAnswering":
+        from .compact import CompactErnieForQuestionAnswering
+
+        return CompactErnieForQuestionAnswering
+    if architecture == "MobileQAForQuestionAnswering":
+        from .mobile import MobileQAForQuestionAnswering
+
+        return MobileQAForQuestionAnswering
+    return None
 
 
 def _architecture(folder: Path) -> str:

@@ -78,7 +78,7 @@ def test_smaller_student_distils_saves_and_reloads(teacher_run, tmp_path, capsys
     ({"alpha": 1.5}, "alpha must be in"),
     ({"prediction_loss": "kl"}, "valid: span_kd, span_mse"),
     ({"layer_map": ["2-4"]}, "must look like 'student:teacher'"),
-    ({"student": {"kind": "lstm"}}, "valid: ernie"),
+    ({"student": {"kind": "lstm"}}, "valid: ernie, mobilenet"),
     ({"student": {"num_layers": 2, "init_layers": [1]}}, "one per student layer"),
 ])
 def test_bad_distill_settings_are_named(teacher_run, tmp_path, change, message):

@@ -1,0 +1,202 @@
+"""A MobileNetV2-style QA student: 1-D inverted-residual conv blocks, then transformer layers.
+
+Token embeddings (ERNIE's: word + position + token type, LayerNorm) pass through
+``conv_blocks`` inverted-residual blocks -- 1x1 expansion by ``expand_ratio``, a depthwise
+convolution of width ``kernel_size`` along the sequence, 1x1 projection back, residual add and
+LayerNorm -- which mix local context cheaply (a depthwise conv costs ``k`` multiply-adds per
+channel per token where attention costs ``seq_len``). ``num_transformer_layers`` self-attention
+layers (the compact ERNIE layer) then give the long-range matching between question and passage
+that span extraction needs, and a linear span head gives start/end logits.
+
+Padding positions are zeroed before every convolution, so padding never leaks into real tokens
+and a window's logits do not depend on how much the batch padded it. The class is a PaddleNLP
+``PretrainedModel``: ``save_pretrained``/``from_pretrained`` folders, the same call signature and
+outputs as ``ErnieForQuestionAnswering``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+from paddlenlp.transformers import ErnieConfig
+from paddlenlp.transformers.ernie.modeling import ErnieEmbeddings, ErniePretrainedModel
+from paddlenlp.transformers.model_outputs import QuestionAnsweringModelOutput
+
+from .compact import CompactLayer
+
+ARCHITECTURE = "MobileQAForQuestionAnswering"
+
+
+class MobileQAConfig(ErnieConfig):
+    """ERNIE embedding settings plus the conv stack; ``num_hidden_layers`` = conv + transformer."""
+
+    model_type = "mobile_qa"
+
+    def __init__(self, conv_blocks: int = 4, expand_ratio: int = 4, kernel_size: int = 5,
+                 num_transformer_layers: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.conv_blocks = int(conv_blocks)
+        self.expand_ratio = int(expand_ratio)
+        self.kernel_size = int(kernel_size)
+        self.num_transformer_layers = int(num_transformer_layers)
+        if self.conv_blocks < 0 or self.num_transformer_layers < 0 or \
+                self.conv_blocks + self.num_transformer_layers < 1:
+            raise ValueError("a mobile student needs at least one conv block or transformer layer")
+        if self.expand_ratio < 1 or self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError("expand_ratio must be >= 1 and kernel_size odd (same-length output)")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                             f"{self.num_attention_heads} heads")
+        self.num_hidden_layers = self.conv_blocks + self.num_transformer_layers
+        # Read by the compact transformer layer.
+        self.head_dim = self.hidden_size // self.num_attention_heads
+        self.layer_heads = [self.num_attention_heads] * self.num_transformer_layers
+        self.layer_ffn = [self.intermediate_size] * self.num_transformer_layers
+
+
+class InvertedResidual1D(nn.Layer):
+    """MobileNetV2's inverted residual over a sequence ([batch, seq, hidden] in and out)."""
+
+    def __init__(self, hidden: int, expand: int, kernel: int, dropout: float, act: str):
+        super().__init__()
+        inner = hidden * expand
+        self.expand = nn.Conv1D(hidden, inner, 1)
+        self.depthwise = nn.Conv1D(inner, inner, kernel, padding=kernel // 2, groups=inner)
+        self.project = nn.Conv1D(inner, hidden, 1)
+        self.norm = nn.LayerNorm(hidden, epsilon=1e-12)
+        self.dropout = nn.Dropout(dropout, mode="upscale_in_train")
+        self.activation = getattr(F, act)
+
+    def forward(self, x, keep):
+        # keep: [batch, 1, seq] with 1 for real tokens; channels-first for Conv1D.
+        h = x.transpose([0, 2, 1]) * keep
+        h = self.activation(self.expand(h)) * keep
+        h = self.activation(self.depthwise(h))
+        h = self.project(h).transpose([0, 2, 1])
+        return self.norm(x + self.dropout(h))
+
+
+class MobileQAModel(ErniePretrainedModel):
+    config_class = MobileQAConfig
+    base_model_prefix = "mobile"
+
+    def __init__(self, config: MobileQAConfig):
+        super().__init__(config)
+        self.pad_token_id = config.pad_token_id
+        self.embeddings = ErnieEmbeddings(config, weight_attr=None)
+        self.blocks = nn.LayerList([
+            InvertedResidual1D(config.hidden_size, config.expand_ratio, config.kernel_size,
+                               config.hidden_dropout_prob, config.hidden_act)
+            for _ in range(config.conv_blocks)])
+        self.layers = nn.LayerList([CompactLayer(config, config.num_attention_heads,
+                                                 config.intermediate_size)
+                                    for _ in range(config.num_transformer_layers)])
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
+                inputs_embeds=None):
+        dtype = paddle.get_default_dtype()
+        if attention_mask is None:
+            real = (input_ids != self.pad_token_id).astype(dtype)
+        elif attention_mask.ndim == 2:
+            real = attention_mask.astype(dtype)
+        else:
+            raise ValueError("MobileQAModel takes a [batch, seq] attention_mask of 1/0")
+        x = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
+                            position_ids=position_ids, inputs_embeds=inputs_embeds)
+        hidden, attentions = [x], []
+        keep = real.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, keep)
+            hidden.append(x)
+        additive = ((1.0 - real) * -1e4).unsqueeze([1, 2])
+        additive.stop_gradient = True
+        for layer in self.layers:
+            x, weights = layer(x, additive)
+            hidden.append(x)
+            attentions.append(weights)
+        return x, hidden, attentions
+
+
+class MobileQAForQuestionAnswering(ErniePretrainedModel):
+    """Span head over :class:`MobileQAModel`; outputs as ``ErnieForQuestionAnswering``."""
+
+    config_class = MobileQAConfig
+    base_model_prefix = "mobile"
+
+    def __init__(self, config: MobileQAConfig):
+        super().__init__(config)
+        self.mobile = MobileQAModel(config)
+        self.classifier = nn.Linear(config.hidden_size, 2)
+
+    def get_input_embeddings(self):
+        return self.mobile.get_input_embeddings()
+
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
+                inputs_embeds=None, start_positions=None, end_positions=None,
+                output_hidden_states: Optional[bool] = None, output_attentions: Optional[bool] = None,
+                return_dict: Optional[bool] = None):
+        seq, hidden, attentions = self.mobile(input_ids, token_type_ids, position_ids,
+                                              attention_mask, inputs_embeds)
+        logits = self.classifier(seq).transpose([2, 0, 1])
+        start_logits, end_logits = paddle.unstack(logits, axis=0)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = (F.cross_entropy(start_logits, start_positions.reshape([-1, 1]))
+                    + F.cross_entropy(end_logits, end_positions.reshape([-1, 1]))) / 2
+        if not return_dict:
+            out = (start_logits, end_logits)
+            return ((loss,) + out) if loss is not None else out
+        return QuestionAnsweringModelOutput(
+            loss=loss, start_logits=start_logits, end_logits=end_logits,
+            hidden_states=tuple(hidden) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None)
+
+
+def mobile_flops(config: MobileQAConfig, seq_len: int) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one window: conv blocks + transformer layers + head."""
+    from .compact import flops_per_query
+
+    L, H = seq_len, config.hidden_size
+    inner = H * config.expand_ratio
+    macs = config.conv_blocks * (L * H * inner + L * inner * config.kernel_size + L * inner * H)
+    return int(2 * macs) + flops_per_query(config, seq_len, layers_only=True) + 2 * L * H * 2
+
+
+def build_mobile_student(teacher, spec):
+    """A mobile student shaped by ``spec`` (distill's StudentConfig); returns (student, layers).
+
+    ``spec.num_layers`` counts its transformer layers (0 = one). With ``init: teacher`` the
+    embeddings, the span head and the transformer layers (from the teacher's top layers) are
+    copied where shapes match; the conv blocks start random.
+    """
+    t = teacher.config
+    n_tf = spec.num_layers or 1
+    cfg = MobileQAConfig(
+        vocab_size=t.vocab_size, hidden_size=spec.hidden_size or t.hidden_size,
+        num_attention_heads=spec.num_heads or t.num_attention_heads,
+        intermediate_size=spec.intermediate_size or t.intermediate_size,
+        max_position_embeddings=t.max_position_embeddings, type_vocab_size=t.type_vocab_size,
+        pad_token_id=t.pad_token_id, hidden_act=t.hidden_act, initializer_range=t.initializer_range,
+        hidden_dropout_prob=spec.dropout, attention_probs_dropout_prob=spec.dropout,
+        conv_blocks=spec.conv_blocks, expand_ratio=spec.expand_ratio, kernel_size=spec.kernel_size,
+        num_transformer_layers=n_tf)
+    student = MobileQAForQuestionAnswering(cfg)
+    from .distill import copy_matching, spaced_layers
+
+    layers = spaced_layers(cfg.num_hidden_layers, t.num_hidden_layers)
+    if spec.init == "teacher":
+        tf_src = layers[cfg.conv_blocks:]
+
+        def source(name: str) -> str:
+            if name.startswith("mobile.layers."):
+                j, rest = name[len("mobile.layers."):].split(".", 1)
+                return f"ernie.encoder.layers.{tf_src[int(j)] - 1}.{rest}"
+            return name.replace("mobile.embeddings.", "ernie.embeddings.", 1)
+
+        copy_matching(student, teacher, source)
+    return student, layers

@@ -1,0 +1,84 @@
+"""The MobileNetV2-style student: trains with falling loss, distils, reloads, ignores padding."""
+import json
+
+import numpy as np
+import paddle
+import pytest
+
+from paddleqa import pipeline
+from paddleqa.config import ConfigError
+from paddleqa.mobile import MobileQAConfig, MobileQAForQuestionAnswering
+from paddleqa.modeling import load_model
+
+CFG = dict(vocab_size=40, hidden_size=16, num_attention_heads=2, intermediate_size=32,
+           max_position_embeddings=32, type_vocab_size=4, pad_token_id=0, hidden_dropout_prob=0.0,
+           attention_probs_dropout_prob=0.0, conv_blocks=2, expand_ratio=2, kernel_size=3,
+           num_transformer_layers=1)
+
+
+def test_padding_does_not_change_the_logits_of_real_tokens():
+    paddle.seed(0)
+    model = MobileQAForQuestionAnswering(MobileQAConfig(**CFG))
+    model.eval()
+    ids = [1, 5, 6, 2, 7, 8, 9, 2]
+    short = paddle.to_tensor([ids])
+    padded = paddle.to_tensor([ids + [0, 0, 0, 0]])
+    s1, _ = model(input_ids=short, token_type_ids=paddle.zeros_like(short))
+    s2, _ = model(input_ids=padded, token_type_ids=paddle.zeros_like(padded))
+    np.testing.assert_allclose(s1.numpy()[0], s2.numpy()[0, :8], atol=1e-5)
+
+
+def test_mobile_trains_with_falling_loss_and_reloads(tmp_path):
+    paddle.seed(0)
+    model = MobileQAForQuestionAnswering(MobileQAConfig(**CFG))
+    opt = paddle.optimizer.AdamW(learning_rate=3e-3, parameters=model.parameters())
+    rng = np.random.default_rng(0)
+    ids = paddle.to_tensor(rng.integers(3, 40, size=(8, 12)))
+    types = paddle.zeros_like(ids)
+    starts = paddle.to_tensor(rng.integers(1, 6, size=8))
+    ends = starts + 2
+    model.train()
+    losses = []
+    for _ in range(30):
+        loss = model(input_ids=ids, token_type_ids=types, start_positions=starts, end_positions=ends)[0]
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        losses.append(float(loss))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    model.save_pretrained(str(tmp_path / "m"))
+    again = load_model(str(tmp_path / "m"))
+    assert type(again).__name__ == "MobileQAForQuestionAnswering"
+    model.eval()
+    again.eval()
+    a = model(input_ids=ids, token_type_ids=types)[0].numpy()
+    b = again(input_ids=ids, token_type_ids=types)[0].numpy()
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_mobile_student_distils_from_the_teacher(teacher_run, tmp_path):
+    from paddleqa.compact import flops_per_query
+
+    _, data, doc = teacher_run
+    doc = json.loads(json.dumps(doc))
+    doc["distill"] = {"output_dir": str(tmp_path / "d"), "epochs": 8, "batch_size": 2,
+                      "learning_rate": 0.002, "save_steps": 100, "logging_steps": 1,
+                      "hidden_weight": 0.5, "noise_prob": 0.5, "noise_std": 0.05,
+                      "student": {"kind": "mobilenet", "conv_blocks": 2, "expand_ratio": 2,
+                                  "kernel_size": 3, "num_layers": 1}}
+    metrics = pipeline.run(doc, only="distill")["distill"]
+    student = load_model(str(tmp_path / "d" / "model"))
+    assert type(student).__name__ == "MobileQAForQuestionAnswering"
+    assert student.config.num_hidden_layers == 3  # 2 conv blocks + 1 transformer layer
+    assert metrics["flops_per_query_384"] == flops_per_query(student.config, 384)
+    assert metrics["flops_per_query_384"] < metrics["teacher_flops_per_query_384"]
+    losses = [h["loss"] for h in json.loads((tmp_path / "d" / "train_log.json").read_text()) if "loss" in h]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_mobile_student_refuses_attention_loss(teacher_run, tmp_path):
+    _, data, doc = teacher_run
+    doc = json.loads(json.dumps(doc))
+    doc["distill"] = {"attention_weight": 1.0, "student": {"kind": "mobilenet"}}
+    with pytest.raises(ConfigError, match="set it to 0"):
+        pipeline.stage_configs(doc)
