@@ -1,0 +1,193 @@
+"""Compression benchmark: students of the CMRC 2018 teacher, with and without augmentation.
+
+    python benchmarks/compress.py [--only NAME,NAME] [--steps 468] [--nproc 2] [--force]
+    python benchmarks/compress.py --report-only
+
+Needs the teacher of ``benchmarks/teacher.py`` (``runs/cmrc2018/teacher/model``). Each student
+in ``STUDENTS`` is trained by ``paddleqa distill`` or ``paddleqa prune`` under Paddle's
+data-parallel launcher (``--nproc`` processes x 1 thread) for the same number of optimizer steps
+(``--steps``), then scored on CMRC 2018 dev by the stage itself. ``+aug`` variants train on the
+synonym-augmented questions (``paddleqa augment``, one variant per question) with Gaussian noise
+on the student's input embeddings. A student whose folder already holds a finished run is not
+retrained (``--force`` retrains it), so the benchmark can be run in parts. The table in
+BENCHMARKS.md and ``benchmarks/compress.json`` are rebuilt from the runs' metrics files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import machine_info, replace_section  # noqa: E402
+from benchmarks.teacher import _run  # noqa: E402
+
+CONFIG = "configs/cmrc2018.yaml"
+AUG_FILE = "augment/train.json"  # inside the run folder
+# Shared by every student: learning rate, logging, and the learning-curve subset of dev.
+COMMON = ["learning_rate=0.001", "batch_size=16", "logging_steps=50", "save_steps=200",
+          "eval_each_epoch=false"]
+AUG = ["noise_prob=0.3", "noise_std=0.05"]
+# name -> (stage, overrides of that stage's section, augmented?)
+STUDENTS: dict[str, tuple[str, list[str], bool]] = {
+    "ernie-2L": ("distill", ["student.num_layers=2", "student.intermediate_size=192"], False),
+    "pruned-w0.375-d1": ("prune", ["width_mult=0.375", "drop_layers=1"], False),
+    "mobilenet-2c1t": ("distill", ["student.kind=mobilenet", "student.conv_blocks=2",
+                                   "student.expand_ratio=2", "student.num_layers=1",
+                                   "student.intermediate_size=192", "hidden_weight=0.1"], False),
+}
+for _name, (_stage, _sets, _) in list(STUDENTS.items()):
+    STUDENTS[_name + "+aug"] = (_stage, _sets + AUG, True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=CONFIG, help="pipeline YAML whose run folder holds the teacher")
+    ap.add_argument("--only", default="", help="comma-separated student names (default: all)")
+    ap.add_argument("--steps", type=int, default=468, help="optimizer steps per student")
+    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--force", action="store_true", help="retrain students that already finished")
+    ap.add_argument("--out", default="BENCHMARKS.md")
+    ap.add_argument("--record", default="benchmarks/compress.json", help="raw JSON record")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args(argv)
+
+    from paddleqa.config import read_yaml
+
+    run_dir = ROOT / read_yaml(ROOT / args.config)["run_dir"]
+    names = [n for n in args.only.split(",") if n] or list(STUDENTS)
+    unknown = sorted(set(names) - set(STUDENTS))
+    if unknown:
+        sys.exit(f"unknown student(s) {', '.join(unknown)}; valid: {', '.join(STUDENTS)}")
+    if not args.report_only:
+        if not (run_dir / "teacher" / "model").is_dir():
+            sys.exit(f"no teacher in {run_dir / 'teacher' / 'model'}: run `python benchmarks/teacher.py` first")
+        train(run_dir, names, args)
+    record = collect(run_dir, args)
+    (ROOT / args.record).write_text(
+        json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    replace_section(ROOT / args.out, "compression", render(record))
+    return 0
+
+
+def train(run_dir: Path, names: list[str], args) -> None:
+    base_env = {**os.environ, "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE", "5"),
+                "PYTHONUNBUFFERED": "1"}
+    one_thread = {**base_env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    log_path = run_dir / "compress.log"
+    paddleqa = [sys.executable, "-m", "paddleqa.cli"]
+    if any(STUDENTS[n][2] for n in names):
+        _run(paddleqa + ["run", args.config, "--only", "augment", "--set", "augment.variants=1"],
+             {**base_env, "OMP_NUM_THREADS": str(os.cpu_count() or 1)}, log_path)
+    for name in names:
+        stage, sets, aug = STUDENTS[name]
+        out = run_dir / "students" / name
+        if (out / "manifest.json").exists() and not args.force:
+            print(f"{name}: finished run in {out}, kept (--force retrains)", flush=True)
+            continue
+        if args.force and out.exists():
+            shutil.rmtree(out)
+        overrides = COMMON + sets + [f"output_dir={out}", f"max_steps={args.steps}"]
+        if aug:
+            overrides.append(f"train_file={run_dir / AUG_FILE}")
+        cli_sets = [x for o in overrides for x in ("--set", f"{stage}.{o}")]
+        cmd = [stage, "--config", args.config, "--resume", *cli_sets]
+        if args.nproc > 1:
+            launch = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
+                      str(args.nproc), "--log_dir", str(run_dir / "launch_logs" / name),
+                      str(Path(sys.executable).parent / "paddleqa")]
+            seconds = _run(launch + cmd, one_thread, log_path)
+        else:
+            seconds = _run(paddleqa + cmd, base_env, log_path)
+        (out / "benchmark_wall_seconds.txt").write_text(f"{seconds:.1f}\n", encoding="utf-8")
+
+
+def collect(run_dir: Path, args) -> dict:
+    teacher = json.loads((run_dir / "teacher" / "metrics.json").read_text(encoding="utf-8"))
+    if teacher.get("flops_per_query_384") is None:  # runs recorded before these fields existed
+        from paddlenlp.transformers import AutoConfig
+
+        from paddleqa.compact import flops_per_query
+
+        model_dir = run_dir / "teacher" / "model"
+        teacher["flops_per_query_384"] = flops_per_query(AutoConfig.from_pretrained(str(model_dir)), 384)
+        teacher["model_bytes"] = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
+    rows = [{
+        "name": "teacher", "stage": "finetune", "augmented": False, "params": teacher["params"],
+        "non_embedding_params": teacher["non_embedding_params"],
+        "flops_per_query_384": teacher.get("flops_per_query_384"),
+        "model_bytes": teacher.get("model_bytes"), "dev_em": teacher["dev_em"],
+        "dev_f1": teacher["dev_f1"], "f1_retention": 1.0, "non_embedding_ratio": 1.0,
+        "train_seconds": teacher["train_seconds"], "steps": teacher["global_step"],
+    }]
+    for name, (stage, _, aug) in STUDENTS.items():
+        path = run_dir / "students" / name / "metrics.json"
+        if not path.exists():
+            continue
+        m = json.loads(path.read_text(encoding="utf-8"))
+        rows.append({
+            "name": name, "stage": stage, "augmented": aug, "params": m["params"],
+            "non_embedding_params": m["non_embedding_params"],
+            "flops_per_query_384": m["flops_per_query_384"], "model_bytes": m["model_bytes"],
+            "dev_em": m["dev_em"], "dev_f1": m["dev_f1"], "f1_retention": m.get("f1_retention"),
+            "non_embedding_ratio": m.get("non_embedding_ratio"),
+            "train_seconds": m["train_seconds"], "steps": m["global_step"],
+            "pruned_heldout_f1_before_recovery": m.get("pruned_heldout_f1_before_recovery"),
+            "teacher_heldout_f1": m.get("teacher_heldout_f1"),
+        })
+    return {"command": "python benchmarks/compress.py " + " ".join(sys.argv[1:]),
+            "config": args.config, "record": args.record, "machine": machine_info(),
+            "steps_per_student": args.steps, "nproc": args.nproc,
+            "batch_size": int(next(c for c in COMMON if c.startswith("batch_size=")).split("=")[1]),
+            "dev_questions": teacher.get("dev_total"),
+            "rows": rows}
+
+
+def render(r: dict) -> str:
+    m = r["machine"]
+    steps = sorted({row["steps"] for row in r["rows"][1:]}) or [r["steps_per_student"]]
+    lines = [
+        "## Compression: students of the CMRC 2018 teacher",
+        "",
+        f"Produced by `{r['command'].strip()}` (raw record: `{r['record']}`). "
+        f"Machine: {m['cpu']} ({m['cores']} cores); {r['nproc']} data-parallel process(es) x 1 "
+        f"thread; every student trains {'/'.join(str(x) for x in steps)} optimizer steps of "
+        f"{r['nproc']} x {r['batch_size']} windows from the teacher (`+aug`: synonym-augmented "
+        f"questions and embedding noise). Dev: {r['dev_questions']:,} questions of "
+        f"`{r['config']}`'s dev file, official CMRC 2018 metric. FLOPs: one 384-token window.",
+        "",
+        "| model | stage | params | non-emb params (vs teacher) | FLOPs/query | size | dev EM | dev F1 | F1 retention | train time |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in r["rows"]:
+        ratio = row.get("non_embedding_ratio")
+        size = row.get("model_bytes")
+        flops = row.get("flops_per_query_384")
+        ret = row.get("f1_retention")
+        lines.append(
+            f"| {row['name']} | {row['stage']} | {row['params']:,} | {row['non_embedding_params']:,}"
+            f"{f' ({100 * ratio:.0f}%)' if ratio is not None else ''} | "
+            f"{'' if flops is None else f'{flops / 1e6:.0f} M'} | "
+            f"{'' if size is None else f'{size / 2**20:.1f} MiB'} | {row['dev_em']:.2f} | "
+            f"{row['dev_f1']:.2f} | {'' if ret is None else f'{100 * ret:.1f}%'} | "
+            f"{row['train_seconds'] / 60:.0f} min |")
+    done = {row["name"] for row in r["rows"]}
+    missing = [n for n in STUDENTS if n not in done]
+    target = [row for row in r["rows"][1:] if (row.get("non_embedding_ratio") or 1) <= 1 / 3
+              and (row.get("f1_retention") or 0) >= 0.97]
+    lines += ["", "Target: a student with <= 1/3 of the teacher's non-embedding params at >= 97% "
+              f"of its dev F1 -- {'reached by ' + ', '.join(x['name'] for x in target) if target else 'not reached'}."]
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)} (`python benchmarks/compress.py --only ...`)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
