@@ -199,13 +199,30 @@ def _input_hashes(config: TrainSettings, inputs: dict[str, str]) -> dict[str, st
     return {k: sha256_path(p) for k, p in paths.items() if p and Path(p).exists()}
 
 
+def stale_reason(config: TrainSettings, inputs: dict[str, str]) -> str | None:
+    """Why the run in ``config.output_dir`` cannot be continued with this config, or None."""
+    from .config import read_yaml, to_dict
+    from .manifest import RESOLVED_CONFIG
+
+    out = Path(config.output_dir)
+    previous = out / RESOLVED_CONFIG
+    if previous.exists():
+        old, new = _comparable(read_yaml(previous)), _comparable(to_dict(config))
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff:
+            return f"its checkpoints were made with a different config (differs in: {', '.join(diff)})"
+    recorded = out / RUN_INPUTS
+    if recorded.exists():
+        old_inputs = json.loads(recorded.read_text(encoding="utf-8"))
+        changed = sorted(k for k, v in _input_hashes(config, inputs).items() if old_inputs.get(k) != v)
+        if changed:
+            return f"{', '.join(changed)} changed since its checkpoints were made"
+    return None
+
+
 def _check_output_dir(config: TrainSettings, resume: bool, inputs: dict[str, str]) -> str | None:
     """Refuse to mix runs: returns the checkpoint to resume from, if any."""
     from paddlenlp.trainer.trainer_utils import get_last_checkpoint
-
-    from .config import to_dict
-    from .config import read_yaml as _read
-    from .manifest import RESOLVED_CONFIG
 
     out = Path(config.output_dir)
     ckpt_dir = out / "checkpoints"
@@ -217,25 +234,10 @@ def _check_output_dir(config: TrainSettings, resume: bool, inputs: dict[str, str
                 "pass --resume to continue it, or choose another output_dir"
             )
         return None
-    previous = out / RESOLVED_CONFIG
-    if previous.exists():
-        old = _comparable(_read(previous))
-        new = _comparable(to_dict(config))
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if diff:
-            raise PaddleQAError(
-                f"cannot resume {out}: its checkpoints were made with a different config "
-                f"(differs in: {', '.join(diff)}); use the same config or a new output_dir"
-            )
-    recorded = out / RUN_INPUTS
-    if recorded.exists():
-        old_inputs = json.loads(recorded.read_text(encoding="utf-8"))
-        changed = sorted(k for k, v in _input_hashes(config, inputs).items() if old_inputs.get(k) != v)
-        if changed:
-            raise PaddleQAError(
-                f"cannot resume {out}: {', '.join(changed)} changed since its checkpoints were made; "
-                "delete the folder or choose a new output_dir"
-            )
+    why = stale_reason(config, inputs)
+    if why:
+        raise PaddleQAError(f"cannot resume {out}: {why}; use the same config and inputs, delete "
+                            "the folder or choose a new output_dir")
     if last is None:
         log.info("no checkpoint in %s yet; training from the start", ckpt_dir)
     else:

@@ -144,6 +144,25 @@ def _up_to_date(out_dir: Path, config: Any, inputs: dict[str, str], prefix: str 
     return True
 
 
+def _set_aside_if_stale(out_dir: Path, config: Any, inputs: dict[str, str]) -> None:
+    """A training folder made with another config or other inputs cannot be resumed; rather than
+    refuse (as ``--resume`` on the command line does) or delete it, the pipeline renames it
+    ``<folder>.superseded-<time>`` and trains afresh, so nothing is lost."""
+    import datetime as _dt
+
+    from .finetune import stale_reason
+
+    if not out_dir.exists():
+        return
+    why = stale_reason(config, inputs)
+    if why is None:
+        return
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = out_dir.with_name(f"{out_dir.name}.superseded-{stamp}")
+    out_dir.rename(target)
+    log.warning("%s: %s; kept the old run as %s and training afresh", out_dir, why, target)
+
+
 def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
         on_stage: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
     """Run every stage (or ``only`` one) of a pipeline document; returns each stage's metrics."""
@@ -172,7 +191,7 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
         return only is None or only == name
 
     def stage(name: str, out_dir: Path, config: Any, inputs: dict[str, str], work: Callable[[], dict],
-              prefix: str = ""):
+              prefix: str = "", trained_from: dict[str, str] | None = None):
         """Run one stage unless its manifest shows it already ran with this config and inputs."""
         if not wanted(name):
             return
@@ -181,6 +200,8 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
             results[name] = json.loads((out_dir / f"{prefix}metrics.json").read_text(encoding="utf-8"))
         else:
             log.info("stage %s: running", name)
+            if trained_from is not None:
+                _set_aside_if_stale(out_dir, config, trained_from)
             results[name] = work()
         if on_stage:
             on_stage(name, results[name])
@@ -205,7 +226,8 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
         stage("vocab", root / "vocab", vcfg, {"data_0": data.train_file}, lambda: vocab_stage.run(vcfg))
     ft = cfg["finetune"]
     stage("finetune", Path(ft.output_dir), ft, {"train_file": ft.train_file, "dev_file": ft.dev_file},
-          lambda: finetune_stage.run(ft, resume=resume))
+          lambda: finetune_stage.run(ft, resume=resume),
+          trained_from={"model": ft.model, "tokenizer": ft.tokenizer})
     ev = cfg["evaluate"]
     stage("evaluate", Path(ev.out_dir), ev, {"model": ev.model, "data_file": ev.data_file},
           lambda: evaluate_stage.run(ev))
@@ -218,10 +240,10 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
     if di is not None:
         stage("distill", Path(di.output_dir), di,
               {"train_file": di.train_file, "dev_file": di.dev_file, "teacher": di.teacher},
-              lambda: distill_stage.run(di, resume=resume))
+              lambda: distill_stage.run(di, resume=resume), trained_from={"teacher": di.teacher})
     pr = cfg["prune"]
     if pr is not None:
         stage("prune", Path(pr.output_dir), pr,
               {"train_file": pr.train_file, "dev_file": pr.dev_file, "teacher": pr.teacher},
-              lambda: prune_stage.run(pr, resume=resume))
+              lambda: prune_stage.run(pr, resume=resume), trained_from={"teacher": pr.teacher})
     return results

@@ -55,6 +55,14 @@ def test_pipeline_trains_evaluates_and_skips_when_done(tmp_path, tiny_json, caps
     assert cli.main(["score", str(tiny_json), str(tmp_path / "ev" / "predictions.json")]) == 0
     assert json.loads(capsys.readouterr().out)["f1"] == summary["f1"]
 
+    # A changed training config: the finished run is kept aside, not resumed, not deleted.
+    doc = tiny_pipeline_doc(tmp_path, tiny_json, tiny_json, epochs=1)
+    cfg = _write_cfg(tmp_path, doc)
+    assert cli.main(["-q", "run", str(cfg), "--only", "finetune"]) == 0
+    aside = list(run.glob("teacher.superseded-*"))
+    assert len(aside) == 1 and (aside[0] / "manifest.json").stat().st_mtime_ns == stamp
+    assert json.loads((run / "teacher" / "metrics.json").read_text())["epochs"] == 1
+
 
 def test_output_dir_guards(tmp_path, tiny_json, capsys):
     doc = tiny_pipeline_doc(tmp_path, tiny_json, tiny_json, epochs=1)
