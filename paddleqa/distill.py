@@ -264,7 +264,7 @@ def _distiller_class():
 def run(config: DistillConfig, *, resume: bool = False, callbacks=()) -> dict:
     """Distil ``config.teacher`` into a student; same outputs as ``finetune`` plus size ratios."""
 
-    def make_student(teacher, extra):
+    def make_student(teacher, extra, tokenizer, params):
         student, layers = STUDENTS[config.student.kind](teacher, config.student)
         return student, layers, {"student_layers_from_teacher": layers}
 
@@ -275,9 +275,10 @@ def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bo
            callbacks=()) -> dict:
     """Train a student against ``config.teacher`` through the shared Trainer loop.
 
-    ``make_student(teacher, metrics)`` returns ``(student, layers, info)``: the student, the
-    teacher layer (1-based) behind each student layer (the default layer map) and fields for the
-    training record; it may add entries to ``metrics`` (before/after measurements).
+    ``make_student(teacher, metrics, tokenizer, feature_params)`` returns ``(student, layers,
+    info)``: the student, the teacher layer (1-based) behind each student layer (the default
+    layer map) and fields for the training record; it may add entries to ``metrics``
+    (before/after measurements).
     """
     from .compact import flops_per_query
     from .evaluate import feature_params_for
@@ -295,7 +296,7 @@ def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bo
     def build():
         teacher = load_model(config.teacher)
         teacher.eval()
-        student, layers, student_info = make_student(teacher, extra)
+        student, layers, student_info = make_student(teacher, extra, tokenizer, params)
         pairs = config.pairs() or [(i + 1, t) for i, t in enumerate(layers)]
         n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
         bad = [p for p in pairs if p[0] > n_s or p[1] > n_t]

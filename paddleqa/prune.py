@@ -22,7 +22,6 @@ The output is an ordinary model folder with per-layer head and FFN counts in its
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -145,21 +144,17 @@ def run(config: PruneConfig, *, resume: bool = False, callbacks=()) -> dict:
     from .compact import flops_per_query, from_ernie, select
     from .dataset import load_examples
     from .errors import ConfigError
-    from .evaluate import feature_params_for
     from .features import cached_features
     from .modeling import count_params
-    from .tokenizer import load_tokenizer
 
     out = Path(config.output_dir)
 
-    def make_student(teacher, metrics):
+    def make_student(teacher, metrics, tokenizer, params):
         compact = from_ernie(teacher)
         n_layers = len(compact.ernie.encoder.layers)
         if config.drop_layers >= n_layers:
             raise ConfigError(f"drop_layers ({config.drop_layers}) must leave at least one of the "
                               f"teacher's {n_layers} layers")
-        tokenizer = load_tokenizer(config.teacher)
-        params = feature_params_for(config.teacher)
         examples, _ = load_examples(config.train_file, mode="train",
                                     max_context_chars=config.max_context_chars)
         cache = config.cache_dir or None

@@ -45,7 +45,6 @@ def test_distillation_loss_is_zero_for_a_student_equal_to_the_teacher(teacher_ru
 
 
 def test_smaller_student_distils_saves_and_reloads(teacher_run, tmp_path, capsys):
-    import paddle
 
     from paddleqa.evaluate import EvaluateConfig, run as evaluate
     from paddleqa.modeling import count_params, load_model
