@@ -2,6 +2,7 @@
 
     python benchmarks/compress.py [--only NAME,NAME] [--steps 468] [--nproc 2] [--force]
     python benchmarks/compress.py --report-only
+    python benchmarks/compress.py --sweep [--steps 150]     # temperature x alpha for distill
 
 Needs the teacher of ``benchmarks/teacher.py`` (``runs/cmrc2018/teacher/model``). Each student
 in ``STUDENTS`` is trained by ``paddleqa distill`` or ``paddleqa prune`` under Paddle's
@@ -11,6 +12,10 @@ synonym-augmented questions (``paddleqa augment``, one variant per question) wit
 on the student's input embeddings. A student whose folder already holds a finished run is not
 retrained (``--force`` retrains it), so the benchmark can be run in parts. The table in
 BENCHMARKS.md and ``benchmarks/compress.json`` are rebuilt from the runs' metrics files.
+
+``--sweep`` instead distils the ``ernie-2L`` student over a small grid of temperature T and
+alpha (``SWEEP``) at a short budget and writes the "KD sweep" section and
+``benchmarks/kd_sweep.json``; the defaults of ``DistillConfig`` cite it.
 """
 from __future__ import annotations
 
@@ -43,6 +48,11 @@ STUDENTS: dict[str, tuple[str, list[str], bool]] = {
 }
 for _name, (_stage, _sets, _) in list(STUDENTS.items()):
     STUDENTS[_name + "+aug"] = (_stage, _sets + AUG, True)
+# Temperature x alpha grid for the KD sweep (on the ernie-2L student).
+SWEEP: dict[str, tuple[str, list[str], bool]] = {
+    f"kd-T{t:g}-a{a:g}": ("distill", STUDENTS["ernie-2L"][1] + [f"temperature={t}", f"alpha={a}"], False)
+    for t in (1.0, 2.0, 4.0) for a in (0.2, 0.5, 0.8)
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,39 +63,47 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--force", action="store_true", help="retrain students that already finished")
     ap.add_argument("--out", default="BENCHMARKS.md")
-    ap.add_argument("--record", default="benchmarks/compress.json", help="raw JSON record")
+    ap.add_argument("--record", default="", help="raw JSON record (default: benchmarks/"
+                    "compress.json, or kd_sweep.json with --sweep)")
+    ap.add_argument("--sweep", action="store_true", help="run the temperature x alpha grid instead")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
 
     from paddleqa.config import read_yaml
 
     run_dir = ROOT / read_yaml(ROOT / args.config)["run_dir"]
-    names = [n for n in args.only.split(",") if n] or list(STUDENTS)
-    unknown = sorted(set(names) - set(STUDENTS))
+    table = SWEEP if args.sweep else STUDENTS
+    names = [n for n in args.only.split(",") if n] or list(table)
+    unknown = sorted(set(names) - set(table))
     if unknown:
-        sys.exit(f"unknown student(s) {', '.join(unknown)}; valid: {', '.join(STUDENTS)}")
+        sys.exit(f"unknown student(s) {', '.join(unknown)}; valid: {', '.join(table)}")
     if not args.report_only:
         if not (run_dir / "teacher" / "model").is_dir():
             sys.exit(f"no teacher in {run_dir / 'teacher' / 'model'}: run `python benchmarks/teacher.py` first")
-        train(run_dir, names, args)
-    record = collect(run_dir, args)
-    (ROOT / args.record).write_text(
+        train(run_dir, names, table, args)
+    record = collect(run_dir, table, args)
+    record_path = args.record or ("benchmarks/kd_sweep.json" if args.sweep else "benchmarks/compress.json")
+    record["record"] = record_path
+    (ROOT / record_path).write_text(
         json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    replace_section(ROOT / args.out, "compression", render(record))
+    if args.sweep:
+        replace_section(ROOT / args.out, "kd-sweep", render_sweep(record))
+    else:
+        replace_section(ROOT / args.out, "compression", render(record))
     return 0
 
 
-def train(run_dir: Path, names: list[str], args) -> None:
+def train(run_dir: Path, names: list[str], table: dict, args) -> None:
     base_env = {**os.environ, "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE", "5"),
                 "PYTHONUNBUFFERED": "1"}
     one_thread = {**base_env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     log_path = run_dir / "compress.log"
     paddleqa = [sys.executable, "-m", "paddleqa.cli"]
-    if any(STUDENTS[n][2] for n in names):
+    if any(table[n][2] for n in names):
         _run(paddleqa + ["run", args.config, "--only", "augment", "--set", "augment.variants=1"],
              {**base_env, "OMP_NUM_THREADS": str(os.cpu_count() or 1)}, log_path)
     for name in names:
-        stage, sets, aug = STUDENTS[name]
+        stage, sets, aug = table[name]
         out = run_dir / "students" / name
         if (out / "manifest.json").exists() and not args.force:
             print(f"{name}: finished run in {out}, kept (--force retrains)", flush=True)
@@ -107,7 +125,7 @@ def train(run_dir: Path, names: list[str], args) -> None:
         (out / "benchmark_wall_seconds.txt").write_text(f"{seconds:.1f}\n", encoding="utf-8")
 
 
-def collect(run_dir: Path, args) -> dict:
+def collect(run_dir: Path, table: dict, args) -> dict:
     teacher = json.loads((run_dir / "teacher" / "metrics.json").read_text(encoding="utf-8"))
     if teacher.get("flops_per_query_384") is None:  # runs recorded before these fields existed
         from paddlenlp.transformers import AutoConfig
@@ -125,7 +143,7 @@ def collect(run_dir: Path, args) -> dict:
         "dev_f1": teacher["dev_f1"], "f1_retention": 1.0, "non_embedding_ratio": 1.0,
         "train_seconds": teacher["train_seconds"], "steps": teacher["global_step"],
     }]
-    for name, (stage, _, aug) in STUDENTS.items():
+    for name, (stage, sets, aug) in table.items():
         path = run_dir / "students" / name / "metrics.json"
         if not path.exists():
             continue
@@ -139,9 +157,10 @@ def collect(run_dir: Path, args) -> dict:
             "train_seconds": m["train_seconds"], "steps": m["global_step"],
             "pruned_heldout_f1_before_recovery": m.get("pruned_heldout_f1_before_recovery"),
             "teacher_heldout_f1": m.get("teacher_heldout_f1"),
+            "overrides": sets,
         })
     return {"command": "python benchmarks/compress.py " + " ".join(sys.argv[1:]),
-            "config": args.config, "record": args.record, "machine": machine_info(),
+            "config": args.config, "machine": machine_info(),
             "steps_per_student": args.steps, "nproc": args.nproc,
             "batch_size": int(next(c for c in COMMON if c.startswith("batch_size=")).split("=")[1]),
             "dev_questions": teacher.get("dev_total"),
@@ -184,6 +203,35 @@ def render(r: dict) -> str:
               f"of its dev F1 -- {'reached by ' + ', '.join(x['name'] for x in target) if target else 'not reached'}."]
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)} (`python benchmarks/compress.py --only ...`)."]
+    return "\n".join(lines) + "\n"
+
+
+def render_sweep(r: dict) -> str:
+    rows = r["rows"][1:]
+    lines = [
+        "## KD sweep: temperature and alpha",
+        "",
+        f"Produced by `{r['command'].strip()}` (raw record: `{r['record']}`). The ernie-2L student "
+        f"distilled for {'/'.join(str(x) for x in sorted({row['steps'] for row in rows})) or '?'} "
+        f"steps per setting, {r['nproc']} process(es) x {r['batch_size']} windows; dev F1 on "
+        f"{r['dev_questions']:,} dev questions. `alpha` weighs the gold-span loss, `1 - alpha` "
+        "the T^2-scaled KL to the teacher.",
+        "",
+        "| T | alpha | dev EM | dev F1 | F1 retention |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        t = next(o for o in row["overrides"] if o.startswith("temperature=")).split("=")[1]
+        a = next(o for o in row["overrides"] if o.startswith("alpha=")).split("=")[1]
+        ret = row.get("f1_retention")
+        lines.append(f"| {t} | {a} | {row['dev_em']:.2f} | {row['dev_f1']:.2f} | "
+                     f"{'' if ret is None else f'{100 * ret:.1f}%'} |")
+    if rows:
+        best = max(rows, key=lambda x: x["dev_f1"])
+        lines += ["", f"Best: {best['name']} (dev F1 {best['dev_f1']:.2f})."]
+    missing = [n for n in SWEEP if n not in {row["name"] for row in rows}]
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
     return "\n".join(lines) + "\n"
 
 
