@@ -177,41 +177,33 @@ def _cmd_augment(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- distill
-def _add_distill(sub) -> None:
-    p = sub.add_parser("distill", help="distil the teacher into a smaller student (KD losses)")
-    _add_config_args(p)
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint in the output folder")
-    p.set_defaults(func=_cmd_distill)
+# ---------------------------------------------------------------- distill, prune
+def _student_stage(name: str, help_text: str):
+    """``paddleqa distill`` and ``paddleqa prune``: a pipeline YAML in, one training stage run."""
+
+    def add(sub) -> None:
+        p = sub.add_parser(name, help=help_text)
+        _add_config_args(p)
+        p.add_argument("--resume", action="store_true",
+                       help="continue from the last checkpoint in the output folder")
+        p.set_defaults(func=run)
+
+    def run(args) -> int:
+        import importlib
+
+        from . import pipeline
+
+        cfg = pipeline.stage_configs(_load_doc(args))[f"{name}_config"]
+        metrics = importlib.import_module(f"paddleqa.{name}").run(cfg, resume=args.resume)
+        if metrics:  # under the data-parallel launcher, only rank 0 reports
+            _print_json(metrics)
+        return 0
+
+    return add
 
 
-def _cmd_distill(args) -> int:
-    from . import distill, pipeline
-
-    cfg = pipeline.stage_configs(_load_doc(args))["distill_config"]
-    metrics = distill.run(cfg, resume=args.resume)
-    if metrics:  # under the data-parallel launcher, only rank 0 reports
-        _print_json(metrics)
-    return 0
-
-
-def _add_prune(sub) -> None:
-    p = sub.add_parser("prune", help="prune heads, FFN neurons and layers; distil the result back")
-    _add_config_args(p)
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint in the output folder")
-    p.set_defaults(func=_cmd_prune)
-
-
-def _cmd_prune(args) -> int:
-    from . import pipeline, prune
-
-    cfg = pipeline.stage_configs(_load_doc(args))["prune_config"]
-    metrics = prune.run(cfg, resume=args.resume)
-    if metrics:
-        _print_json(metrics)
-    return 0
+_add_distill = _student_stage("distill", "distil the teacher into a smaller student (KD losses)")
+_add_prune = _student_stage("prune", "prune heads, FFN neurons and layers; distil the result back")
 
 
 # ---------------------------------------------------------------- evaluate

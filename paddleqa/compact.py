@@ -144,6 +144,24 @@ class CompactErnieModel(ErniePretrainedModel):
         return x, hidden, attentions
 
 
+def span_outputs(logits, hidden, attentions, start_positions=None, end_positions=None,
+                 output_hidden_states=None, output_attentions=None, return_dict=None):
+    """Start/end logits from ``[batch, seq, 2]`` head output, the gold-span loss when labels are
+    given, packed as ``ErnieForQuestionAnswering`` does (tuple, or a model-output object)."""
+    start_logits, end_logits = paddle.unstack(logits.transpose([2, 0, 1]), axis=0)
+    loss = None
+    if start_positions is not None and end_positions is not None:
+        loss = (F.cross_entropy(start_logits, start_positions.reshape([-1, 1]))
+                + F.cross_entropy(end_logits, end_positions.reshape([-1, 1]))) / 2
+    if not return_dict:
+        out = (start_logits, end_logits)
+        return ((loss,) + out) if loss is not None else out
+    return QuestionAnsweringModelOutput(
+        loss=loss, start_logits=start_logits, end_logits=end_logits,
+        hidden_states=tuple(hidden) if output_hidden_states else None,
+        attentions=tuple(attentions) if output_attentions else None)
+
+
 class CompactErnieForQuestionAnswering(ErniePretrainedModel):
     """Span head over :class:`CompactErnieModel`; outputs as ``ErnieForQuestionAnswering``."""
 
@@ -161,19 +179,8 @@ class CompactErnieForQuestionAnswering(ErniePretrainedModel):
                 return_dict: Optional[bool] = None):
         seq, hidden, attentions = self.ernie(input_ids, token_type_ids, position_ids, attention_mask,
                                              inputs_embeds, head_mask)
-        logits = self.classifier(seq).transpose([2, 0, 1])
-        start_logits, end_logits = paddle.unstack(logits, axis=0)
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = (F.cross_entropy(start_logits, start_positions.reshape([-1, 1]))
-                    + F.cross_entropy(end_logits, end_positions.reshape([-1, 1]))) / 2
-        if not return_dict:
-            out = (start_logits, end_logits)
-            return ((loss,) + out) if loss is not None else out
-        return QuestionAnsweringModelOutput(
-            loss=loss, start_logits=start_logits, end_logits=end_logits,
-            hidden_states=tuple(hidden) if output_hidden_states else None,
-            attentions=tuple(attentions) if output_attentions else None)
+        return span_outputs(self.classifier(seq), hidden, attentions, start_positions, end_positions,
+                            output_hidden_states, output_attentions, return_dict)
 
 
 def from_ernie(model) -> CompactErnieForQuestionAnswering:

@@ -22,9 +22,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddlenlp.transformers import ErnieConfig
 from paddlenlp.transformers.ernie.modeling import ErnieEmbeddings, ErniePretrainedModel
-from paddlenlp.transformers.model_outputs import QuestionAnsweringModelOutput
 
-from .compact import CompactLayer
+from .compact import CompactLayer, span_outputs
 
 ARCHITECTURE = "MobileQAForQuestionAnswering"
 
@@ -142,19 +141,8 @@ class MobileQAForQuestionAnswering(ErniePretrainedModel):
                 return_dict: Optional[bool] = None):
         seq, hidden, attentions = self.mobile(input_ids, token_type_ids, position_ids,
                                               attention_mask, inputs_embeds)
-        logits = self.classifier(seq).transpose([2, 0, 1])
-        start_logits, end_logits = paddle.unstack(logits, axis=0)
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = (F.cross_entropy(start_logits, start_positions.reshape([-1, 1]))
-                    + F.cross_entropy(end_logits, end_positions.reshape([-1, 1]))) / 2
-        if not return_dict:
-            out = (start_logits, end_logits)
-            return ((loss,) + out) if loss is not None else out
-        return QuestionAnsweringModelOutput(
-            loss=loss, start_logits=start_logits, end_logits=end_logits,
-            hidden_states=tuple(hidden) if output_hidden_states else None,
-            attentions=tuple(attentions) if output_attentions else None)
+        return span_outputs(self.classifier(seq), hidden, attentions, start_positions, end_positions,
+                            output_hidden_states, output_attentions, return_dict)
 
 
 def mobile_flops(config: MobileQAConfig, seq_len: int) -> int:
