@@ -293,6 +293,12 @@ def _cmd_run(args) -> int:
     if final:
         summary = {"em": final["em"], "f1": final["f1"], "average": final["average"],
                    "total": final["total"], "run_dir": doc["run_dir"]}
+        for name in ("distill", "prune"):  # compressed students, side by side with the teacher
+            m = results.get(name)
+            if m:
+                summary[name] = {k: m.get(k) for k in (
+                    "params", "non_embedding_ratio", "flops_per_query_384", "dev_em", "dev_f1",
+                    "f1_retention")}
     _print_json(summary)
     return 0
 
