@@ -157,7 +157,7 @@ def collect(run_dir: Path, table: dict, args) -> dict:
             "train_seconds": m["train_seconds"], "steps": m["global_step"],
             "pruned_heldout_f1_before_recovery": m.get("pruned_heldout_f1_before_recovery"),
             "teacher_heldout_f1": m.get("teacher_heldout_f1"),
-            "overrides": sets,
+            "overrides": sets, "resumed_from": m.get("resumed_from"),
         })
     return {"command": "python benchmarks/compress.py " + " ".join(sys.argv[1:]),
             "config": args.config, "machine": machine_info(),
@@ -194,7 +194,7 @@ def render(r: dict) -> str:
             f"{'' if flops is None else f'{flops / 1e6:.0f} M'} | "
             f"{'' if size is None else f'{size / 2**20:.1f} MiB'} | {row['dev_em']:.2f} | "
             f"{row['dev_f1']:.2f} | {'' if ret is None else f'{100 * ret:.1f}%'} | "
-            f"{row['train_seconds'] / 60:.0f} min |")
+            f"{row['train_seconds'] / 60:.0f} min{' (resumed leg)' if row.get('resumed_from') else ''} |")
     done = {row["name"] for row in r["rows"]}
     missing = [n for n in STUDENTS if n not in done]
     target = [row for row in r["rows"][1:] if (row.get("non_embedding_ratio") or 1) <= 1 / 3
