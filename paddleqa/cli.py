@@ -208,8 +208,10 @@ _add_prune = _student_stage("prune", "prune heads, FFN neurons and layers; disti
 
 # ---------------------------------------------------------------- evaluate
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="run a model on a CMRC file; write predictions and EM/F1")
-    p.add_argument("model", help="model folder (or a finetune output folder)")
+    p = sub.add_parser("evaluate", help="run a model or exported artifact on a CMRC file; "
+                       "write predictions and EM/F1")
+    p.add_argument("model", help="model folder (or a training stage's output folder), Paddle "
+                   "inference model (PREFIX.pdmodel or its folder) or Lite x86 .nb")
     p.add_argument("data", help="SQuAD/CMRC JSON with reference answers")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tokenizer", default="", help="tokenizer folder (default: the model's)")
@@ -232,6 +234,35 @@ def _cmd_evaluate(args) -> int:
                  n_best=args.n_best, max_answer_length=args.max_answer_length,
                  progress=not args.no_progress)
     _print_json(run(cfg))
+    return 0
+
+
+# ---------------------------------------------------------------- export
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="static inference model + Paddle Lite .nb bundles with an op report")
+    p.add_argument("model", help="model folder (or a training stage's output folder)")
+    p.add_argument("--out", required=True, help="export folder")
+    p.add_argument("--targets", default="arm,x86", help="comma-separated Lite targets: arm, x86")
+    p.add_argument("--precision", default="fp32", help="comma-separated: fp32, fp16 (ARM), int8/int16 "
+                   "(opt's weight-only quantization)")
+    p.add_argument("--max-seq-len", type=int, default=0, help="0 = as trained")
+    p.add_argument("--static-seq-len", action="store_true", help="fix the sequence axis in the graph")
+    p.add_argument("--inference-model", default="", help="convert this inference model PREFIX "
+                   "(e.g. from `paddleqa quantize`) instead of tracing MODEL")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from .export import ExportConfig, describe_ops, run
+
+    cfg = _build(ExportConfig, model=args.model, out_dir=args.out, targets=args.targets,
+                 precisions=args.precision, max_seq_len=args.max_seq_len,
+                 static_seq_len=args.static_seq_len, inference_model=args.inference_model)
+    metrics = run(cfg)
+    log.info("op report:\n%s", describe_ops(metrics))
+    _print_json({"bundles": metrics["bundles"], "skipped": metrics["skipped"],
+                 "ops": {k: f"{v['ops_before']} -> {v['ops_after']}" for k, v in metrics["op_report"].items()},
+                 "metrics": os.path.join(args.out, "metrics.json")})
     return 0
 
 
@@ -311,6 +342,7 @@ COMMANDS: dict[str, Callable] = {
     "distill": _add_distill,
     "prune": _add_prune,
     "evaluate": _add_evaluate,
+    "export": _add_export,
     "score": _add_score,
     "run": _add_run,
 }

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +22,8 @@ TRAINING_INFO = "paddleqa_training.json"  # written next to a fine-tuned model: 
 class EvaluateConfig:
     """Run a model over a CMRC-format file; write leaderboard predictions and EM/F1."""
 
-    model: str = opt("", help="model folder (a fine-tuned model's `model/` folder)")
+    model: str = opt("", help="artifact: a model folder (or a training stage's output folder), a "
+                     "Paddle inference model (PREFIX.pdmodel or its folder) or a Lite x86 .nb")
     data_file: str = opt("", help="SQuAD/CMRC JSON with reference answers")
     out_dir: str = opt("", help="folder for predictions.json, nbest.json, metrics.json, manifest.json")
     tokenizer: str = opt("", help="tokenizer folder/name; default: the model folder")
@@ -36,6 +36,7 @@ class EvaluateConfig:
     max_context_chars: int = opt(5000, help="drop paragraphs longer than this (with a message)")
     cache_dir: str = opt("", help="feature cache folder; '' = ~/.cache/paddleqa (PADDLEQA_CACHE)")
     progress: bool = opt(True, help="show progress bars")
+    threads: int = opt(0, help="CPU threads for Paddle Inference (0 = OMP_NUM_THREADS)")
 
     def __post_init__(self) -> None:
         for name in ("model", "data_file", "out_dir"):
@@ -68,14 +69,19 @@ def feature_params_for(model_dir: str, max_seq_len: int = 0, doc_stride: int = 0
 def answer(model, tokenizer, examples: Sequence[QAExample], params: FeatureParams, *,
            batch_size: int = 32, n_best: int = 20, max_answer_length: int = 64,
            cache_dir: str | None = "", progress: bool = True):
-    """N-best spans for ``examples`` from a dygraph model (features -> logits -> spans)."""
+    """N-best spans for ``examples`` (features -> logits -> spans).
+
+    ``model`` is a dygraph model or any :class:`paddleqa.artifacts.Runner` (inference model,
+    Lite ``.nb``): they share the features, the batching and the post-processor.
+    """
+    from .artifacts import Runner, model_runner, predict_logits
     from .features import cached_features
-    from .modeling import predict_logits
     from .postprocess import best_spans
 
+    runner = model if isinstance(model, Runner) else model_runner(model)
     feats = cached_features(examples, tokenizer, params, train=False, cache_dir=cache_dir,
                             progress=progress)
-    start, end = predict_logits(model, feats, batch_size=batch_size, progress=progress)
+    start, end = predict_logits(runner, feats, batch_size=batch_size, progress=progress)
     return best_spans(start, end, feats["offsets"], feats["example_index"],
                       [ex.context for ex in examples], n_best=n_best,
                       max_answer_length=max_answer_length)
@@ -87,20 +93,16 @@ def run(config: EvaluateConfig) -> dict:
     from .dataset import gold_references, load_examples
     from .manifest import write_json, write_manifest
     from .metrics import cmrc_scores
-    from .modeling import load_model
+    from .artifacts import open_artifact
+    from .modeling import count_params
     from .postprocess import predictions_from_spans
     from .tokenizer import load_tokenizer
 
     started = time.time()
-    model_path = Path(config.model)
-    if not model_path.exists() and (os.sep in config.model or config.model.startswith(".")):
-        raise PaddleQAError(f"model folder {config.model} does not exist; pass a fine-tuned model "
-                            "folder (e.g. RUN_DIR/teacher)")
-    if model_path.is_dir() and not (model_path / "config.json").exists() and (model_path / "model").is_dir():
-        model_path = model_path / "model"  # a finetune output folder: use the model inside it
-    tokenizer = load_tokenizer(config.tokenizer or str(model_path))
-    model = load_model(str(model_path))
-    params = feature_params_for(str(model_path), config.max_seq_len, config.doc_stride,
+    runner = open_artifact(config.model, threads=config.threads)
+    model_path = runner.path
+    tokenizer = load_tokenizer(config.tokenizer or str(runner.tokenizer_dir))
+    params = feature_params_for(str(runner.tokenizer_dir), config.max_seq_len, config.doc_stride,
                                 config.max_query_length)
     examples, report = load_examples(config.data_file, mode="eval",
                                      max_context_chars=config.max_context_chars)
@@ -108,7 +110,7 @@ def run(config: EvaluateConfig) -> dict:
         raise PaddleQAError(f"{config.data_file}: no usable questions to evaluate "
                             f"({report.dropped} dropped; run `paddleqa data check` on it)")
     t0 = time.time()
-    spans = answer(model, tokenizer, examples, params, batch_size=config.batch_size,
+    spans = answer(runner, tokenizer, examples, params, batch_size=config.batch_size,
                    n_best=config.n_best, max_answer_length=config.max_answer_length,
                    cache_dir=config.cache_dir or None, progress=config.progress)
     seconds = time.time() - t0
@@ -121,17 +123,19 @@ def run(config: EvaluateConfig) -> dict:
     write_json(out / "nbest.json", {
         ex.qid: [dataclasses.asdict(s) for s in sp[:5]] for ex, sp in zip(examples, spans)
     })
-    from .modeling import count_params
-
     metrics = {
+        "artifact": str(model_path), "backend": runner.backend, "precision": runner.precision,
+        "file_bytes": runner.file_bytes,
         **scores,
         "dropped_by_loader": report.dropped,
         "predict_seconds": round(seconds, 2),
         "questions_per_second": round(len(examples) / seconds, 2) if seconds else None,
-        **count_params(model),
+        **(count_params(runner.model) if runner.model is not None else {}),
         "feature_params": dataclasses.asdict(params),
     }
-    write_manifest(out, "evaluate", to_dict(config),
-                   {"model": model_path, "data_file": config.data_file},
+    model_files = ({"pdmodel": model_path.with_suffix(".pdmodel"),
+                    "pdiparams": model_path.with_suffix(".pdiparams")}
+                   if runner.backend == "paddle-inference" else {"model": model_path})
+    write_manifest(out, "evaluate", to_dict(config), {**model_files, "data_file": config.data_file},
                    {"predictions": out / "predictions.json"}, metrics, started=started)
     return metrics

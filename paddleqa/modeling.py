@@ -115,32 +115,3 @@ def count_params(model) -> dict[str, int]:
         if "embeddings" in name:
             emb += n
     return {"params": total, "embedding_params": emb, "non_embedding_params": total - emb}
-
-
-def predict_logits(model, feats: dict[str, np.ndarray], *, batch_size: int = 32,
-                   progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Start/end logits ``[windows, max_seq_len]`` of a dygraph QA model (padding gets -inf-ish)."""
-    import paddle
-    from tqdm.auto import tqdm
-
-    from .features import pad_batch
-
-    model.eval()
-    n, L = feats["input_ids"].shape
-    start = np.full((n, L), -1e4, dtype=np.float32)
-    end = np.full((n, L), -1e4, dtype=np.float32)
-    # Windows sorted by length so each batch pads little; results go back to their rows.
-    order = np.argsort(feats["length"], kind="stable")
-    with paddle.no_grad():
-        for b in tqdm(range(0, n, batch_size), desc="predict", unit="batch", disable=not progress,
-                      leave=False):
-            idx = order[b: b + batch_size]
-            batch = pad_batch(feats, idx)
-            out = model(input_ids=paddle.to_tensor(batch["input_ids"]),
-                        token_type_ids=paddle.to_tensor(batch["token_type_ids"]))
-            s, e = (out[0], out[1]) if isinstance(out, (tuple, list)) else (out.start_logits,
-                                                                            out.end_logits)
-            w = batch["input_ids"].shape[1]
-            start[idx, :w] = s.numpy()
-            end[idx, :w] = e.numpy()
-    return start, end

@@ -19,9 +19,9 @@ def _prune_doc(teacher_run, tmp_path, **prune):
 
 
 def _logits(model, feats):
-    from paddleqa.modeling import predict_logits
+    from paddleqa.artifacts import model_runner, predict_logits
 
-    return predict_logits(model, feats, progress=False)
+    return predict_logits(model_runner(model), feats, progress=False)
 
 
 def test_width_and_depth_pruning_gives_a_smaller_dense_model(teacher_run, tmp_path):

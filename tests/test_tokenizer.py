@@ -40,7 +40,9 @@ def test_unreachable_model_name(capsys, tmp_path, tiny_json):
         load_model("no-such-model-zh")
     (tmp_path / "empty").mkdir()
     code = cli.main(["-q", "evaluate", str(tmp_path / "empty"), str(tiny_json), "--out", str(tmp_path / "o")])
-    assert code == 2 and "holds no tokenizer files" in capsys.readouterr().err
+    assert code == 2 and "holds no model" in capsys.readouterr().err
+    code = cli.main(["-q", "evaluate", "no-such-model-zh", str(tiny_json), "--out", str(tmp_path / "o")])
+    assert code == 2 and "Pass a local model folder" in capsys.readouterr().err
 
 
 def test_missing_model_folder_is_named(tmp_path, tiny_json, capsys):

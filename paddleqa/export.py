@@ -1,0 +1,480 @@
+"""Export: a QA model -> Paddle inference model -> Paddle Lite ``.nb`` per target and precision.
+
+The one export wrapper lives here (:class:`QAExportWrapper`): every input the model reads is an
+explicit graph input (``input_ids, token_type_ids, position_ids, attention_mask``), because
+PaddleNLP's ERNIE builds position ids with ``paddle.ones(dynamic_shape)`` which Lite cannot
+place ("no valid out_shape" at ``fill_constant``). Dropout is removed before tracing (Lite's
+dropout-elimination pass leaves inference dropouts in the graph).
+
+Lite conversion goes through ``paddlelite.lite.Opt`` (the Python binding of ``paddle_lite_opt``).
+For each target a fused-op report compares op counts by type in the inference model and in the
+optimised model: ``Opt`` writes the optimised program once more as protobuf for that, since a
+``.nb`` file cannot be read back from Python.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .config import opt
+from .errors import PaddleQAError
+
+log = logging.getLogger(__name__)
+
+INPUT_NAMES = ("input_ids", "token_type_ids", "position_ids", "attention_mask")
+INPUT_DTYPES = {"input_ids": "int64", "token_type_ids": "int64", "position_ids": "int64",
+                "attention_mask": "float32"}
+OUTPUT_NAMES = ("start_logits", "end_logits")
+INFERENCE_PREFIX = "inference/model"  # -> inference/model.pdmodel + inference/model.pdiparams
+TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+BUNDLE = "bundle.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A Paddle Lite target: the ``valid_places`` given to ``Opt`` and the precisions it takes."""
+
+    places: str
+    precisions: tuple[str, ...]
+    runs_here: bool  # can this machine (x86 Linux) execute its .nb through paddlelite?
+    note: str
+
+
+# Strategies by name. ``int8``/``int16`` are opt's weight-only quantization (weights stored in
+# int8/int16, dequantized at load); ``fp16`` runs fp16 kernels and exists for ARM only.
+TARGETS: dict[str, Target] = {
+    "arm": Target("arm", ("fp32", "fp16", "int8", "int16"), False,
+                  "ARM CPU (phones, boards); no ARM runtime on this x86 machine: check its x86 "
+                  "twin and the op report"),
+    "x86": Target("x86", ("fp32", "int8", "int16"), True,
+                  "x86 CPU; runs here through paddlelite.lite.MobileConfig"),
+}
+WEIGHT_QUANT = {"int8": "QUANT_INT8", "int16": "QUANT_INT16"}
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """Export a QA model to a Paddle inference model and Paddle Lite ``.nb`` bundles."""
+
+    model: str = opt("", help="model folder (any paddleqa/PaddleNLP QA model), or a finetune/"
+                     "distill/prune output folder holding model/")
+    out_dir: str = opt("", help="export folder: inference/, one bundle folder per target and "
+                       "precision, metrics.json with the op report, manifest.json")
+    targets: list[str] = opt(factory=lambda: ["arm", "x86"], help=f"Lite targets: {', '.join(TARGETS)}")
+    precisions: list[str] = opt(factory=lambda: ["fp32"], help="fp32, fp16 (ARM only), int8/int16 "
+                                "(opt's weight-only quantization); each target gets the ones it takes")
+    max_seq_len: int = opt(0, help="window length recorded in the bundle; 0 = as trained")
+    static_seq_len: bool = opt(False, help="fix the sequence axis to max_seq_len in the graph "
+                               "(default: dynamic batch and sequence axes)")
+    inference_model: str = opt("", help="convert this existing inference model prefix (e.g. an "
+                               "int8 model from `paddleqa quantize`, PREFIX.pdmodel/.pdiparams) "
+                               "instead of tracing `model`; the tokenizer still comes from `model`")
+
+    def __post_init__(self) -> None:
+        for name in ("model", "out_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} is required")
+        if not self.targets:
+            raise ValueError(f"targets must name at least one of: {', '.join(TARGETS)}")
+        unknown = [t for t in self.targets if t not in TARGETS]
+        if unknown:
+            raise ValueError(f"unknown target(s) {', '.join(unknown)}; valid: {', '.join(TARGETS)}")
+        valid = sorted({p for t in TARGETS.values() for p in t.precisions})
+        bad = [p for p in self.precisions if p not in valid]
+        if bad or not self.precisions:
+            raise ValueError(f"unknown precision(s) {', '.join(bad) or '(none given)'}; valid: {', '.join(valid)}")
+        if not any(p in TARGETS[t].precisions for t in self.targets for p in self.precisions):
+            raise ValueError(f"no target among {self.targets} takes precisions {self.precisions}")
+        if self.max_seq_len < 0:
+            raise ValueError(f"max_seq_len must be >= 0, got {self.max_seq_len}")
+
+
+def _layer_base():
+    import paddle
+
+    return paddle.nn.Layer
+
+
+class QAExportWrapper(_layer_base()):
+    """``(input_ids, token_type_ids, position_ids, attention_mask) -> (start_logits, end_logits)``.
+
+    ``attention_mask`` is float 1/0 ``[batch, seq]``; every model family of paddleqa (PaddleNLP
+    ERNIE, the compact pruned ERNIE, the conv student) turns it into its additive form itself.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    # dy2static maps arguments by name: keep `self` as the first parameter's name.
+    def forward(self, input_ids, token_type_ids, position_ids, attention_mask):
+        out = self.model(input_ids=input_ids, token_type_ids=token_type_ids,
+                         position_ids=position_ids, attention_mask=attention_mask)
+        if isinstance(out, (tuple, list)):
+            return out[0], out[1]
+        return out.start_logits, out.end_logits
+
+
+def strip_dropout(model) -> int:
+    """Set every dropout probability to 0 so that tracing emits no dropout op; returns the count.
+
+    ``F.dropout`` returns its input unchanged for p == 0, so neither layers (``nn.Dropout``) nor
+    attention modules holding a float ``dropout`` (``nn.MultiHeadAttention``, the compact
+    attention) leave anything in the graph.
+    """
+    import paddle.nn as nn
+
+    n = 0
+    for layer in model.sublayers(include_self=True):
+        if isinstance(layer, nn.Dropout):
+            n += layer.p != 0
+            layer.p = 0.0
+        elif isinstance(getattr(layer, "dropout", None), float):
+            n += layer.dropout != 0
+            layer.dropout = 0.0
+    return int(n)
+
+
+def input_spec(static_seq_len: int = 0):
+    from paddle.static import InputSpec
+
+    seq = static_seq_len or None
+    return [InputSpec([None, seq], INPUT_DTYPES[n], n) for n in INPUT_NAMES]
+
+
+def export_inference(model, prefix: str | Path, *, static_seq_len: int = 0) -> dict[str, Path]:
+    """Trace ``model`` through :class:`QAExportWrapper` into ``PREFIX.pdmodel/.pdiparams``."""
+    import paddle
+
+    model.eval()
+    removed = strip_dropout(model)
+    log.info("dropout removed from %d layers before tracing", removed)
+    wrapper = QAExportWrapper(model)
+    wrapper.eval()
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    paddle.jit.save(wrapper, str(prefix), input_spec=input_spec(static_seq_len))
+    files = {"pdmodel": prefix.with_suffix(".pdmodel"), "pdiparams": prefix.with_suffix(".pdiparams")}
+    for f in files.values():
+        if not f.exists():
+            raise PaddleQAError(f"paddle.jit.save wrote no {f}")
+    return files
+
+
+def program_op_counts(pdmodel: str | Path) -> dict[str, int]:
+    """Op type -> count over every block of a serialized ProgramDesc (feed/fetch excluded)."""
+    from paddle.base.proto import framework_pb2
+
+    data = Path(pdmodel).read_bytes()
+    try:
+        prog = framework_pb2.ProgramDesc.FromString(data)
+    except Exception as exc:  # protobuf's DecodeError
+        raise PaddleQAError(f"{pdmodel}: not a Paddle program ({type(exc).__name__}: {exc}); "
+                            "re-export the model") from None
+    counts: collections.Counter = collections.Counter()
+    for block in prog.blocks:
+        for op in block.ops:
+            if op.type not in ("feed", "fetch"):
+                counts[op.type] += 1
+    return dict(sorted(counts.items()))
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Send C++ writes to file descriptor 1 (opt's progress lines) to stderr meanwhile, so that a
+    command's stdout stays the JSON it prints."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def lite_optimize(pdmodel: Path, pdiparams: Path, target: str, precision: str, out_prefix: Path,
+                  *, model_type: str = "naive_buffer") -> Path:
+    """Run ``paddlelite.lite.Opt`` once; returns the written ``.nb`` file (or protobuf folder)."""
+    from paddlelite.lite import Opt
+
+    spec = TARGETS[target]
+    if precision not in spec.precisions:
+        raise PaddleQAError(f"target {target} does not take precision {precision}; "
+                            f"it takes {', '.join(spec.precisions)}")
+    o = Opt()
+    o.set_model_file(str(pdmodel))
+    o.set_param_file(str(pdiparams))
+    o.set_valid_places(spec.places)
+    o.set_model_type(model_type)
+    o.set_optimize_out(str(out_prefix))
+    if precision == "fp16":
+        o.enable_fp16()
+    if precision in WEIGHT_QUANT:
+        o.set_quant_model(True)
+        o.set_quant_type(WEIGHT_QUANT[precision])
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    with stdout_to_stderr():
+        o.run()
+    if model_type == "naive_buffer":
+        nb = Path(str(out_prefix) + ".nb")
+        if not nb.exists() or nb.stat().st_size == 0:
+            raise PaddleQAError(f"Paddle Lite opt wrote no {nb} for target {target} ({precision}); "
+                                "run with -v to see opt's log")
+        return nb
+    return out_prefix
+
+
+def lite_op_counts(pdmodel: Path, pdiparams: Path, target: str, precision: str) -> dict[str, int]:
+    """Op counts of the program ``opt`` produces for ``target`` (same passes as the ``.nb``)."""
+    with tempfile.TemporaryDirectory(prefix="paddleqa-opt-") as tmp:
+        out = lite_optimize(pdmodel, pdiparams, target, precision, Path(tmp) / "model",
+                            model_type="protobuf")
+        candidates = [p for p in [out / "model", *out.glob("*model*")] if p.is_file()] if out.is_dir() else []
+        if not candidates:
+            found = [str(p) for p in Path(tmp).rglob("*")]
+            raise PaddleQAError(f"Paddle Lite opt wrote no protobuf program (found: {found})")
+        return program_op_counts(candidates[0])
+
+
+def _same_as_fp32(nb: Path, pdmodel: Path, pdiparams: Path, target: str) -> bool:
+    """True when an "fp16" ``.nb`` stores its weights as fp32 (same size as the fp32 file).
+
+    Sizes, not hashes: two opt runs in one process do not always write identical bytes.
+    """
+    with tempfile.TemporaryDirectory(prefix="paddleqa-opt-") as tmp:
+        ref = lite_optimize(pdmodel, pdiparams, target, "fp32", Path(tmp) / "model")
+        return nb.stat().st_size > 0.9 * ref.stat().st_size
+
+
+def fusion_report(before: dict[str, int], after: dict[str, int]) -> dict:
+    """What ``opt`` changed: op totals, op types that appeared (fusions) or vanished."""
+    types = sorted(set(before) | set(after))
+    delta = {t: after.get(t, 0) - before.get(t, 0) for t in types if after.get(t, 0) != before.get(t, 0)}
+    return {
+        "ops_before": sum(before.values()), "ops_after": sum(after.values()),
+        "new_op_types": sorted(t for t in after if t not in before),
+        "removed_op_types": sorted(t for t in before if t not in after),
+        "delta_by_type": delta,
+    }
+
+
+def resolve_model_dir(path: str) -> Path:
+    """A model folder, or the ``model/`` inside a training stage's output folder."""
+    p = Path(path)
+    if not p.exists():
+        raise PaddleQAError(f"model folder {p} does not exist")
+    if p.is_dir() and not (p / "config.json").exists() and (p / "model" / "config.json").exists():
+        return p / "model"
+    return p
+
+
+def _copy_tokenizer(model_dir: Path, dest: Path) -> None:
+    """Tokenizer files and the training record (window settings) of ``model_dir`` into ``dest``."""
+    from .evaluate import TRAINING_INFO
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in (*TOKENIZER_FILES, TRAINING_INFO):
+        if (model_dir / f).exists():
+            shutil.copy2(model_dir / f, dest / f)
+
+
+def _bundle_readme(target: str, precision: str, bundle: dict) -> str:
+    spec = TARGETS[target]
+    return f"""# paddleqa Paddle Lite bundle: {target}, {precision}
+
+`model.nb` is a Paddle Lite model optimised by `opt` for **{target}** ({spec.note}).
+Tokenize with `vocab.txt` (an ERNIE WordPiece vocab: `[CLS] question [SEP] context [SEP]`,
+at most {bundle['max_seq_len']} tokens per window, windows every {bundle['doc_stride']} tokens
+of context). `bundle.json` lists the inputs, their shapes and dtypes.
+
+Inputs (batch B, sequence S <= {bundle['max_seq_len']}):
+
+| name | dtype | shape | value |
+| --- | --- | --- | --- |
+| input_ids | int64 | [B, S] | token ids, padding = {bundle['pad_token_id']} |
+| token_type_ids | int64 | [B, S] | 0 question, 1 context{', 2/3 tokens found on both sides' if bundle['overlap_types'] else ''} |
+| position_ids | int64 | [B, S] | 0, 1, ..., S-1 |
+| attention_mask | float32 | [B, S] | 1 real token, 0 padding |
+
+Outputs: `start_logits`, `end_logits`, float32 [B, S]; the answer is the best-scoring
+(start <= end, at most max_answer_length tokens, inside the context) span.
+
+## C++ (Paddle Lite light API)
+
+```cpp
+#include "paddle_api.h"
+using namespace paddle::lite_api;
+MobileConfig config;
+config.set_model_from_file("model.nb");
+config.set_threads(2);  // ARM
+auto predictor = CreatePaddlePredictor<MobileConfig>(config);
+const char* names[] = {{"input_ids", "token_type_ids", "position_ids"}};
+for (int i = 0; i < 3; ++i) {{
+  auto t = predictor->GetInput(i);          // inputs are in the order of the table above
+  t->Resize({{1, S}});
+  std::copy(ids[i], ids[i] + S, t->mutable_data<int64_t>());
+}}
+auto mask = predictor->GetInput(3);
+mask->Resize({{1, S}});
+std::copy(mask_values, mask_values + S, mask->mutable_data<float>());
+predictor->Run();
+const float* start = predictor->GetOutput(0)->data<float>();
+const float* end = predictor->GetOutput(1)->data<float>();
+```
+
+## Java (Android)
+
+```java
+MobileConfig config = new MobileConfig();
+config.setModelFromFile(dir + "/model.nb");
+config.setThreads(2);
+PaddlePredictor predictor = PaddlePredictor.createPaddlePredictor(config);
+Tensor ids = predictor.getInput(0);
+ids.resize(new long[]{{1, S}});
+ids.setData(inputIds);  // long[]; likewise inputs 1-2 (long[]) and 3 (float[])
+predictor.run();
+float[] start = predictor.getOutput(0).getFloatData();
+```
+
+Use the Paddle Lite runtime of the version that wrote this file ({bundle['paddlelite_version']}).
+"""
+
+
+def run(config: ExportConfig) -> dict:
+    """Export; writes inference/, TARGET-PRECISION/ bundles, metrics.json (op report), manifest."""
+    from importlib import metadata
+
+    from .config import to_dict
+    from .evaluate import feature_params_for
+    from .manifest import sha256_path, write_json, write_manifest
+    from .modeling import count_params, load_model
+    from .tokenizer import load_tokenizer
+
+    started = time.time()
+    model_dir = resolve_model_dir(config.model)
+    tokenizer = load_tokenizer(str(model_dir))
+    params = feature_params_for(str(model_dir), max_seq_len=config.max_seq_len)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.inference_model:
+        pdmodel = Path(config.inference_model + ".pdmodel")
+        pdiparams = Path(config.inference_model + ".pdiparams")
+        for f in (pdmodel, pdiparams):
+            if not f.is_file():
+                raise PaddleQAError(f"inference model file {f} not found; pass the PREFIX of "
+                                    "PREFIX.pdmodel and PREFIX.pdiparams")
+        sizes = {}
+    else:
+        model = load_model(str(model_dir))
+        sizes = count_params(model)
+        files = export_inference(model, out / INFERENCE_PREFIX,
+                                 static_seq_len=params.max_seq_len if config.static_seq_len else 0)
+        pdmodel, pdiparams = files["pdmodel"], files["pdiparams"]
+        _copy_tokenizer(model_dir, pdmodel.parent)  # the inference folder is self-contained
+    before = program_op_counts(pdmodel)
+    log.info("inference model: %d ops", sum(before.values()))
+    vocab_hash = sha256_path(model_dir / "vocab.txt") if (model_dir / "vocab.txt").exists() else None
+    try:
+        lite_version = metadata.version("paddlelite")
+    except metadata.PackageNotFoundError:
+        lite_version = "unknown"
+    bundles, ops_report, outputs, skipped = {}, {}, {"inference_model": pdmodel}, {}
+    for target in config.targets:
+        spec = TARGETS[target]
+        for precision in config.precisions:
+            if precision not in spec.precisions:
+                log.info("target %s does not take %s: skipped", target, precision)
+                continue
+            name = f"{target}-{precision}"
+            folder = out / name
+            if folder.exists():
+                shutil.rmtree(folder)
+            tmp = out / f".{name}.tmp"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            log.info("Paddle Lite opt: %s", name)
+            nb = lite_optimize(pdmodel, pdiparams, target, precision, tmp / "model")
+            if precision == "fp16" and _same_as_fp32(nb, pdmodel, pdiparams, target):
+                # The pip build of opt has no ARM fp16 kernels: enable_fp16() is silently a
+                # no-op there. Say so instead of shipping an fp32 file named fp16.
+                reason = ("this paddlelite build's opt ignores enable_fp16() (no ARM fp16 "
+                          "kernels compiled in): the output was as large as the fp32 file (weights still fp32). Use an "
+                          "opt built with ARM fp16 support (LITE_WITH_ARM8_SVE2/ARM82_FP16)")
+                log.warning("%s skipped: %s", name, reason)
+                skipped[name] = reason
+                shutil.rmtree(tmp)
+                continue
+            after = lite_op_counts(pdmodel, pdiparams, target, precision)
+            _copy_tokenizer(model_dir, tmp)
+            bundle = {
+                "format": "paddle-lite-naive-buffer", "target": target, "precision": precision,
+                "runs_on_this_machine": spec.runs_here, "model_file": "model.nb",
+                "model_bytes": nb.stat().st_size, "model_sha256": sha256_path(nb),
+                "inputs": [{"name": n, "dtype": INPUT_DTYPES[n], "shape": [-1, -1]} for n in INPUT_NAMES],
+                "outputs": [{"name": n, "dtype": "float32", "shape": [-1, -1]} for n in OUTPUT_NAMES],
+                "max_seq_len": params.max_seq_len, "doc_stride": params.doc_stride,
+                "max_query_length": params.max_query_length, "overlap_types": params.overlap_types,
+                "pad_token_id": int(tokenizer.pad_token_id), "vocab_sha256": vocab_hash,
+                "tokenizer_files": [f for f in TOKENIZER_FILES if (tmp / f).exists()],
+                "paddlelite_version": lite_version,
+                "source": {"model": str(model_dir), "model_sha256": sha256_path(model_dir),
+                           "inference_model": str(pdmodel), "pdmodel_sha256": sha256_path(pdmodel)},
+            }
+            write_json(tmp / BUNDLE, bundle)
+            (tmp / "README.md").write_text(_bundle_readme(target, precision, bundle), encoding="utf-8")
+            tmp.rename(folder)
+            nb = folder / nb.name
+            bundles[name] = {"path": str(nb), "bytes": nb.stat().st_size,
+                             "runs_on_this_machine": spec.runs_here}
+            ops_report[name] = {"ops": after, **fusion_report(before, after)}
+            outputs[name] = nb
+            log.info("%s: %s (%.2f MiB), ops %d -> %d", name, nb, nb.stat().st_size / 2**20,
+                     sum(before.values()), sum(after.values()))
+    if not bundles:
+        raise PaddleQAError(f"no bundle written for targets {config.targets} and precisions "
+                            f"{config.precisions}" + "".join(f"; {k}: {v}" for k, v in skipped.items()))
+    metrics = {
+        **sizes,
+        "inference_model_bytes": pdmodel.stat().st_size + pdiparams.stat().st_size,
+        "inference_ops": before,
+        "bundles": bundles,
+        "op_report": ops_report,
+        "skipped": skipped,
+        "feature_params": dataclasses.asdict(params),
+    }
+    write_manifest(out, "export", to_dict(config), {"model": model_dir}, outputs, metrics,
+                   started=started)
+    return metrics
+
+
+def describe_ops(metrics: dict) -> str:
+    """A short text table of the op report (for the CLI)."""
+    lines = []
+    for name, rep in metrics["op_report"].items():
+        delta = ", ".join(f"{k} {v:+d}" for k, v in rep["delta_by_type"].items())
+        lines.append(f"{name}: {rep['ops_before']} -> {rep['ops_after']} ops"
+                     f"{'; ' + delta if delta else ''}")
+    return "\n".join(lines)
+
+
+def load_bundle(path: str | Path) -> dict:
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    f = folder / BUNDLE
+    if not f.exists():
+        return {}
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise PaddleQAError(f"{f}: not valid JSON ({exc}); re-run `paddleqa export`") from None

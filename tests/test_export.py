@@ -1,0 +1,169 @@
+"""Export: inference model and Lite .nb agree with dygraph; ARM fusion; artifacts score alike;
+damaged or unknown inputs give clear errors."""
+import json
+import shutil
+
+import numpy as np
+import paddle
+import pytest
+
+from paddleqa import cli
+from paddleqa.artifacts import Runner, explicit_inputs, open_artifact, predict_logits
+from paddleqa.compact import from_ernie, select
+from paddleqa.errors import PaddleQAError
+from paddleqa.export import ExportConfig, program_op_counts, run
+from paddleqa.mobile import MobileQAConfig, MobileQAForQuestionAnswering
+from paddleqa.modeling import load_model
+
+
+@pytest.fixture(scope="module")
+def exported(teacher_run, tmp_path_factory):
+    tmp, data, doc = teacher_run
+    out = tmp_path_factory.mktemp("export")
+    model = f"{doc['run_dir']}/teacher"
+    metrics = run(ExportConfig(model=model, out_dir=str(out), targets=["arm", "x86"],
+                               precisions=["fp32", "int8"]))
+    return out, metrics, model, data
+
+
+def _batch(vocab=40, pad=0, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(3, vocab, size=(3, 20))
+    lengths = np.array([20, 13, 7])
+    for row, n in enumerate(lengths):
+        ids[row, n:] = pad
+    types = np.zeros_like(ids)
+    types[:, 8:] = 1
+    return explicit_inputs({"input_ids": ids, "token_type_ids": types}, lengths), lengths
+
+
+def _dygraph(model_dir, inputs):
+    model = load_model(str(model_dir))
+    model.eval()
+    with paddle.no_grad():
+        s, e = model(input_ids=paddle.to_tensor(inputs["input_ids"]),
+                     token_type_ids=paddle.to_tensor(inputs["token_type_ids"]))[:2]
+    return s.numpy(), e.numpy()
+
+
+def _real(x, lengths):
+    return np.concatenate([row[:n] for row, n in zip(x, lengths)])
+
+
+def test_inference_model_and_x86_nb_agree_with_dygraph(exported):
+    out, _, model, _ = exported
+    inputs, lengths = _batch()
+    ref_s, ref_e = _dygraph(f"{model}/model", inputs)
+    for artifact in (out / "inference", out / "x86-fp32" / "model.nb"):
+        runner = open_artifact(artifact)
+        s, e = runner.predict(inputs)
+        # Padding positions differ by construction (masked); real tokens must agree.
+        np.testing.assert_allclose(_real(s, lengths), _real(ref_s, lengths), atol=1e-4)
+        np.testing.assert_allclose(_real(e, lengths), _real(ref_e, lengths), atol=1e-4)
+
+
+def test_arm_nb_is_written_and_fc_fusion_fires(exported):
+    out, metrics, _, _ = exported
+    assert (out / "arm-fp32" / "model.nb").stat().st_size > 0
+    arm = metrics["op_report"]["arm-fp32"]
+    assert "fc" in arm["new_op_types"] and arm["ops"]["fc"] >= 4 * 4  # q, k, v, out, ffn x2 per layer
+    assert arm["ops_after"] < arm["ops_before"]
+    # Dropout was removed before tracing: none in the graph to leave behind.
+    assert not any("dropout" in op for op in metrics["inference_ops"])
+    bundle = json.loads((out / "arm-fp32" / "bundle.json").read_text(encoding="utf-8"))
+    assert [i["name"] for i in bundle["inputs"]] == ["input_ids", "token_type_ids", "position_ids",
+                                                     "attention_mask"]
+    assert (out / "arm-fp32" / "vocab.txt").exists() and bundle["vocab_sha256"]
+    # opt's weight-only int8 stores weights in a byte: the file shrinks.
+    assert metrics["bundles"]["arm-int8"]["bytes"] < 0.8 * metrics["bundles"]["arm-fp32"]["bytes"]
+
+
+def test_every_runnable_artifact_scores_like_the_model(exported, tmp_path):
+    from paddleqa.evaluate import EvaluateConfig, run as evaluate
+
+    out, _, model, data = exported
+    scores = {}
+    for name, artifact in {"dygraph": model, "inference": out / "inference",
+                           "lite": out / "x86-fp32"}.items():
+        m = evaluate(EvaluateConfig(model=str(artifact), data_file=str(data),
+                                    out_dir=str(tmp_path / name), progress=False))
+        scores[name] = (m["em"], m["f1"], m["backend"])
+        preds = json.loads((tmp_path / name / "predictions.json").read_text(encoding="utf-8"))
+        assert len(preds) == 3
+    assert scores["dygraph"][:2] == scores["inference"][:2] == scores["lite"][:2]
+    assert [s[2] for s in scores.values()] == ["dygraph", "paddle-inference", "lite-x86"]
+
+
+def test_arm_nb_evaluation_points_to_the_x86_twin(exported, tmp_path, capsys):
+    out, _, _, data = exported
+    code = cli.main(["evaluate", str(out / "arm-fp32" / "model.nb"), str(data), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot run on this x86 machine" in err and "x86-fp32" in err
+
+
+def test_truncated_nb_is_refused_without_crashing(exported, tmp_path, capsys):
+    out, _, _, data = exported
+    bundle = tmp_path / "bundle"
+    shutil.copytree(out / "x86-fp32", bundle)
+    nb = bundle / "model.nb"
+    nb.write_bytes(nb.read_bytes()[: nb.stat().st_size // 3])
+    code = cli.main(["evaluate", str(nb), str(data), "--out", str(tmp_path / "ev")])
+    assert code == 2 and "truncated" in capsys.readouterr().err
+    # Without bundle.json the file is test-loaded in a child process (Lite aborts on a short read).
+    (bundle / "bundle.json").unlink()
+    with pytest.raises(PaddleQAError, match="cannot load"):
+        open_artifact(nb)
+
+
+def test_missing_files_and_unknown_targets_are_named(exported, tmp_path, capsys):
+    out, _, model, data = exported
+    half = tmp_path / "half"
+    half.mkdir()
+    shutil.copy(out / "inference" / "model.pdmodel", half / "model.pdmodel")
+    with pytest.raises(PaddleQAError, match="pdiparams is missing"):
+        open_artifact(half / "model.pdmodel")
+    with pytest.raises(PaddleQAError, match="holds no model"):
+        open_artifact(tmp_path)
+    code = cli.main(["export", model, "--out", str(tmp_path / "x"), "--targets", "arm,riscv"])
+    assert code == 2 and "unknown target(s) riscv; valid: arm, x86" in capsys.readouterr().err
+    code = cli.main(["export", model, "--out", str(tmp_path / "x"), "--precision", "bf16"])
+    assert code == 2 and "unknown precision(s) bf16" in capsys.readouterr().err
+
+
+def test_nan_logits_are_refused_not_scored():
+    def nan_predict(inputs):
+        s = np.zeros(inputs["input_ids"].shape, dtype=np.float32)
+        s[0, 1] = np.nan
+        return s, s
+
+    runner = Runner("lite-x86", None, None, nan_predict, precision="int8")
+    feats = {"input_ids": np.ones((2, 6), dtype=np.int64), "token_type_ids": np.zeros((2, 6), dtype=np.int64),
+             "length": np.array([6, 6])}
+    with pytest.raises(PaddleQAError, match="NaN.*int8"):
+        predict_logits(runner, feats, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["compact", "mobile"])
+def test_student_architectures_export_and_agree(teacher_run, tmp_path, kind):
+    tmp, _, doc = teacher_run
+    src = load_model(f"{doc['run_dir']}/teacher/model")
+    if kind == "compact":  # a pruned model: uneven heads and FFN widths per layer
+        heads = [[0], [1, 0], [0], [1]]
+        student = select(from_ernie(src), layers=[0, 1, 3], heads=[heads[0], heads[1], heads[3]],
+                         neurons=[list(range(10)), list(range(20)), list(range(5))])
+    else:
+        paddle.seed(0)
+        student = MobileQAForQuestionAnswering(MobileQAConfig(
+            vocab_size=src.config.vocab_size, hidden_size=16, num_attention_heads=2,
+            intermediate_size=32, max_position_embeddings=128, type_vocab_size=4, pad_token_id=0,
+            conv_blocks=2, expand_ratio=2, kernel_size=3, num_transformer_layers=1))
+    model_dir = tmp_path / "model"
+    student.save_pretrained(str(model_dir))
+    for f in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(f"{doc['run_dir']}/teacher/model/{f}", model_dir / f)
+    run(ExportConfig(model=str(model_dir), out_dir=str(tmp_path / "out"), targets=["x86"]))
+    inputs, lengths = _batch(vocab=src.config.vocab_size)
+    ref_s, _ = _dygraph(model_dir, inputs)
+    s, _ = open_artifact(tmp_path / "out" / "x86-fp32").predict(inputs)
+    np.testing.assert_allclose(_real(s, lengths), _real(ref_s, lengths), atol=1e-4)
+    assert program_op_counts(tmp_path / "out" / "inference" / "model.pdmodel")
