@@ -120,8 +120,11 @@ def _open_inference(prefix: Path, *, threads: int = 0, int8_ops: tuple[str, ...]
         # kernel that is ~10x slower than fp32 on this CPU class (see the stack notes).
         config.enable_mkldnn()
         config.enable_mkldnn_int8(set(int8_ops))
+    from .export import stdout_to_stderr
+
     try:
-        predictor = inference.create_predictor(config)
+        with stdout_to_stderr():  # MKLDNN passes print their summaries to stdout
+            predictor = inference.create_predictor(config)
     except Exception as exc:
         raise PaddleQAError(f"Paddle Inference cannot load {pdmodel}: {type(exc).__name__}: "
                             f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}") from None
@@ -270,13 +273,13 @@ def artifact_kind(path: str | Path) -> tuple[str, Path]:
     raise PaddleQAError(f"{p} is not a model: expected a model folder, a .pdmodel or a .nb file")
 
 
-def open_artifact(path: str | Path, *, threads: int = 0) -> Runner:
+def open_artifact(path: str | Path, *, threads: int = 0, int8_ops: tuple[str, ...] = ("fc",)) -> Runner:
     kind, p = artifact_kind(path)
     log.info("artifact %s: backend %s", p, kind)
     if kind == "dygraph":
         return _open_dygraph(p)
     if kind == "paddle-inference":
-        return _open_inference(p, threads=threads)
+        return _open_inference(p, threads=threads, int8_ops=tuple(int8_ops))
     return _open_lite(p)
 
 

@@ -266,6 +266,35 @@ def _cmd_export(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- quantize
+def _add_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="int8 PTQ/QAT inference model, or k-means codebook weights")
+    p.add_argument("model", help="fp32 model folder (or a training stage's output folder)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--method", default="ptq", help="ptq, qat or kmeans")
+    p.add_argument("--calib", default="", help="training JSON for calibration / QAT "
+                   "(default: the model's own training file)")
+    p.add_argument("--dev", default="", help="score quantized and fp32 model on this JSON")
+    p.add_argument("--algo", default="abs_max", help="PTQ algorithm: abs_max, avg, KL, hist, mse, emd")
+    p.add_argument("--calib-windows", type=int, default=256)
+    p.add_argument("--bits", type=int, default=8, help="weight bits (kmeans: codebook of 2^bits)")
+    p.add_argument("--qat-steps", type=int, default=100)
+    p.add_argument("--int8-ops", default="fc", help="ops Paddle Inference runs in int8 when scoring")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_quantize)
+
+
+def _cmd_quantize(args) -> int:
+    from .quantize import QuantizeConfig, run
+
+    cfg = _build(QuantizeConfig, model=args.model, out_dir=args.out, method=args.method,
+                 calib_file=args.calib, dev_file=args.dev, algo=args.algo,
+                 calib_windows=args.calib_windows, weight_bits=args.bits, qat_steps=args.qat_steps,
+                 int8_ops=args.int8_ops, progress=not args.no_progress)
+    _print_json(run(cfg))
+    return 0
+
+
 # ---------------------------------------------------------------- score
 def _add_score(sub) -> None:
     p = sub.add_parser("score", help="official CMRC 2018 EM/F1 of leaderboard-format predictions")
@@ -343,6 +372,7 @@ COMMANDS: dict[str, Callable] = {
     "prune": _add_prune,
     "evaluate": _add_evaluate,
     "export": _add_export,
+    "quantize": _add_quantize,
     "score": _add_score,
     "run": _add_run,
 }

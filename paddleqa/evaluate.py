@@ -37,6 +37,8 @@ class EvaluateConfig:
     cache_dir: str = opt("", help="feature cache folder; '' = ~/.cache/paddleqa (PADDLEQA_CACHE)")
     progress: bool = opt(True, help="show progress bars")
     threads: int = opt(0, help="CPU threads for Paddle Inference (0 = OMP_NUM_THREADS)")
+    int8_ops: list[str] = opt(factory=lambda: ["fc"], help="ops Paddle Inference runs in int8 "
+                              "(MKLDNN) for a quantized model; the rest runs fp32")
 
     def __post_init__(self) -> None:
         for name in ("model", "data_file", "out_dir"):
@@ -99,7 +101,7 @@ def run(config: EvaluateConfig) -> dict:
     from .tokenizer import load_tokenizer
 
     started = time.time()
-    runner = open_artifact(config.model, threads=config.threads)
+    runner = open_artifact(config.model, threads=config.threads, int8_ops=tuple(config.int8_ops))
     model_path = runner.path
     tokenizer = load_tokenizer(config.tokenizer or str(runner.tokenizer_dir))
     params = feature_params_for(str(runner.tokenizer_dir), config.max_seq_len, config.doc_stride,
