@@ -383,7 +383,8 @@ def run(config: ExportConfig) -> dict:
         pdmodel, pdiparams = files["pdmodel"], files["pdiparams"]
         _copy_tokenizer(model_dir, pdmodel.parent)  # the inference folder is self-contained
     before = program_op_counts(pdmodel)
-    log.info("inference model: %d ops", sum(before.values()))
+    graph_int8 = any("quantize" in op for op in before)  # a PTQ/QAT graph
+    log.info("inference model: %d ops%s", sum(before.values()), " (int8 graph)" if graph_int8 else "")
     vocab_hash = sha256_path(model_dir / "vocab.txt") if (model_dir / "vocab.txt").exists() else None
     try:
         lite_version = metadata.version("paddlelite")
@@ -396,7 +397,9 @@ def run(config: ExportConfig) -> dict:
             if precision not in spec.precisions:
                 log.info("target %s does not take %s: skipped", target, precision)
                 continue
-            name = f"{target}-{precision}"
+            # A quantized graph converted "as is" is an int8 model: name its bundle so.
+            label = "int8" if graph_int8 and precision == "fp32" else precision
+            name = f"{target}-{label}"
             folder = out / name
             if folder.exists():
                 shutil.rmtree(folder)
@@ -418,7 +421,8 @@ def run(config: ExportConfig) -> dict:
             after = lite_op_counts(pdmodel, pdiparams, target, precision)
             _copy_tokenizer(model_dir, tmp)
             bundle = {
-                "format": "paddle-lite-naive-buffer", "target": target, "precision": precision,
+                "format": "paddle-lite-naive-buffer", "target": target, "precision": label,
+                "int8_graph": graph_int8,
                 "runs_on_this_machine": spec.runs_here, "model_file": "model.nb",
                 "model_bytes": nb.stat().st_size, "model_sha256": sha256_path(nb),
                 "inputs": [{"name": n, "dtype": INPUT_DTYPES[n], "shape": [-1, -1]} for n in INPUT_NAMES],
