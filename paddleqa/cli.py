@@ -295,6 +295,30 @@ def _cmd_quantize(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- bench
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="latency, throughput, RSS and FLOP floor of artifacts, side by side")
+    p.add_argument("artifacts", nargs="+", help="model folders, inference models, .nb files")
+    p.add_argument("--seq-len", default="128,384", help="comma-separated window lengths")
+    p.add_argument("--threads", dest="bench_threads", default="1,2",
+                   help="comma-separated thread counts (each in its own process)")
+    p.add_argument("--repeats", type=int, default=20, help="timed batch-1 runs per setting")
+    p.add_argument("--int8-ops", default="fc", help="ops run in int8 for quantized models")
+    p.add_argument("--out", default="", help="write the results JSON here")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    from .bench import BenchConfig, format_table, run
+
+    cfg = _build(BenchConfig, artifacts=args.artifacts, seq_lens=args.seq_len,
+                 threads=args.bench_threads, repeats=args.repeats, int8_ops=args.int8_ops,
+                 out=args.out)
+    result = run(cfg)
+    print(format_table(result))
+    return 0 if all("error" not in r for r in result["rows"]) else 1
+
+
 # ---------------------------------------------------------------- score
 def _add_score(sub) -> None:
     p = sub.add_parser("score", help="official CMRC 2018 EM/F1 of leaderboard-format predictions")
@@ -373,6 +397,7 @@ COMMANDS: dict[str, Callable] = {
     "evaluate": _add_evaluate,
     "export": _add_export,
     "quantize": _add_quantize,
+    "bench": _add_bench,
     "score": _add_score,
     "run": _add_run,
 }

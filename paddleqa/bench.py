@@ -1,0 +1,251 @@
+"""Latency, throughput and memory of artifacts, side by side in one run.
+
+Every (artifact, thread count) pair is measured in its own child process, so that the thread
+variables are set before Paddle loads and peak RSS belongs to that artifact alone. The child
+also times an sgemm (Paddle's MKL, same threads) to turn FLOPs into a "FLOP floor": the latency
+the model would have if every FLOP ran at this machine's measured matrix-multiply rate.
+
+Inputs are real-shaped synthetic windows (``[CLS]`` + random ids + ``[SEP]``, all tokens real),
+which cost the same as real text for these dense models.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import opt
+from .errors import PaddleQAError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """Benchmark artifacts: batch-1 latency, batch-N throughput, peak RSS, CPU use, FLOP floor."""
+
+    artifacts: list[str] = opt(factory=list, help="model folders, inference models, .nb files")
+    seq_lens: list[int] = opt(factory=lambda: [128, 384], help="window lengths to time")
+    threads: list[int] = opt(factory=lambda: [1, 2], help="CPU thread counts (one child process each)")
+    repeats: int = opt(20, help="timed batch-1 runs per setting (after warmup)")
+    warmup: int = opt(3, help="untimed runs first")
+    throughput_batch: int = opt(8, help="batch size of the throughput measurement")
+    throughput_repeats: int = opt(5, help="timed runs at throughput_batch")
+    int8_ops: list[str] = opt(factory=lambda: ["fc"], help="ops run in int8 for quantized models")
+    mkl_debug_cpu_type: str = opt("5", help="MKL_DEBUG_CPU_TYPE for the children ('' = leave unset); "
+                                  "5 makes Paddle's MKL use its AVX2 path on AMD CPUs")
+    out: str = opt("", help="write the results JSON here ('' = only print)")
+
+    def __post_init__(self) -> None:
+        if not self.artifacts:
+            raise ValueError("give at least one artifact")
+        if not self.seq_lens or min(self.seq_lens) < 8:
+            raise ValueError(f"seq_lens must be >= 8, got {self.seq_lens}")
+        if not self.threads or min(self.threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        for name in ("repeats", "throughput_batch", "throughput_repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+
+
+def model_config_for(path: Path):
+    """The model config behind an artifact (for params/FLOPs), or None when it cannot be found."""
+    import json as _json
+
+    from paddlenlp.transformers import AutoConfig
+
+    candidates = [path if path.is_dir() else path.parent]
+    for folder in list(candidates):
+        for meta in (folder / "bundle.json", folder / "manifest.json", folder.parent / "manifest.json"):
+            try:
+                rec = _json.loads(meta.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            src = (rec.get("source") or {}).get("model") or ((rec.get("inputs") or {}).get("model") or {}).get("path")
+            if src:
+                candidates.append(Path(src))
+    for folder in candidates:
+        if (folder / "config.json").exists():
+            from .modeling import _architecture, _own_class
+
+            own = _own_class(_architecture(folder))
+            try:
+                return (own.config_class if own else AutoConfig).from_pretrained(str(folder))
+            except Exception:  # noqa: BLE001 -- a config we cannot read just means no FLOPs
+                return None
+    return None
+
+
+def _child(spec: dict) -> dict:
+    """Runs in the child process: open the artifact, time it, report."""
+    import resource
+
+    import numpy as np
+
+    from .artifacts import explicit_inputs, open_artifact
+
+    threads = spec["threads"]
+    runner = open_artifact(spec["artifact"], threads=threads, int8_ops=tuple(spec["int8_ops"]))
+    rng = np.random.default_rng(0)
+    vocab = runner.tokenizer_dir / "vocab.txt"
+    n_vocab = sum(1 for _ in open(vocab, encoding="utf-8")) if vocab.exists() else 100
+
+    def batch(n, L):
+        ids = rng.integers(min(10, n_vocab - 1), n_vocab, size=(n, L))
+        ids[:, 0], ids[:, -1] = 1, 2
+        types = np.zeros_like(ids)
+        types[:, L // 4:] = 1
+        return explicit_inputs({"input_ids": ids, "token_type_ids": types}, np.full(n, L))
+
+    params = None
+    if runner.model is not None:
+        from .modeling import count_params
+
+        params = count_params(runner.model)["params"]
+    out = {"backend": runner.backend, "precision": runner.precision, "file_bytes": runner.file_bytes,
+           "params": params, "settings": []}
+    for L in spec["seq_lens"]:
+        one = batch(1, L)
+        try:
+            for _ in range(spec["warmup"]):
+                runner.predict(one)
+        except Exception as exc:  # noqa: BLE001 -- e.g. a window longer than the model takes
+            out["settings"].append({"seq_len": L, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            continue
+        times = []
+        cpu0 = time.process_time()
+        wall0 = time.perf_counter()
+        for _ in range(spec["repeats"]):
+            t = time.perf_counter()
+            runner.predict(one)
+            times.append((time.perf_counter() - t) * 1000)
+        cpu_util = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
+        many = batch(spec["throughput_batch"], L)
+        runner.predict(many)
+        t = time.perf_counter()
+        for _ in range(spec["throughput_repeats"]):
+            runner.predict(many)
+        tput = spec["throughput_batch"] * spec["throughput_repeats"] / (time.perf_counter() - t)
+        out["settings"].append({
+            "seq_len": L, "latency_ms_p50": round(float(np.percentile(times, 50)), 3),
+            "latency_ms_p90": round(float(np.percentile(times, 90)), 3),
+            "throughput_qps": round(tput, 2), "cpu_utilisation": round(cpu_util, 2),
+        })
+    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["sgemm_gflops"] = _sgemm_gflops()
+    return out
+
+
+def _recorded_params(path: Path) -> int | None:
+    """Params recorded by the stage that wrote the artifact (export/quantize metrics.json)."""
+    folder = path if path.is_dir() else path.parent
+    for d in (folder, folder.parent, folder.parent.parent):
+        try:
+            m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(m.get("params"), int):
+            return m["params"]
+    return None
+
+
+def _sgemm_gflops() -> float:
+    """Paddle's fp32 matmul rate (GFLOP/s) on a 4096x256 @ 256x1024 product, this process's threads."""
+    import paddle
+
+    a = paddle.randn([4096, 256])
+    b = paddle.randn([256, 1024])
+    for _ in range(2):
+        paddle.matmul(a, b).numpy()
+    n, t = 10, time.perf_counter()
+    for _ in range(n):
+        paddle.matmul(a, b).numpy()
+    return round(2 * 4096 * 256 * 1024 * n / (time.perf_counter() - t) / 1e9, 2)
+
+
+def run(config: BenchConfig) -> dict:
+    """Measure every artifact x thread count in a child process; returns (and writes) the rows."""
+    from .artifacts import artifact_kind
+    from .compact import flops_per_query
+    from .manifest import versions, write_json
+
+    rows = []
+    for artifact in config.artifacts:
+        kind, path = artifact_kind(artifact)
+        cfg = model_config_for(path if path.exists() else path.parent)
+        flops = {L: flops_per_query(cfg, L) for L in config.seq_lens} if cfg is not None else {}
+        for threads in config.threads:
+            base = {"artifact": str(artifact), "backend": kind, "threads": threads}
+            if kind == "lite-arm":
+                rows.append({**base, "file_bytes": path.stat().st_size, "settings": [],
+                             "note": "ARM .nb: no ARM runtime on this machine"})
+                continue
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            if config.mkl_debug_cpu_type:
+                env["MKL_DEBUG_CPU_TYPE"] = config.mkl_debug_cpu_type
+            spec = {"artifact": str(artifact), "threads": threads, "seq_lens": config.seq_lens,
+                    "repeats": config.repeats, "warmup": config.warmup,
+                    "throughput_batch": config.throughput_batch,
+                    "throughput_repeats": config.throughput_repeats, "int8_ops": config.int8_ops}
+            log.info("bench %s (%s), %d thread(s)", artifact, kind, threads)
+            res = subprocess.run([sys.executable, "-m", "paddleqa.bench", json.dumps(spec)],
+                                 env=env, capture_output=True, text=True)
+            if res.returncode != 0:
+                last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
+                rows.append({**base, "settings": [], "error": last[:400]})
+                log.warning("bench %s failed: %s", artifact, last)
+                continue
+            result = json.loads(res.stdout.strip().splitlines()[-1])
+            for s in result["settings"]:
+                f = flops.get(s["seq_len"])
+                s["flops"] = f
+                if f and result["sgemm_gflops"] and "latency_ms_p50" in s:
+                    s["flop_floor_ms"] = round(f / (result["sgemm_gflops"] * 1e9) * 1000, 3)
+            result["params"] = result["params"] or _recorded_params(path)
+            rows.append({**base, **result})
+    out = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
+           "mkl_debug_cpu_type": config.mkl_debug_cpu_type or None,
+           "config": dataclasses.asdict(config), "rows": rows}
+    if config.out:
+        write_json(config.out, out)
+    return out
+
+
+def format_table(result: dict) -> str:
+    lines = ["| artifact | backend | threads | seq | p50 ms | p90 ms | batch qps | CPU use | FLOP floor ms | RSS MiB | size MiB |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in result["rows"]:
+        size = r.get("file_bytes")
+        size_s = f"{size / 2**20:.2f}" if size else ""
+        if not r.get("settings"):
+            why = r.get("note") or ("error: " + r.get("error", "")[:80])
+            lines.append(f"| {r['artifact']} | {r['backend']} | {r['threads']} | {why} |  |  |  |  |  |  | "
+                         f"{size_s} |")
+            continue
+        for s in r["settings"]:
+            if "error" in s:
+                lines.append(f"| {r['artifact']} | {r['backend']} | {r['threads']} | {s['seq_len']} | "
+                             f"error: {s['error'][:80]} |  |  |  |  |  | {size_s} |")
+                continue
+            lines.append(
+                f"| {r['artifact']} | {r['backend']} | {r['threads']} | {s['seq_len']} | "
+                f"{s['latency_ms_p50']:.1f} | {s['latency_ms_p90']:.1f} | {s['throughput_qps']:.1f} | "
+                f"{s['cpu_utilisation']:.2f} | {s.get('flop_floor_ms') or ''} | {r['peak_rss_mib']} | {size_s} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the child process of run()
+    import zlib  # noqa: F401 -- before paddle (bundled zlib clash with pyarrow; see paddleqa/__init__)
+
+    try:
+        print(json.dumps(_child(json.loads(sys.argv[1]))))
+    except PaddleQAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
