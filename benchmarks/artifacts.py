@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="configs/cmrc2018.yaml")
     ap.add_argument("--student", default="", help="model folder (default: best student of compress.json)")
     ap.add_argument("--qat", action="store_true", help="also quantization-aware training")
-    ap.add_argument("--threads", type=int, default=1, help="threads for every scoring run")
+    ap.add_argument("--threads", type=int, default=1, help="threads for every scoring and timing run")
+    ap.add_argument("--repeats", type=int, default=20, help="timed batch-1 runs per artifact")
     ap.add_argument("--out", default="BENCHMARKS.md")
     ap.add_argument("--record", default=RECORD, help="raw JSON record")
     ap.add_argument("--report-only", action="store_true")
@@ -127,6 +128,23 @@ def measure(args) -> dict:
             row.update(status="scored", dev_em=m["em"], dev_f1=m["f1"], total=m["total"],
                        predict_seconds=m["predict_seconds"])
         rows.append(row)
+    # Latency side by side (batch 1, seq 384, one child process per artifact), and int8 on fc
+    # only vs on every op MKLDNN supports.
+    from paddleqa.bench import BenchConfig, run as bench
+
+    runnable = [r for r in rows if r["status"] == "scored"]
+    timing = bench(BenchConfig(artifacts=[r["path"] for r in runnable], seq_lens=[384],
+                               threads=[args.threads], repeats=args.repeats))
+    for r, b in zip(runnable, timing["rows"]):
+        s = (b.get("settings") or [{}])[0]
+        r.update(latency_ms_p50=s.get("latency_ms_p50"), latency_ms_p90=s.get("latency_ms_p90"),
+                 peak_rss_mib=b.get("peak_rss_mib"), flop_floor_ms=s.get("flop_floor_ms"))
+    int8 = [r for r in runnable if r["backend"] == "paddle-inference" and r["precision"].startswith("int8")]
+    if int8:
+        full = bench(BenchConfig(artifacts=[r["path"] for r in int8], seq_lens=[384],
+                                 threads=[args.threads], repeats=args.repeats, int8_ops=["all"]))
+        for r, b in zip(int8, full["rows"]):
+            r["latency_ms_p50_all_ops_int8"] = (b.get("settings") or [{}])[0].get("latency_ms_p50")
     ref = next(r for r in rows if r["name"] == "dygraph fp32")
     for r in rows:
         if "dev_f1" in r:
@@ -144,6 +162,10 @@ def _size(path: Path) -> int | None:
         files = [f for f in p.iterdir() if f.suffix in (".pdparams", ".pdiparams", ".pdmodel", ".nb")]
         return sum(f.stat().st_size for f in files)
     return None
+
+
+def _ms(v) -> str:
+    return "" if v is None else f"{v:.1f}"
 
 
 def _last_error(log_path: Path) -> str:
@@ -165,8 +187,8 @@ def render(r: dict) -> str:
         "official CMRC 2018 metric. x86 Lite returns NaN for int8 `.nb` files (a Paddle Lite "
         "limitation): those rows are refused, not scored; their ARM twins are the shippable files.",
         "",
-        "| artifact | backend | precision | size | dev EM | dev F1 | F1 vs dygraph | note |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| artifact | backend | precision | size | dev EM | dev F1 | F1 vs dygraph | p50 ms (b1, seq 384) | note |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in r["rows"]:
         size = row.get("file_bytes")
@@ -176,15 +198,21 @@ def render(r: dict) -> str:
         lines.append(
             f"| {row['name']} | {row['backend']} | {row['precision']} | "
             f"{'' if size is None else f'{size / 2**20:.2f} MiB'} | "
-            f"{row['dev_em']:.2f} | {row['dev_f1']:.2f} | {row['f1_delta']:+.2f} | {note} |"
+            f"{row['dev_em']:.2f} | {row['dev_f1']:.2f} | {row['f1_delta']:+.2f} | "
+            f"{_ms(row.get('latency_ms_p50'))} | {note} |"
             if "dev_f1" in row else
             f"| {row['name']} | {row['backend']} | {row['precision']} | "
-            f"{'' if size is None else f'{size / 2**20:.2f} MiB'} |  |  |  | {note} |")
+            f"{'' if size is None else f'{size / 2**20:.2f} MiB'} |  |  |  |  | {note} |")
     scored = [x for x in r["rows"] if "f1_delta" in x]
     fp = [x for x in scored if x["precision"] == "fp32"]
     int8 = [x for x in scored if x["precision"].startswith("int8-")]
     ok_fp = all(abs(x["f1_delta"]) <= 0.2 for x in fp)
     ok_int8 = bool(int8) and all(abs(x["f1_delta"]) <= 1.0 for x in int8)
+    for x in int8:
+        if x.get("latency_ms_p50_all_ops_int8") is not None:
+            lines += ["", f"{x['name']}: int8 on `fc` only {_ms(x.get('latency_ms_p50'))} ms vs int8 on "
+                      f"every op MKLDNN supports {_ms(x['latency_ms_p50_all_ops_int8'])} ms (batch 1, "
+                      f"seq 384); the default scoring and serving setting is `fc` only."]
     lines += ["", f"Targets: every runnable fp32 artifact within 0.2 F1 of its source -- "
               f"{'met' if ok_fp else 'not met'}; int8 PTQ within 1.0 F1 -- "
               f"{'met' if ok_int8 else 'not met'}."]

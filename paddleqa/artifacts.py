@@ -119,7 +119,8 @@ def _open_inference(prefix: Path, *, threads: int = 0, int8_ops: tuple[str, ...]
         # MKLDNN int8 for the listed ops only: full int8 puts attention matmuls on a reference
         # kernel that is ~10x slower than fp32 on this CPU class (see the stack notes).
         config.enable_mkldnn()
-        config.enable_mkldnn_int8(set(int8_ops))
+        # "all": an empty set lets MKLDNN quantize every op it supports.
+        config.enable_mkldnn_int8(set() if "all" in int8_ops else set(int8_ops))
     from .export import stdout_to_stderr
 
     try:

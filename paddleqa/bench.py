@@ -36,7 +36,7 @@ class BenchConfig:
     warmup: int = opt(3, help="untimed runs first")
     throughput_batch: int = opt(8, help="batch size of the throughput measurement")
     throughput_repeats: int = opt(5, help="timed runs at throughput_batch")
-    int8_ops: list[str] = opt(factory=lambda: ["fc"], help="ops run in int8 for quantized models")
+    int8_ops: list[str] = opt(factory=lambda: ["fc"], help="ops run in int8 for quantized models (\"all\" = every op MKLDNN supports)")
     mkl_debug_cpu_type: str = opt("5", help="MKL_DEBUG_CPU_TYPE for the children ('' = leave unset); "
                                   "5 makes Paddle's MKL use its AVX2 path on AMD CPUs")
     out: str = opt("", help="write the results JSON here ('' = only print)")

@@ -49,7 +49,7 @@ class QuantizeConfig:
     algo: str = opt("abs_max", help=f"PTQ activation-range algorithm: {', '.join(PTQ_ALGOS)}")
     weight_bits: int = opt(8, help="bits per weight (ptq/qat: 8; kmeans: 1-8, codebook of 2^bits)")
     int8_ops: list[str] = opt(factory=lambda: ["fc"], help="ops Paddle Inference runs in int8 "
-                              "(MKLDNN) when scoring; the rest stays fp32")
+                              "(MKLDNN) when scoring; the rest stays fp32; \"all\" = every op MKLDNN supports")
     qat_steps: int = opt(100, help="QAT fine-tuning steps")
     qat_learning_rate: float = opt(2e-5, help="QAT fine-tuning learning rate")
     qat_batch_size: int = opt(8, help="QAT windows per step")
