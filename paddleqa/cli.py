@@ -383,6 +383,18 @@ def _cmd_run(args) -> int:
                 summary[name] = {k: m.get(k) for k in (
                     "params", "non_embedding_ratio", "flops_per_query_384", "dev_em", "dev_f1",
                     "f1_retention")}
+        q = results.get("quantize")
+        if q:
+            summary["quantize"] = {k: q.get(k) for k in ("method", "quantized_f1", "fp32_f1",
+                                                         "f1_delta", "file_bytes")}
+        for name in ("export", "export_int8"):
+            if results.get(name):
+                summary[name] = {k: v["path"] for k, v in results[name]["bundles"].items()}
+        b = results.get("bench")
+        if b:
+            summary["bench_latency_ms_p50"] = {
+                f"{r['artifact']} ({r['backend']}, {s['seq_len']})": s.get("latency_ms_p50")
+                for r in b["rows"] for s in r.get("settings", []) if r["threads"] == 1}
     _print_json(summary)
     return 0
 

@@ -457,7 +457,10 @@ def run(config: ExportConfig) -> dict:
         "skipped": skipped,
         "feature_params": dataclasses.asdict(params),
     }
-    write_manifest(out, "export", to_dict(config), {"model": model_dir}, outputs, metrics,
+    inputs = {"model": model_dir}
+    if config.inference_model:
+        inputs["inference_model"] = pdmodel
+    write_manifest(out, "export", to_dict(config), inputs, outputs, metrics,
                    started=started)
     return metrics
 

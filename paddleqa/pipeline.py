@@ -3,6 +3,13 @@
     data check  ->  vocab (from-scratch tokenizer)  ->  finetune (teacher)  ->  evaluate
                 ->  augment (synonym variants of the training questions)  ->  distill (student)
                 ->  prune (width + depth pruning of the teacher, distilled back)
+                ->  quantize (int8 PTQ/QAT or k-means of the deployed model)
+                ->  export (inference model + Lite .nb, fp32 and the int8 graph)
+                ->  bench (latency, throughput, RSS of every runnable artifact)
+
+The deployed model (what quantize and export take) is the distilled student when ``distill``
+is configured, else the pruned one, else the teacher; ``quantize.model``/``export.model``
+override it.
 
 A pipeline YAML has ``run_dir`` and one section per stage holding only overrides of that stage's
 defaults; the wiring between stages (which folder feeds which) is done here. ``augment`` and
@@ -24,8 +31,10 @@ from .manifest import MANIFEST, sha256_path
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data", "vocab", "finetune", "evaluate", "augment", "distill", "prune")
-OPTIONAL = ("augment", "distill", "prune")  # run only when their section is present
+STAGES = ("data", "vocab", "finetune", "evaluate", "augment", "distill", "prune", "quantize",
+          "export", "bench")
+# run only when their section is present
+OPTIONAL = ("augment", "distill", "prune", "quantize", "export", "bench")
 
 
 @dataclasses.dataclass
@@ -69,7 +78,10 @@ def _sections(doc: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
 def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
     """Typed config of every stage: defaults <- wiring from earlier stages <- YAML overrides."""
     from .augment import AugmentConfig
+    from .bench import BenchConfig
     from .distill import DistillConfig
+    from .export import ExportConfig
+    from .quantize import QuantizeConfig
     from .evaluate import EvaluateConfig
     from .finetune import FinetuneConfig
     from .prune import PruneConfig
@@ -114,10 +126,38 @@ def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
     distill = from_dict(DistillConfig, {**wired_di, **sec["distill"]}, where="distill")
     wired_pr = {**wired_di, "output_dir": str(root / "prune")}
     prune = from_dict(PruneConfig, {**wired_pr, **sec["prune"]}, where="prune")
+    deployed = (distill.output_dir if "distill" in doc else prune.output_dir if "prune" in doc
+                else finetune.output_dir)
+    deployed = str(Path(deployed) / "model")
+    wired_q = {"model": deployed, "out_dir": str(root / "quantize"), "dev_file": data.dev_file,
+               "calib_file": data.train_file, "cache_dir": finetune.cache_dir,
+               "progress": finetune.progress}
+    quantize = from_dict(QuantizeConfig, {**wired_q, **sec["quantize"]}, where="quantize") \
+        if "quantize" in doc else None
+    export = None
+    if "export" in doc:
+        export = from_dict(ExportConfig, {"model": quantize.model if quantize else deployed,
+                                          "out_dir": str(root / "export"), **sec["export"]},
+                           where="export")
+    bench = None
+    if "bench" in doc:
+        arts = [str(Path(finetune.output_dir) / "model")]
+        if export and export.model != arts[0]:
+            arts.append(export.model)
+        if export:
+            arts += [str(Path(export.out_dir) / "inference")]
+            if "x86" in export.targets and "fp32" in export.precisions:
+                arts.append(str(Path(export.out_dir) / "x86-fp32"))
+        if quantize and quantize.method in ("ptq", "qat"):
+            arts.append(str(Path(quantize.out_dir) / "inference"))
+        wired_b = {"artifacts": arts, "out": str(root / "bench" / "results.json"),
+                   "seq_lens": [finetune.max_seq_len], "threads": [1]}
+        bench = from_dict(BenchConfig, {**wired_b, **sec["bench"]}, where="bench")
     return {"run_dir": root, "data": data, "vocab": vocab if needs_vocab else None,
             "finetune": finetune, "evaluate": evaluate, "augment": augment,
             "distill": distill if "distill" in doc else None, "distill_config": distill,
-            "prune": prune if "prune" in doc else None, "prune_config": prune}
+            "prune": prune if "prune" in doc else None, "prune_config": prune,
+            "quantize": quantize, "export": export, "bench": bench}
 
 
 def _up_to_date(out_dir: Path, config: Any, inputs: dict[str, str], prefix: str = "") -> bool:
@@ -184,6 +224,9 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
     if only == "augment" and cfg["augment"] is None:
         raise ConfigError("stage augment has no section in this config: add `augment: {}` "
                           "(its output feeds distill)")
+    for name in ("quantize", "export", "bench"):
+        if only == name and cfg[name] is None:
+            raise ConfigError(f"stage {name} has no section in this config: add `{name}: {{}}`")
     root: Path = cfg["run_dir"]
     results: dict[str, dict] = {}
 
@@ -191,20 +234,21 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
         return only is None or only == name
 
     def stage(name: str, out_dir: Path, config: Any, inputs: dict[str, str], work: Callable[[], dict],
-              prefix: str = "", trained_from: dict[str, str] | None = None):
+              prefix: str = "", trained_from: dict[str, str] | None = None, key: str = ""):
         """Run one stage unless its manifest shows it already ran with this config and inputs."""
         if not wanted(name):
             return
+        key = key or name
         if _up_to_date(out_dir, config, inputs, prefix):
             log.info("stage %s: up to date, skipped", name)
-            results[name] = json.loads((out_dir / f"{prefix}metrics.json").read_text(encoding="utf-8"))
+            results[key] = json.loads((out_dir / f"{prefix}metrics.json").read_text(encoding="utf-8"))
         else:
             log.info("stage %s: running", name)
             if trained_from is not None:
                 _set_aside_if_stale(out_dir, config, trained_from)
-            results[name] = work()
+            results[key] = work()
         if on_stage:
-            on_stage(name, results[name])
+            on_stage(key, results[key])
 
     data = cfg["data"]
     data_files = {"train_file": data.train_file, "dev_file": data.dev_file}
@@ -246,4 +290,38 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
         stage("prune", Path(pr.output_dir), pr,
               {"train_file": pr.train_file, "dev_file": pr.dev_file, "teacher": pr.teacher},
               lambda: prune_stage.run(pr, resume=resume), trained_from={"teacher": pr.teacher})
+    qu = cfg["quantize"]
+    if qu is not None:
+        from . import quantize as quantize_stage
+
+        stage("quantize", Path(qu.out_dir), qu, {"model": qu.model, "dev_file": qu.dev_file,
+                                                 "calib_file": qu.calib_file},
+              lambda: quantize_stage.run(qu))
+    ex = cfg["export"]
+    if ex is not None:
+        from . import export as export_stage
+
+        stage("export", Path(ex.out_dir), ex, {"model": ex.model}, lambda: export_stage.run(ex))
+        if qu is not None and qu.method in ("ptq", "qat"):
+            # The int8 graph of the quantize stage, converted for the same targets.
+            ex8 = dataclasses.replace(ex, out_dir=str(Path(ex.out_dir).with_name("export-int8")),
+                                      inference_model=str(Path(qu.out_dir) / "inference" / "model"),
+                                      precisions=["fp32"])
+            stage("export", Path(ex8.out_dir), ex8,
+                  {"model": ex8.model, "inference_model": ex8.inference_model + ".pdmodel"},
+                  lambda: export_stage.run(ex8), key="export_int8")
+    be = cfg["bench"]
+    if be is not None:
+        from . import bench as bench_stage
+
+        def do_bench() -> dict:
+            from .manifest import write_manifest
+
+            result = bench_stage.run(be)
+            write_manifest(Path(be.out).parent, "bench", to_dict(be), {a: a for a in be.artifacts},
+                           {"results": be.out},
+                           {"rows": result["rows"]})
+            return {"rows": result["rows"]}
+
+        stage("bench", Path(be.out).parent, be, {a: a for a in be.artifacts}, do_bench)
     return results

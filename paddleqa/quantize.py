@@ -327,7 +327,9 @@ def run(config: QuantizeConfig) -> dict:
         metrics["f1_delta"] = round(metrics["quantized_f1"] - metrics["fp32_f1"], 3)
         log.info("dev F1: fp32 %.2f -> %s %.2f (%+.2f)", metrics["fp32_f1"], config.method,
                  metrics["quantized_f1"], metrics["f1_delta"])
-    write_manifest(out, "quantize", to_dict(config), {"model": model_dir, "dev_file": config.dev_file or None},
+    write_manifest(out, "quantize", to_dict(config),
+                   {"model": model_dir, "dev_file": config.dev_file or None,
+                    "calib_file": config.calib_file or None},
                    {"artifact": artifact.with_suffix(".pdmodel") if config.method != "kmeans" else artifact},
                    metrics, started=started)
     return metrics

@@ -167,3 +167,29 @@ def test_student_architectures_export_and_agree(teacher_run, tmp_path, kind):
     s, _ = open_artifact(tmp_path / "out" / "x86-fp32").predict(inputs)
     np.testing.assert_allclose(_real(s, lengths), _real(ref_s, lengths), atol=1e-4)
     assert program_op_counts(tmp_path / "out" / "inference" / "model.pdmodel")
+
+
+def test_pipeline_quantizes_exports_and_benches_then_skips(teacher_run, caplog):
+    import copy
+    import logging
+
+    from paddleqa import pipeline
+
+    tmp, data, doc = teacher_run
+    doc = copy.deepcopy(doc)
+    doc["quantize"] = {"calib_windows": 16}
+    doc["export"] = {"targets": ["arm", "x86"]}
+    doc["bench"] = {"seq_lens": [16], "repeats": 2, "warmup": 0, "throughput_batch": 2,
+                    "throughput_repeats": 1}
+    results = pipeline.run(doc)
+    run_dir = tmp / "run"
+    assert results["quantize"]["method"] == "ptq" and "f1_delta" in results["quantize"]
+    assert (run_dir / "export" / "arm-fp32" / "model.nb").exists()
+    assert (run_dir / "export-int8" / "arm-int8" / "model.nb").exists()  # the PTQ graph for ARM
+    backends = [r["backend"] for r in results["bench"]["rows"]]
+    assert backends == ["dygraph", "paddle-inference", "lite-x86", "paddle-inference"]
+    with caplog.at_level(logging.INFO, logger="paddleqa.pipeline"):
+        pipeline.run(doc)
+    skipped = [r.getMessage() for r in caplog.records if "up to date" in r.getMessage()]
+    for name in ("quantize", "export", "bench"):
+        assert f"stage {name}: up to date, skipped" in skipped
