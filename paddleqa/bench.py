@@ -40,6 +40,8 @@ class BenchConfig:
     mkl_debug_cpu_type: str = opt("5", help="MKL_DEBUG_CPU_TYPE for the children ('' = leave unset); "
                                   "5 makes Paddle's MKL use its AVX2 path on AMD CPUs")
     out: str = opt("", help="write the results JSON here ('' = only print)")
+    score_file: str = opt("", help="also score every runnable artifact on this SQuAD/CMRC JSON "
+                          "(official CMRC 2018 EM/F1), so each row carries its accuracy")
 
     def __post_init__(self) -> None:
         if not self.artifacts:
@@ -143,6 +145,28 @@ def _child(spec: dict) -> dict:
     return out
 
 
+def _score(config: BenchConfig, rows: list[dict]) -> None:
+    """EM/F1 of each runnable artifact on ``score_file`` (one evaluation per artifact)."""
+    import tempfile
+
+    from .errors import PaddleQAError as _Err
+    from .evaluate import EvaluateConfig
+    from .evaluate import run as evaluate
+
+    base = Path(config.out).parent / "eval" if config.out else Path(tempfile.mkdtemp(prefix="paddleqa-bench-"))
+    done: dict[str, dict] = {}
+    for i, artifact in enumerate(dict.fromkeys(r["artifact"] for r in rows if r["backend"] != "lite-arm")):
+        try:
+            m = evaluate(EvaluateConfig(model=artifact, data_file=config.score_file,
+                                        out_dir=str(base / str(i)), int8_ops=config.int8_ops,
+                                        progress=False))
+            done[artifact] = {"dev_em": m["em"], "dev_f1": m["f1"], "scored_on": config.score_file}
+        except _Err as exc:
+            done[artifact] = {"score_error": str(exc)}
+    for r in rows:
+        r.update(done.get(r["artifact"], {}))
+
+
 def _recorded_params(path: Path) -> int | None:
     """Params recorded by the stage that wrote the artifact (export/quantize metrics.json)."""
     folder = path if path.is_dir() else path.parent
@@ -210,6 +234,8 @@ def run(config: BenchConfig) -> dict:
                     s["flop_floor_ms"] = round(f / (result["sgemm_gflops"] * 1e9) * 1000, 3)
             result["params"] = result["params"] or _recorded_params(path)
             rows.append({**base, **result})
+    if config.score_file:
+        _score(config, rows)
     out = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
            "mkl_debug_cpu_type": config.mkl_debug_cpu_type or None,
            "config": dataclasses.asdict(config), "rows": rows}

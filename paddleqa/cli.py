@@ -319,6 +319,22 @@ def _cmd_bench(args) -> int:
     return 0 if all("error" not in r for r in result["rows"]) else 1
 
 
+# ---------------------------------------------------------------- report
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="Markdown + HTML stage table and Pareto plot of a run folder")
+    p.add_argument("run_dir", help="a `paddleqa run` folder")
+    p.add_argument("--out", default="", help="output folder (default RUN_DIR/report)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from .report import ReportConfig, run
+
+    res = run(_build(ReportConfig, run_dir=args.run_dir, out_dir=args.out))
+    _print_json({k: v for k, v in res.items() if k != "rows"})
+    return 0
+
+
 # ---------------------------------------------------------------- score
 def _add_score(sub) -> None:
     p = sub.add_parser("score", help="official CMRC 2018 EM/F1 of leaderboard-format predictions")
@@ -395,6 +411,8 @@ def _cmd_run(args) -> int:
             summary["bench_latency_ms_p50"] = {
                 f"{r['artifact']} ({r['backend']}, {s['seq_len']})": s.get("latency_ms_p50")
                 for r in b["rows"] for s in r.get("settings", []) if r["threads"] == 1}
+    if results.get("report"):
+        summary["report"] = results["report"]["report_html"]
     _print_json(summary)
     return 0
 
@@ -410,6 +428,7 @@ COMMANDS: dict[str, Callable] = {
     "export": _add_export,
     "quantize": _add_quantize,
     "bench": _add_bench,
+    "report": _add_report,
     "score": _add_score,
     "run": _add_run,
 }

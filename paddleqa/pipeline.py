@@ -151,7 +151,7 @@ def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
         if quantize and quantize.method in ("ptq", "qat"):
             arts.append(str(Path(quantize.out_dir) / "inference"))
         wired_b = {"artifacts": arts, "out": str(root / "bench" / "results.json"),
-                   "seq_lens": [finetune.max_seq_len], "threads": [1]}
+                   "seq_lens": [finetune.max_seq_len], "threads": [1], "score_file": data.dev_file}
         bench = from_dict(BenchConfig, {**wired_b, **sec["bench"]}, where="bench")
     return {"run_dir": root, "data": data, "vocab": vocab if needs_vocab else None,
             "finetune": finetune, "evaluate": evaluate, "augment": augment,
@@ -324,4 +324,10 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
             return {"rows": result["rows"]}
 
         stage("bench", Path(be.out).parent, be, {a: a for a in be.artifacts}, do_bench)
+    if only is None:
+        from . import report as report_stage
+
+        rep = report_stage.run(report_stage.ReportConfig(run_dir=str(root)))
+        results["report"] = {k: v for k, v in rep.items() if k != "rows"}
+        log.info("report: %s", rep["report_html"])
     return results

@@ -193,3 +193,29 @@ def test_pipeline_quantizes_exports_and_benches_then_skips(teacher_run, caplog):
     skipped = [r.getMessage() for r in caplog.records if "up to date" in r.getMessage()]
     for name in ("quantize", "export", "bench"):
         assert f"stage {name}: up to date, skipped" in skipped
+
+
+def test_report_rows_come_from_the_metrics_files(teacher_run, tmp_path):
+    from paddleqa.report import ReportConfig, pareto_front, run as report
+
+    tmp, data, doc = teacher_run
+    run_dir = tmp / "run"
+    if not (run_dir / "bench" / "results.json").exists():
+        pytest.skip("needs the pipeline test's run (quantize/export/bench) first")
+    res = report(ReportConfig(run_dir=str(run_dir), out_dir=str(tmp_path)))
+    rows = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    keys = {"name", "source", "backend", "precision", "params", "flops", "file_bytes",
+            "latency_ms_p50", "dev_em", "dev_f1"}
+    assert all(keys <= set(r) for r in rows)
+    assert rows[0]["name"] == "teacher" and rows[0]["f1_retention"] == 1.0
+    ev = json.loads((run_dir / "evaluate" / "metrics.json").read_text(encoding="utf-8"))
+    assert rows[0]["dev_f1"] == ev["f1"]
+    q = json.loads((run_dir / "quantize" / "metrics.json").read_text(encoding="utf-8"))
+    int8 = next(r for r in rows if r["name"] == "int8 ptq")
+    assert int8["dev_f1"] == q["quantized_f1"] and int8["latency_ms_p50"] > 0
+    arm = [r for r in rows if r["backend"] == "lite-arm"]
+    assert arm and all(r["latency_ms_p50"] is None and r["dev_f1"] is None for r in arm)
+    assert (tmp_path / "pareto.png").stat().st_size > 0 and res["pareto_png"]
+    assert "| teacher |" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    # Pareto: lower x and higher y win; a dominated point is excluded.
+    assert pareto_front([(1, 10), (2, 12), (3, 11), (0.5, 5)]) == [0, 1, 3]

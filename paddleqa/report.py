@@ -1,0 +1,244 @@
+"""``paddleqa report RUN_DIR``: the stage table and a Pareto plot, built from the run's manifests.
+
+Nothing in the report is typed by hand: every number comes from a stage's ``metrics.json`` or the
+bench results. Rows follow one schema (also written as ``results.json``): ``name``, ``source``
+(the row it was derived from), ``backend``, ``precision``, ``params``, ``flops``, ``file_bytes``,
+``latency_ms_p50`` (batch 1, the bench's window length, 1 thread; null where it cannot run here),
+``dev_em``, ``dev_f1`` and ``f1_retention`` (vs the teacher).
+"""
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import logging
+import time
+from pathlib import Path
+
+from .config import opt
+from .errors import PaddleQAError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ReportConfig:
+    """Render RUN_DIR's results as Markdown + HTML with a Pareto plot."""
+
+    run_dir: str = opt("", help="a `paddleqa run` folder")
+    out_dir: str = opt("", help="where report.md, report.html, pareto.png, results.json go "
+                       "('' = RUN_DIR/report)")
+
+    def __post_init__(self) -> None:
+        if not self.run_dir:
+            raise ValueError("run_dir is required")
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise PaddleQAError(f"{path}: not valid JSON ({exc}); re-run the stage that wrote it") from None
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return a == b
+
+
+def collect_rows(run_dir: Path) -> list[dict]:
+    """One row per model or artifact of the run, from its metrics files."""
+    rows: list[dict] = []
+    teacher = _read(run_dir / "teacher" / "metrics.json")
+    if teacher is None:
+        raise PaddleQAError(f"{run_dir} has no teacher/metrics.json: is it a `paddleqa run` folder "
+                            "whose finetune stage finished?")
+    ev = _read(run_dir / "evaluate" / "metrics.json") or {}
+    bench = _read(run_dir / "bench" / "results.json") or {"rows": []}
+    model_rows = {"teacher": (run_dir / "teacher" / "model", teacher, None)}
+    for name in ("distill", "prune"):
+        m = _read(run_dir / name / "metrics.json")
+        if m is not None:
+            model_rows[name] = (run_dir / name / "model", m, "teacher")
+    for name, (path, m, source) in model_rows.items():
+        rows.append({
+            "name": name, "source": source, "backend": "dygraph", "precision": "fp32",
+            "path": str(path), "params": m.get("params"), "flops": m.get("flops_per_query_384"),
+            "file_bytes": m.get("model_bytes"),
+            "dev_em": ev.get("em", m.get("dev_em")) if name == "teacher" else m.get("dev_em"),
+            "dev_f1": ev.get("f1", m.get("dev_f1")) if name == "teacher" else m.get("dev_f1"),
+        })
+    deployed = None
+    q = _read(run_dir / "quantize" / "metrics.json")
+    qman = _read(run_dir / "quantize" / "manifest.json")
+    if qman:
+        src = qman["inputs"]["model"]["path"]
+        deployed = next((r["name"] for r in rows if _same(r["path"], src)), None)
+    exp = _read(run_dir / "export" / "metrics.json")
+    eman = _read(run_dir / "export" / "manifest.json")
+    if exp and eman:
+        src = eman["inputs"]["model"]["path"]
+        deployed = deployed or next((r["name"] for r in rows if _same(r["path"], src)), None)
+        rows.append({"name": "inference fp32", "source": deployed, "backend": "paddle-inference",
+                     "precision": "fp32", "path": str(run_dir / "export" / "inference"),
+                     "params": exp.get("params"), "file_bytes": exp.get("inference_model_bytes")})
+        for b, info in exp["bundles"].items():
+            target, precision = b.split("-", 1)
+            rows.append({"name": f"lite {b}", "source": deployed, "backend": f"lite-{target}",
+                         "precision": precision, "path": str(Path(info["path"]).parent),
+                         "params": exp.get("params"), "file_bytes": info["bytes"]})
+    if q and q.get("method") in ("ptq", "qat"):
+        rows.append({"name": f"int8 {q['method']}", "source": deployed, "backend": "paddle-inference",
+                     "precision": "int8", "path": str(run_dir / "quantize" / "inference"),
+                     "file_bytes": q.get("file_bytes"), "dev_em": q.get("quantized_em"),
+                     "dev_f1": q.get("quantized_f1")})
+    exp8 = _read(run_dir / "export-int8" / "metrics.json")
+    if exp8:
+        for b, info in exp8["bundles"].items():
+            target, precision = b.split("-", 1)
+            rows.append({"name": f"lite {b} ({q['method'] if q else 'int8'})", "source": f"int8 {q['method']}" if q else deployed,
+                         "backend": f"lite-{target}", "precision": precision,
+                         "path": str(Path(info["path"]).parent), "file_bytes": info["bytes"]})
+    if q and q.get("method") == "kmeans":
+        rows.append({"name": "kmeans", "source": deployed, "backend": "dygraph",
+                     "precision": f"{q['clusters_per_matrix']}-centroid codebooks",
+                     "path": str(run_dir / "quantize" / "model"), "file_bytes": q.get("stored_bytes"),
+                     "dev_em": q.get("quantized_em"), "dev_f1": q.get("quantized_f1")})
+    by_name = {r["name"]: r for r in rows}
+    for r in rows:  # derived artifacts inherit their source's params/FLOPs when not recorded
+        src = by_name.get(r.get("source") or "")
+        if src:
+            for k in ("params", "flops"):
+                if r.get(k) is None:
+                    r[k] = src.get(k)
+    # Latency and scores measured by the bench stage (1 thread).
+    for r in rows:
+        r.setdefault("latency_ms_p50", None)
+        for b in bench["rows"]:
+            if b.get("threads") == 1 and _same(b["artifact"], r["path"]) and b.get("settings"):
+                s = b["settings"][-1]
+                r["latency_ms_p50"] = s.get("latency_ms_p50")
+                r["seq_len"] = s.get("seq_len")
+                r["peak_rss_mib"] = b.get("peak_rss_mib")
+                if b.get("dev_f1") is not None and r.get("dev_f1") is None:
+                    r["dev_em"], r["dev_f1"] = b.get("dev_em"), b.get("dev_f1")
+                if b.get("score_error"):
+                    r["note"] = "not scored: " + b["score_error"].split(", so no score")[0]
+        if r["backend"] == "lite-arm":
+            r["note"] = "ARM: no runtime on this x86 machine; see its x86 twin"
+    t_f1 = rows[0].get("dev_f1")
+    for r in rows:
+        r.setdefault("dev_em", None)
+        r.setdefault("dev_f1", None)
+        r["f1_retention"] = round(r["dev_f1"] / t_f1, 4) if r["dev_f1"] is not None and t_f1 else None
+    return rows
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both axes (lower x, higher y)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
+            front.append(i)
+    return front
+
+
+def plot(rows: list[dict], path: Path) -> bool:
+    """F1 vs latency and F1 vs file size, Pareto front joined; False when nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("latency_ms_p50", "batch-1 latency (ms, 1 thread)"), ("file_bytes", "file size (MiB)")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    drawn = False
+    for ax, (key, label) in zip(axes, panels):
+        pts = [(r[key] / (2**20 if key == "file_bytes" else 1), r["dev_f1"], r["name"]) for r in rows
+               if r.get(key) is not None and r.get("dev_f1") is not None]
+        if not pts:
+            ax.text(0.5, 0.5, "no measured points", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xlabel(label)
+            continue
+        drawn = True
+        xs, ys, names = zip(*pts)
+        ax.scatter(xs, ys, color="tab:blue")
+        for x, y, n in pts:
+            ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        front = sorted(pareto_front(list(zip(xs, ys))), key=lambda i: xs[i])
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], color="tab:orange", lw=1.5,
+                label="Pareto front")
+        ax.set_xlabel(label)
+        ax.set_ylabel("dev F1 (CMRC 2018 metric)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
+def _fmt(v, kind: str) -> str:
+    if v is None:
+        return ""
+    if kind == "int":
+        return f"{v:,}"
+    if kind == "mib":
+        return f"{v / 2**20:.2f}"
+    if kind == "mflops":
+        return f"{v / 1e6:,.0f}"
+    if kind == "pct":
+        return f"{100 * v:.1f}%"
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+COLUMNS = [("name", "model / artifact", "s"), ("source", "from", "s"), ("backend", "backend", "s"),
+           ("precision", "precision", "s"), ("params", "params", "int"), ("flops", "MFLOPs (384 tokens)", "mflops"),
+           ("file_bytes", "size MiB", "mib"), ("latency_ms_p50", "p50 ms", "f"), ("dev_em", "dev EM", "f"),
+           ("dev_f1", "dev F1", "f"), ("f1_retention", "F1 retention", "pct"), ("note", "note", "s")]
+
+
+def run(config: ReportConfig) -> dict:
+    """Write report.md, report.html, pareto.png and results.json; returns paths and rows."""
+    from .manifest import atomic_write_text, write_json
+
+    run_dir = Path(config.run_dir)
+    if not run_dir.is_dir():
+        raise PaddleQAError(f"run folder {run_dir} does not exist")
+    out = Path(config.out_dir) if config.out_dir else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = collect_rows(run_dir)
+    has_plot = plot(rows, out / "pareto.png")
+    write_json(out / "results.json", rows)
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    seq = next((r["seq_len"] for r in rows if r.get("seq_len")), None)
+    note = (f"Generated {stamp} by `paddleqa report {run_dir}` from the run's metrics files. "
+            f"Latency: batch 1, {seq or '?'} tokens, 1 thread (bench stage); empty cells were not "
+            "measured (ARM files cannot run on x86; artifacts without a dev score were not scored).")
+    md = ["# paddleqa run report", "", note, "",
+          "| " + " | ".join(c[1] for c in COLUMNS) + " |",
+          "| " + " | ".join("---" if c[2] == "s" else "---:" for c in COLUMNS) + " |"]
+    for r in rows:
+        md.append("| " + " | ".join(_fmt(r.get(k), kind) for k, _, kind in COLUMNS) + " |")
+    if has_plot:
+        md += ["", "![F1 vs latency and size](pareto.png)"]
+    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
+    cells = "".join(f"<th>{html.escape(c[1])}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k), kind))}</td>" for k, _, kind in COLUMNS)
+                   + "</tr>\n" for r in rows)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>paddleqa report</title>"
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+            "td:first-child,th:first-child{text-align:left}</style></head><body>"
+            f"<h1>paddleqa run report</h1><p>{html.escape(note)}</p>"
+            f"<table><tr>{cells}</tr>\n{body}</table>"
+            + ("<p><img src='pareto.png' alt='F1 vs latency and size'></p>" if has_plot else "")
+            + "</body></html>\n")
+    atomic_write_text(out / "report.html", page)
+    return {"report_md": str(out / "report.md"), "report_html": str(out / "report.html"),
+            "pareto_png": str(out / "pareto.png") if has_plot else None,
+            "results_json": str(out / "results.json"), "rows": rows}
