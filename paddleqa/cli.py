@@ -335,6 +335,51 @@ def _cmd_report(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- serve, ask
+def _add_serve_args(p) -> None:
+    p.add_argument("artifact", help="model folder, Paddle inference model or Lite x86 .nb")
+    p.add_argument("--kb", default="", help="knowledge base: folder of .txt/.md files or a CMRC JSON")
+    p.add_argument("--top-k", type=int, default=3, help="passages read per question without context")
+    p.add_argument("--timeout", type=float, default=10.0, help="per-request time limit in seconds")
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="HTTP QA service: POST /answer, /kb/reload; GET /healthz, /metrics")
+    _add_serve_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--allow-remote", action="store_true",
+                   help="permit a non-loopback --host (the service has no authentication)")
+    p.add_argument("--workers", type=int, default=1, help="predictor threads")
+    p.add_argument("--max-batch", type=int, default=8, help="requests per micro-batch")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="micro-batch wait after the first request")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args) -> int:
+    from .serve import ServeConfig, serve
+
+    serve(_build(ServeConfig, artifact=args.artifact, kb=args.kb, top_k=args.top_k,
+                 timeout_seconds=args.timeout, host=args.host, port=args.port,
+                 allow_remote=args.allow_remote, workers=args.workers, max_batch=args.max_batch,
+                 max_wait_ms=args.max_wait_ms))
+    return 0
+
+
+def _add_ask(sub) -> None:
+    p = sub.add_parser("ask", help="interactive terminal loop: type a question, get the answer")
+    _add_serve_args(p)
+    p.set_defaults(func=_cmd_ask)
+
+
+def _cmd_ask(args) -> int:
+    from .serve import ServeConfig, ask_loop
+
+    cfg = _build(ServeConfig, artifact=args.artifact, kb=args.kb, top_k=args.top_k,
+                 timeout_seconds=args.timeout)
+    return ask_loop(cfg, sys.stdin, sys.stdout)
+
+
 # ---------------------------------------------------------------- score
 def _add_score(sub) -> None:
     p = sub.add_parser("score", help="official CMRC 2018 EM/F1 of leaderboard-format predictions")
@@ -429,6 +474,8 @@ COMMANDS: dict[str, Callable] = {
     "quantize": _add_quantize,
     "bench": _add_bench,
     "report": _add_report,
+    "serve": _add_serve,
+    "ask": _add_ask,
     "score": _add_score,
     "run": _add_run,
 }

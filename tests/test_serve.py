@@ -1,0 +1,130 @@
+"""The QA service: answers from the context or the knowledge base, a 4xx for every bad request,
+no errors under concurrent load, knowledge-base reloads."""
+import json
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import CONTEXT_1, CONTEXT_2
+from paddleqa import cli
+from paddleqa.kb import KnowledgeBase, split_passages
+from paddleqa.serve import Engine, ServeConfig, create_app
+
+
+@pytest.fixture(scope="module")
+def engine(teacher_run):
+    tmp, data, doc = teacher_run
+    eng = Engine(f"{doc['run_dir']}/teacher", workers=2, max_batch=4, max_wait_ms=2)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def kb_dir(tmp_path):
+    d = tmp_path / "kb"
+    d.mkdir()
+    (d / "returns.txt").write_text("# 退货\n\n" + CONTEXT_1, encoding="utf-8")
+    (d / "service.md").write_text(CONTEXT_2, encoding="utf-8")
+    return d
+
+
+def _client(engine, kb=None, **cfg):
+    config = ServeConfig(artifact=engine.artifact, **cfg)
+    return TestClient(create_app(config, engine=engine, kb=kb))
+
+
+def test_answer_comes_from_the_given_context(engine):
+    with _client(engine) as c:
+        r = c.post("/answer", json={"question": "退款多久到账？", "context": CONTEXT_1})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"answer", "score", "start", "end", "latency_ms"}
+    assert body["answer"] and CONTEXT_1[body["start"]:body["end"]] == body["answer"]
+    assert body["latency_ms"] > 0
+
+
+def test_answer_comes_from_the_knowledge_base(engine, kb_dir):
+    kb = KnowledgeBase(kb_dir, check_seconds=0)
+    with _client(engine, kb=kb) as c:
+        body = c.post("/answer", json={"question": "客服热线的服务时间？"}).json()
+        health = c.get("/healthz").json()
+    passage = next(p for p in kb.passages if p.pid == body["passage_id"])
+    assert body["answer"] in passage.text and passage.text[body["start"]:body["end"]] == body["answer"]
+    assert body["passages"] and body["passages"][0]["id"] == "service.md#0"  # BM25 ranks it first
+    assert health["kb_passages"] == len(kb.passages) == 2
+    titles = {p.pid: p.title for p in kb.passages}
+    assert titles["returns.txt#0"] == "退货"  # a markdown-style heading names the passage
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"{not json", 400, "invalid JSON at line 1"),
+    (b"", 400, "empty body"),
+    (b"\xff\xfe", 400, "not UTF-8"),
+    (b"[1, 2]", 422, "must be a JSON object"),
+    (b'{"context": "x"}', 422, "'question' is required"),
+    (b'{"question": 5}', 422, "'question' must be a string"),
+    (b'{"question": "   "}', 422, "'question' is empty"),
+    ('{"question": "%s"}' % ("问" * 201), 422, "limit is 200"),
+    (json.dumps({"question": "q", "context": "长" * 5001}), 422, "'context' has 5001 characters"),
+    (b'{"question": "q", "context": ""}', 422, "'context' is empty"),
+    (b'{"question": "q", "lang": "zh"}', 422, "unknown field(s) lang"),
+    (b'{"question": "q"}', 400, "no 'context' given and the server has no knowledge base"),
+])
+def test_every_bad_request_gets_a_clear_4xx(engine, body, status, message):
+    with _client(engine) as c:
+        r = c.post("/answer", content=body.encode("utf-8") if isinstance(body, str) else body,
+                   headers={"content-type": "application/json"})
+        assert r.status_code == status and message in r.json()["error"]
+        assert c.get("/healthz").status_code == 200  # still serving
+
+
+def test_oversize_body_is_refused_before_reading(engine):
+    with _client(engine, max_body_bytes=100) as c:
+        r = c.post("/answer", content=b"x" * 500)
+    assert r.status_code == 413 and "limit of 100" in r.json()["error"]
+
+
+def test_concurrent_clients_get_no_errors(engine):
+    results, lock = [], threading.Lock()
+    with _client(engine) as c:
+        def client(i):
+            for j in range(6):
+                ctx = CONTEXT_1 if (i + j) % 2 else CONTEXT_2
+                r = c.post("/answer", json={"question": "多久？" if ctx is CONTEXT_1 else "电话？", "context": ctx})
+                with lock:
+                    results.append((r.status_code, r.json(), ctx))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        m = c.get("/metrics").json()
+    assert len(results) == 48 and all(s == 200 for s, _, _ in results)
+    assert all(b["answer"] == ctx[b["start"]:b["end"]] for _, b, ctx in results)
+    answered = sum(x["count"] for x in m["requests"] if x["path"] == "/answer" and x["status"] == 200)
+    assert answered == 48 and m["answer_latency_ms_histogram"]["le_inf"] == 48
+    assert m["batches"] >= 1
+
+
+def test_kb_reload_picks_up_new_files(engine, kb_dir):
+    kb = KnowledgeBase(kb_dir, check_seconds=3600)
+    with _client(engine, kb=kb) as c:
+        (kb_dir / "vip.txt").write_text("VIP会员每月可领取两张免运费券。会员等级每年1月1日更新。", encoding="utf-8")
+        (kb_dir / "bad.txt").write_bytes(b"\xff\xfe\x00bad")
+        r = c.post("/kb/reload").json()
+    assert r["passages"] == 3 and any("bad.txt" in s and "UTF-8" in s for s in r["skipped"])
+
+
+def test_kb_chunks_long_text_at_sentence_ends():
+    text = "第一句话很长。" * 30 + "\n\n短段落。"
+    parts = split_passages(text, 50)
+    assert all(len(p) <= 50 for p in parts) and "".join(parts).replace("\n", "") == text.replace("\n", "")
+
+
+def test_remote_bind_needs_an_explicit_flag(capsys, teacher_run):
+    tmp, data, doc = teacher_run
+    code = cli.main(["serve", f"{doc['run_dir']}/teacher", "--host", "0.0.0.0"])
+    assert code == 2 and "--allow-remote" in capsys.readouterr().err
+    assert ServeConfig(artifact="x", host="::1").host == "::1"
