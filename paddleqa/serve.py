@@ -389,9 +389,29 @@ def create_app(config: ServeConfig, engine: Engine | None = None, kb=None):
     return app
 
 
+def limit_malloc_arenas(n: int = 2) -> bool:
+    """Cap glibc's malloc arenas (what MALLOC_ARENA_MAX does) before the worker threads start.
+
+    With one arena per thread, the server's RSS kept growing while the same load was replayed
+    (+89 MiB on the second identical run of the load test); with 2 arenas it stays flat.
+    """
+    import ctypes
+    import ctypes.util
+    import os
+
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False  # the user chose
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-8, n))  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False  # not glibc
+
+
 def serve(config: ServeConfig) -> None:
     import uvicorn
 
+    limit_malloc_arenas()
     if not is_loopback(config.host):
         log.warning("binding %s: the QA service is reachable from the network", config.host)
     app = create_app(config)
