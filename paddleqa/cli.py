@@ -18,6 +18,8 @@ def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    # `import paddlenlp` sets the root logger to WARNING; paddleqa's own level survives that.
+    logging.getLogger("paddleqa").setLevel(level)
 
 
 def _set_threads(threads: int | None) -> None:
@@ -132,7 +134,62 @@ def _add_finetune(sub) -> None:
     _add_config_args(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint in the output folder")
+    _add_nproc(p)
     p.set_defaults(func=_cmd_finetune)
+
+
+def _add_nproc(p) -> None:
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this machine: re-launches the command through "
+                        "`python -m paddle.distributed.launch --nproc_per_node N` (CPU: threads "
+                        "are split between them; GPU: one device each)")
+
+
+def _relaunch(args, output_dir: str) -> int | None:
+    """Run this command again under Paddle's launcher when --nproc > 1 (None: run it here)."""
+    import subprocess
+
+    from .distributed import under_launcher
+
+    if args.nproc <= 1 or under_launcher():
+        return None
+    argv = list(sys.argv[1:])
+    for i, a in enumerate(argv):  # drop --nproc N / --nproc=N
+        if a == "--nproc":
+            del argv[i: i + 2]
+            break
+        if a.startswith("--nproc="):
+            del argv[i]
+            break
+    threads = max(1, (os.cpu_count() or 1) // args.nproc)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log_dir = os.path.join(output_dir, "launch_logs")
+    os.makedirs(log_dir, exist_ok=True)
+    # The launcher runs a script file; this one imports the installed package absolutely.
+    entry = os.path.join(log_dir, "paddleqa_entry.py")
+    with open(entry, "w", encoding="utf-8") as fh:
+        fh.write("import sys\nfrom paddleqa.cli import main\nsys.exit(main())\n")
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(args.nproc),
+           "--log_dir", log_dir, entry, *argv]
+    log.info("data-parallel: %d processes x %d thread(s); per-rank logs in %s", args.nproc, threads, log_dir)
+    # The launcher echoes rank 0 to stdout: keep stdout for the final metrics JSON.
+    rc = subprocess.run(cmd, env=env, stdout=sys.stderr).returncode
+    if rc != 0:
+        raise PaddleQAError(f"data-parallel run failed (exit {rc}); see the rank logs in {log_dir}")
+    metrics = os.path.join(output_dir, "metrics.json")
+    if os.path.exists(metrics):
+        with open(metrics, encoding="utf-8") as fh:
+            _print_json(json.load(fh))
+    return 0
+
+
+def _quiet_rank(cfg):
+    """Progress bars and info logs on rank 0 only."""
+    import dataclasses
+
+    from .distributed import is_main
+
+    return cfg if is_main() else dataclasses.replace(cfg, progress=False)
 
 
 def _cmd_finetune(args) -> int:
@@ -140,6 +197,10 @@ def _cmd_finetune(args) -> int:
 
     cfg = pipeline.stage_configs(_load_doc(args))
     ft = cfg["finetune"]
+    rc = _relaunch(args, ft.output_dir)
+    if rc is not None:
+        return rc
+    ft = _quiet_rank(ft)
     if not ft.model and not os.path.isdir(ft.tokenizer):
         raise PaddleQAError(
             f"tokenizer folder {ft.tokenizer} does not exist: build it with "
@@ -186,6 +247,7 @@ def _student_stage(name: str, help_text: str):
         _add_config_args(p)
         p.add_argument("--resume", action="store_true",
                        help="continue from the last checkpoint in the output folder")
+        _add_nproc(p)
         p.set_defaults(func=run)
 
     def run(args) -> int:
@@ -194,6 +256,10 @@ def _student_stage(name: str, help_text: str):
         from . import pipeline
 
         cfg = pipeline.stage_configs(_load_doc(args))[f"{name}_config"]
+        rc = _relaunch(args, cfg.output_dir)
+        if rc is not None:
+            return rc
+        cfg = _quiet_rank(cfg)
         metrics = importlib.import_module(f"paddleqa.{name}").run(cfg, resume=args.resume)
         if metrics:  # under the data-parallel launcher, only rank 0 reports
             _print_json(metrics)
@@ -500,7 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(-1 if args.quiet else args.verbose)
+    from .distributed import is_main
+
+    # Under the data-parallel launcher, ranks other than 0 log warnings and errors only.
+    _setup_logging(-1 if args.quiet or (not is_main() and not args.verbose) else args.verbose)
     try:
         _set_threads(args.threads)
         return args.func(args)

@@ -216,19 +216,24 @@ def cached_features(
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     path = folder / f"{'train' if train else 'eval'}-{key}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as data:
-                feats = {k: data[k] for k in data.files}
-            log.info("loaded %d cached features from %s", len(feats["input_ids"]), path)
-            return feats
-        except (OSError, ValueError, KeyError) as exc:  # a damaged cache file is rebuilt
-            log.warning("feature cache %s is unreadable (%s); rebuilding it", path, exc)
-    feats = build_features(examples, tokenizer, params, train=train, progress=progress)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **feats)
-    os.replace(tmp, path)
+    from .distributed import file_lock
+
+    # Several data-parallel ranks start at once: the first builds the file, the others wait on
+    # the lock and then load what it wrote.
+    with file_lock(path.with_suffix(".lock"), f"building features {path.name}"):
+        if path.exists():
+            try:
+                with np.load(path) as data:
+                    feats = {k: data[k] for k in data.files}
+                log.info("loaded %d cached features from %s", len(feats["input_ids"]), path)
+                return feats
+            except (OSError, ValueError, KeyError) as exc:  # a damaged cache file is rebuilt
+                log.warning("feature cache %s is unreadable (%s); rebuilding it", path, exc)
+        feats = build_features(examples, tokenizer, params, train=train, progress=progress)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **feats)
+        os.replace(tmp, path)
     log.info("built %d features for %d questions; cached at %s", len(feats["input_ids"]),
              len(examples), path)
     return feats

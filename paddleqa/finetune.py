@@ -162,6 +162,36 @@ def _collate(pad_id: int):
     return collate
 
 
+def replica_fingerprints(model) -> list[str]:
+    """sha256 of the weights on every data-parallel rank ([] outside data-parallel runs).
+
+    Each rank hashes its own parameters; the digests are exchanged with ``all_gather``, so rank 0
+    can record whether the replicas stayed identical.
+    """
+    import hashlib
+
+    import numpy as np
+    import paddle
+    import paddle.distributed as dist
+
+    from .distributed import world_size
+
+    if world_size() < 2:
+        return []
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode("utf-8"))
+        h.update(np.ascontiguousarray(p.numpy()).tobytes())
+    mine = paddle.to_tensor(np.frombuffer(h.digest(), dtype=np.int32).copy())
+    try:
+        gathered: list = []
+        dist.all_gather(gathered, mine)
+    except Exception as exc:  # noqa: BLE001 -- a failed check must not lose the trained model
+        log.warning("could not compare replica weights (%s: %s)", type(exc).__name__, exc)
+        return []
+    return [t.numpy().astype(np.int32).tobytes().hex() for t in gathered]
+
+
 def _trainer_class():
     from paddle.io import DistributedBatchSampler
     from paddlenlp.trainer import Trainer
@@ -391,6 +421,7 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
     result = trainer.train(resume_from_checkpoint=last_checkpoint)
     train_seconds = time.time() - t_train
 
+    replicas = replica_fingerprints(model)  # every rank takes part (a collective)
     model_dir = out / "model"
     if not trainer.is_world_process_zero():
         return {}  # data-parallel: rank 0 alone saves, scores and writes the records
@@ -421,6 +452,11 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
             int(Path(last_checkpoint).name.rsplit("-", 1)[-1]) if last_checkpoint else 0),
     }
     metrics.update(recipe.metrics)
+    if replicas:
+        metrics["replica_weight_sha256"] = replicas
+        metrics["replicas_identical"] = len(set(replicas)) == 1
+        if len(set(replicas)) != 1:
+            log.error("data-parallel replicas ended with different weights: %s", replicas)
     metrics["flops_per_query_384"] = flops_per_query(model.config, 384)
     metrics["model_bytes"] = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
     if dev_examples:
