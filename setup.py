@@ -19,6 +19,6 @@ setup(
     packages=find_packages(include=["paddleqa", "paddleqa.*"]),
     python_requires=">=3.10,<3.11",
     install_requires=requirements(),
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.112.5"]},
     entry_points={"console_scripts": ["paddleqa=paddleqa.cli:main"]},
 )

@@ -297,8 +297,8 @@ def run(config: AugmentConfig, progress: bool = True) -> dict:
     started = time.time()
     examples, report = load_examples(config.input_file, mode="train")
     if not examples:
-        raise DataError(f"{config.input_file}: no usable questions to augment "
-                        f"({report.dropped} dropped; see `paddleqa data check {config.input_file}`)")
+        raise DataError(config.input_file, f"no usable questions to augment ({report.dropped} dropped)",
+                        f"see `paddleqa data check {config.input_file}`")
     logging.getLogger("jieba").setLevel(logging.WARNING)
     source = open_source(config)
     augmented, counts = augment_examples(examples, source, config, progress=progress)
