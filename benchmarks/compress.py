@@ -2,7 +2,7 @@
 
     python benchmarks/compress.py [--only NAME,NAME] [--steps 468] [--nproc 2] [--force]
     python benchmarks/compress.py --report-only
-    python benchmarks/compress.py --sweep [--steps 100] [--dev-questions 500]   # KD T and alpha
+    python benchmarks/compress.py --sweep [--steps 80] [--dev-questions 300]   # KD T and alpha
 
 Needs the teacher of ``benchmarks/teacher.py`` (``runs/cmrc2018/teacher/model``). Each student
 in ``STUDENTS`` is trained by ``paddleqa distill`` or ``paddleqa prune`` under Paddle's
@@ -15,7 +15,7 @@ BENCHMARKS.md and ``benchmarks/compress.json`` are rebuilt from the runs' metric
 
 ``--sweep`` instead distils the ``ernie-2L`` student at five (T, alpha) points (``SWEEP``: T in
 {1, 2, 4} at alpha 0.5, alpha in {0.2, 0.8} at T 2) for a short budget, scores each (and the
-teacher) on the first 500 dev questions, and writes the "KD sweep" section and
+teacher) on the first 300 dev questions, and writes the "KD sweep" section and
 ``benchmarks/kd_sweep.json``; the defaults of ``DistillConfig`` cite it.
 """
 from __future__ import annotations
@@ -56,8 +56,8 @@ SWEEP: dict[str, tuple[str, list[str], bool]] = {
     f"kd-T{t:g}-a{a:g}": ("distill", STUDENTS["ernie-2L"][1] + [f"temperature={t}", f"alpha={a}"], False)
     for t, a in SWEEP_POINTS
 }
-SWEEP_STEPS = 100
-SWEEP_DEV_QUESTIONS = 500
+SWEEP_STEPS = 80
+SWEEP_DEV_QUESTIONS = 300
 
 
 def main(argv: list[str] | None = None) -> int:
