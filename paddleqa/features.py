@@ -220,7 +220,7 @@ def cached_features(
 
     # Several data-parallel ranks start at once: the first builds the file, the others wait on
     # the lock and then load what it wrote.
-    with file_lock(path.with_suffix(".lock"), f"building features {path.name}"):
+    with file_lock(folder / ".locks" / f"{path.stem}.lock", f"building features {path.name}"):
         if path.exists():
             try:
                 with np.load(path) as data:

@@ -50,13 +50,13 @@ def test_cache_is_reused_and_keyed_by_params(tiny_json, tok, tmp_path):
     examples, _ = load_examples(tiny_json)
     cache = tmp_path / "cache"
     a = cached_features(examples, tok, PARAMS, train=False, cache_dir=str(cache), progress=False)
-    files = list(cache.iterdir())
+    files = sorted(cache.glob("*.npz"))
     b = cached_features(examples, tok, PARAMS, train=False, cache_dir=str(cache), progress=False)
-    assert list(cache.iterdir()) == files
+    assert sorted(cache.glob("*.npz")) == files and len(files) == 1
     assert all(np.array_equal(a[k], b[k]) for k in a)
     other = FeatureParams(max_seq_len=40, doc_stride=8, max_query_length=8)
     cached_features(examples, tok, other, train=False, cache_dir=str(cache), progress=False)
-    assert len(list(cache.iterdir())) == 2
+    assert len(list(cache.glob("*.npz"))) == 2
 
 
 def test_feature_params_are_validated():
