@@ -73,3 +73,26 @@ def test_kill_9_of_a_data_parallel_run_resumes_to_the_same_weights(tmp_path, tin
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6, err_msg=k)
+
+
+LOCKER = r"""
+import sys, time
+from pathlib import Path
+from paddleqa.distributed import file_lock
+lock, marker, me = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+with file_lock(lock, "test"):
+    if marker.exists():
+        print(me, "found")
+    else:
+        time.sleep(1.0)  # "building"
+        marker.write_text(me)
+        print(me, "built")
+"""
+
+
+def test_one_process_builds_the_others_wait_and_reuse(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", LOCKER, str(tmp_path / "x.lock"),
+                               str(tmp_path / "built"), str(i)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+             for i in range(3)]
+    outs = sorted(p.communicate(timeout=60)[0].split()[1] for p in procs)
+    assert outs == ["built", "found", "found"]
