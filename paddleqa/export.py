@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -188,6 +189,22 @@ def program_op_counts(pdmodel: str | Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+_OPT_CHILD = """
+import json, sys
+import zlib  # noqa: before paddle's bundled zlib (see paddleqa/__init__.py)
+from paddlelite.lite import Opt
+a = json.loads(sys.argv[1])
+o = Opt()
+o.set_model_file(a["model"]); o.set_param_file(a["params"]); o.set_valid_places(a["places"])
+o.set_model_type(a["type"]); o.set_optimize_out(a["out"])
+if a["fp16"]:
+    o.enable_fp16()
+if a["quant"]:
+    o.set_quant_model(True); o.set_quant_type(a["quant"])
+o.run()
+"""
+
+
 @contextlib.contextmanager
 def stdout_to_stderr():
     """Send C++ writes to file descriptor 1 (opt's progress lines) to stderr meanwhile, so that a
@@ -206,26 +223,26 @@ def stdout_to_stderr():
 def lite_optimize(pdmodel: Path, pdiparams: Path, target: str, precision: str, out_prefix: Path,
                   *, model_type: str = "naive_buffer") -> Path:
     """Run ``paddlelite.lite.Opt`` once; returns the written ``.nb`` file (or protobuf folder)."""
-    from paddlelite.lite import Opt
-
     spec = TARGETS[target]
     if precision not in spec.precisions:
         raise PaddleQAError(f"target {target} does not take precision {precision}; "
                             f"it takes {', '.join(spec.precisions)}")
-    o = Opt()
-    o.set_model_file(str(pdmodel))
-    o.set_param_file(str(pdiparams))
-    o.set_valid_places(spec.places)
-    o.set_model_type(model_type)
-    o.set_optimize_out(str(out_prefix))
-    if precision == "fp16":
-        o.enable_fp16()
-    if precision in WEIGHT_QUANT:
-        o.set_quant_model(True)
-        o.set_quant_type(WEIGHT_QUANT[precision])
+    spec_args = {"model": str(pdmodel), "params": str(pdiparams), "places": spec.places,
+                 "type": model_type, "out": str(out_prefix), "fp16": precision == "fp16",
+                 "quant": WEIGHT_QUANT.get(precision, "")}
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    with stdout_to_stderr():
-        o.run()
+    # opt runs in a child process: it can crash outright (SIGSEGV in an ARM pass was seen on a
+    # conv graph), which would otherwise kill this process without a word.
+    res = subprocess.run([sys.executable, "-c", _OPT_CHILD, json.dumps(spec_args)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        how = f"signal {-res.returncode}" if res.returncode < 0 else f"exit {res.returncode}"
+        last = [ln for ln in (res.stderr or "").strip().splitlines() if ln.strip()][-3:]
+        raise PaddleQAError(
+            f"Paddle Lite opt failed ({how}) converting {pdmodel} for {target} ({precision}): "
+            f"{' | '.join(last)[:500] or 'no message'}. Re-run with GLOG_v=1 to see the last pass; "
+            "an op or pass of this graph is not supported for that target")
+    log.debug("opt output: %s", res.stdout[-2000:])
     if model_type == "naive_buffer":
         nb = Path(str(out_prefix) + ".nb")
         if not nb.exists() or nb.stat().st_size == 0:

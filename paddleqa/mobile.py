@@ -69,12 +69,19 @@ class InvertedResidual1D(nn.Layer):
         self.activation = getattr(F, act)
 
     def forward(self, x, keep):
-        # keep: [batch, 1, seq] with 1 for real tokens; channels-first for Conv1D.
-        h = x.transpose([0, 2, 1]) * keep
-        h = self.activation(self.expand(h)) * keep
-        h = self.activation(self.depthwise(h))
-        h = self.project(h).transpose([0, 2, 1])
+        # keep: [batch, 1, seq] with 1 for real tokens. The 1x1 convolutions run as matmuls on
+        # [batch, seq, channels] with the same weights: identical maths, and Paddle Lite's ARM
+        # `sparse_conv_detect_pass` crashes (SIGSEGV) on 1x1 conv2d ops from this graph.
+        keep_last = keep.transpose([0, 2, 1])
+        h = self.activation(_pointwise(self.expand, x * keep_last)) * keep_last
+        h = self.activation(self.depthwise(h.transpose([0, 2, 1]))).transpose([0, 2, 1])
+        h = _pointwise(self.project, h)
         return self.norm(x + self.dropout(h))
+
+
+def _pointwise(conv: nn.Conv1D, x):
+    """A kernel-1 ``Conv1D`` applied to channels-last ``x`` ([batch, seq, in] -> [batch, seq, out])."""
+    return paddle.matmul(x, conv.weight.squeeze(-1), transpose_y=True) + conv.bias
 
 
 class MobileQAModel(ErniePretrainedModel):

@@ -161,7 +161,8 @@ def test_student_architectures_export_and_agree(teacher_run, tmp_path, kind):
     student.save_pretrained(str(model_dir))
     for f in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(f"{doc['run_dir']}/teacher/model/{f}", model_dir / f)
-    run(ExportConfig(model=str(model_dir), out_dir=str(tmp_path / "out"), targets=["x86"]))
+    m = run(ExportConfig(model=str(model_dir), out_dir=str(tmp_path / "out"), targets=["arm", "x86"]))
+    assert m["bundles"]["arm-fp32"]["bytes"] > 0  # Lite's ARM passes take this graph too
     inputs, lengths = _batch(vocab=src.config.vocab_size)
     ref_s, _ = _dygraph(model_dir, inputs)
     s, _ = open_artifact(tmp_path / "out" / "x86-fp32").predict(inputs)
@@ -219,3 +220,13 @@ def test_report_rows_come_from_the_metrics_files(teacher_run, tmp_path):
     assert "| teacher |" in (tmp_path / "report.md").read_text(encoding="utf-8")
     # Pareto: lower x and higher y win; a dominated point is excluded.
     assert pareto_front([(1, 10), (2, 12), (3, 11), (0.5, 5)]) == [0, 1, 3]
+
+
+def test_an_opt_crash_becomes_a_clear_error(exported, monkeypatch, tmp_path):
+    from paddleqa import export as export_mod
+
+    out, _, _, _ = exported
+    monkeypatch.setattr(export_mod, "_OPT_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(PaddleQAError, match=r"opt failed \(signal 11\).*for arm"):
+        export_mod.lite_optimize(out / "inference" / "model.pdmodel", out / "inference" / "model.pdiparams",
+                                 "arm", "fp32", tmp_path / "m")
