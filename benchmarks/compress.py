@@ -223,12 +223,16 @@ def render(r: dict) -> str:
     lines = [
         "## Compression: students of the CMRC 2018 teacher",
         "",
-        f"Produced by `{r['command'].strip()}` (raw record: `{r['record']}`). "
+        f"Produced by `python benchmarks/compress.py` (students trained in parts with `--only NAME`; "
+        f"this rendering: `{r['command'].strip()}`; raw record: `{r['record']}`). "
         f"Machine: {m['cpu']} ({m['cores']} cores); {r['nproc']} data-parallel process(es) x 1 "
         f"thread; every student trains {'/'.join(str(x) for x in steps)} optimizer steps of "
         f"{r['nproc']} x {r['batch_size']} windows from the teacher (`+aug`: synonym-augmented "
         f"questions and embedding noise). Dev: {r['dev_questions']:,} questions of "
         f"`{r['config']}`'s dev file, official CMRC 2018 metric. FLOPs: one 384-token window.",
+        "",
+        "Train time is wall time of the training loop; some students shared the CPU with other "
+        "work part of the time, so compare F1, not minutes.",
         "",
         "| model | stage | params | non-emb params (vs teacher) | FLOPs/query | size | dev EM | dev F1 | F1 retention | train time |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
