@@ -176,7 +176,7 @@ def _qat(config: QuantizeConfig, model_dir: Path, out: Path, calib: dict) -> dic
     from paddleslim import QAT
 
     from .export import INFERENCE_PREFIX, QAExportWrapper, input_spec, stdout_to_stderr, strip_dropout
-    from .losses import span_kd
+    from .losses import span_ce, span_kd
     from .modeling import load_model
 
     if "start_positions" not in calib:
@@ -207,9 +207,8 @@ def _qat(config: QuantizeConfig, model_dir: Path, out: Path, calib: dict) -> dic
         s_start, s_end = student(**feed)[:2]
         starts = paddle.to_tensor(calib["start_positions"][idx])
         ends = paddle.to_tensor(calib["end_positions"][idx])
-        ce = (paddle.nn.functional.cross_entropy(s_start, starts.reshape([-1, 1]))
-              + paddle.nn.functional.cross_entropy(s_end, ends.reshape([-1, 1]))) / 2
         mask = feed["attention_mask"]
+        ce = span_ce(s_start, s_end, starts, ends, mask)
         kd = span_kd((s_start, s_end), (t_start, t_end), mask, temperature=config.qat_temperature)
         loss = config.qat_alpha * ce + (1 - config.qat_alpha) * kd
         loss.backward()

@@ -191,6 +191,11 @@ class Engine:
             t.join(timeout=5)
 
 
+def best_answer(spans: list) -> tuple | None:
+    """(index of the context, its top span) with the highest score across contexts, or None."""
+    return max(((i, c[0]) for i, c in enumerate(spans) if c), key=lambda x: x[1].score, default=None)
+
+
 # ---------------------------------------------------------------- HTTP
 class BadRequest(Exception):
     def __init__(self, status: int, message: str):
@@ -351,10 +356,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None, kb=None):
             return error(504, f"no answer within {config.timeout_seconds} s; try again or shorten the context")
         except PaddleQAError as exc:
             return error(500, str(exc))
-        best = None
-        for i, cand in enumerate(spans):
-            if cand and (best is None or cand[0].score > best[1].score):
-                best = (i, cand[0])
+        best = best_answer(spans)
         out = {"answer": "", "score": None, "start": None, "end": None}
         if best is not None:
             i, span = best
@@ -451,7 +453,7 @@ def ask_loop(config: ServeConfig, stdin, stdout) -> int:
                 stdout.write("no passage matches the question\n")
                 continue
             spans = engine.answer(examples, timeout=config.timeout_seconds)
-            best = max(((i, c[0]) for i, c in enumerate(spans) if c), key=lambda x: x[1].score, default=None)
+            best = best_answer(spans)
             ms = (time.perf_counter() - t0) * 1000
             if best is None:
                 stdout.write(f"(no answer)  [{ms:.0f} ms]\n")
