@@ -42,6 +42,9 @@ class BenchConfig:
     out: str = opt("", help="write the results JSON here ('' = only print)")
     score_file: str = opt("", help="also score every runnable artifact on this SQuAD/CMRC JSON "
                           "(official CMRC 2018 EM/F1), so each row carries its accuracy")
+    no_score: list[str] = opt(factory=list, help="artifacts (of `artifacts`) timed but not scored: "
+                              "model folders whose own stage already scored them on the same file, "
+                              "or latency baselines")
 
     def __post_init__(self) -> None:
         if not self.artifacts:
@@ -50,6 +53,9 @@ class BenchConfig:
             raise ValueError(f"seq_lens must be >= 8, got {self.seq_lens}")
         if not self.threads or min(self.threads) < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        stray = sorted(set(self.no_score) - set(self.artifacts))
+        if stray:
+            raise ValueError(f"no_score names artifacts that are not benchmarked: {', '.join(stray)}")
         for name in ("repeats", "throughput_batch", "throughput_repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -155,7 +161,8 @@ def _score(config: BenchConfig, rows: list[dict]) -> None:
 
     base = Path(config.out).parent / "eval" if config.out else Path(tempfile.mkdtemp(prefix="paddleqa-bench-"))
     done: dict[str, dict] = {}
-    for i, artifact in enumerate(dict.fromkeys(r["artifact"] for r in rows if r["backend"] != "lite-arm")):
+    todo = [r["artifact"] for r in rows if r["backend"] != "lite-arm" and r["artifact"] not in config.no_score]
+    for i, artifact in enumerate(dict.fromkeys(todo)):
         try:
             m = evaluate(EvaluateConfig(model=artifact, data_file=config.score_file,
                                         out_dir=str(base / str(i)), int8_ops=config.int8_ops,

@@ -5,7 +5,8 @@
                 ->  prune (width + depth pruning of the teacher, distilled back)
                 ->  quantize (int8 PTQ/QAT or k-means of the deployed model)
                 ->  export (inference model + Lite .nb, fp32 and the int8 graph)
-                ->  bench (latency, throughput, RSS of every runnable artifact)
+                ->  bench (latency, throughput, RSS of every runnable artifact, next to the
+                           teacher's own exported inference model and x86 .nb as the baseline)
 
 The deployed model (what quantize and export take) is the distilled student when ``distill``
 is configured, else the pruned one, else the teacher; ``quantize.model``/``export.model``
@@ -139,25 +140,39 @@ def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
         export = from_dict(ExportConfig, {"model": quantize.model if quantize else deployed,
                                           "out_dir": str(root / "export"), **sec["export"]},
                            where="export")
-    bench = None
+    bench = export_teacher = None
     if "bench" in doc:
-        arts = [str(Path(finetune.output_dir) / "model")]
-        if export and export.model != arts[0]:
+        teacher_model = str(Path(finetune.output_dir) / "model")
+        arts = [teacher_model]
+        # Model folders whose own stage scored them on this dev file are timed, not re-scored.
+        no_score = [teacher_model]
+        if export and export.model != teacher_model:
             arts.append(export.model)
+            if export.model == deployed and deployed != teacher_model:
+                no_score.append(deployed)
+            # The teacher's own fp32 inference model and x86 .nb: the latency baseline the
+            # students are compared with on the same backends (not only against dygraph).
+            export_teacher = dataclasses.replace(export, model=teacher_model, targets=["x86"],
+                                                 precisions=["fp32"], inference_model="",
+                                                 out_dir=str(root / "export-teacher"))
+            baseline = [str(Path(export_teacher.out_dir) / "inference"),
+                        str(Path(export_teacher.out_dir) / "x86-fp32")]
+            arts += baseline
+            no_score += baseline  # the same graph as the teacher (export is tested to agree)
         if export:
             arts += [str(Path(export.out_dir) / "inference")]
             if "x86" in export.targets and "fp32" in export.precisions:
                 arts.append(str(Path(export.out_dir) / "x86-fp32"))
         if quantize and quantize.method in ("ptq", "qat"):
             arts.append(str(Path(quantize.out_dir) / "inference"))
-        wired_b = {"artifacts": arts, "out": str(root / "bench" / "results.json"),
+        wired_b = {"artifacts": arts, "no_score": no_score, "out": str(root / "bench" / "results.json"),
                    "seq_lens": [finetune.max_seq_len], "threads": [1], "score_file": data.dev_file}
         bench = from_dict(BenchConfig, {**wired_b, **sec["bench"]}, where="bench")
     return {"run_dir": root, "data": data, "vocab": vocab if needs_vocab else None,
             "finetune": finetune, "evaluate": evaluate, "augment": augment,
             "distill": distill if "distill" in doc else None, "distill_config": distill,
             "prune": prune if "prune" in doc else None, "prune_config": prune,
-            "quantize": quantize, "export": export, "bench": bench}
+            "quantize": quantize, "export": export, "export_teacher": export_teacher, "bench": bench}
 
 
 def _up_to_date(out_dir: Path, config: Any, inputs: dict[str, str], prefix: str = "") -> bool:
@@ -310,6 +325,10 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
             stage("export", Path(ex8.out_dir), ex8,
                   {"model": ex8.model, "inference_model": ex8.inference_model + ".pdmodel"},
                   lambda: export_stage.run(ex8), key="export_int8")
+        ext = cfg["export_teacher"]
+        if ext is not None:
+            stage("export", Path(ext.out_dir), ext, {"model": ext.model}, lambda: export_stage.run(ext),
+                  key="export_teacher")
     be = cfg["bench"]
     if be is not None:
         from . import bench as bench_stage

@@ -72,6 +72,19 @@ def collect_rows(run_dir: Path) -> list[dict]:
             "dev_em": ev.get("em", m.get("dev_em")) if name == "teacher" else m.get("dev_em"),
             "dev_f1": ev.get("f1", m.get("dev_f1")) if name == "teacher" else m.get("dev_f1"),
         })
+    # The teacher's own exported graph (pipeline bench baseline): timed, not scored again.
+    ext = _read(run_dir / "export-teacher" / "metrics.json")
+    if ext:
+        baseline = "latency baseline: the teacher's own graph (export is tested to agree with it)"
+        rows.append({"name": "teacher inference fp32", "source": "teacher", "backend": "paddle-inference",
+                     "precision": "fp32", "path": str(run_dir / "export-teacher" / "inference"),
+                     "params": ext.get("params"), "file_bytes": ext.get("inference_model_bytes"),
+                     "note": baseline})
+        for b, info in ext["bundles"].items():
+            target, precision = b.split("-", 1)
+            rows.append({"name": f"teacher lite {b}", "source": "teacher", "backend": f"lite-{target}",
+                         "precision": precision, "path": str(Path(info["path"]).parent),
+                         "params": ext.get("params"), "file_bytes": info["bytes"], "note": baseline})
     deployed = None
     q = _read(run_dir / "quantize" / "metrics.json")
     qman = _read(run_dir / "quantize" / "manifest.json")

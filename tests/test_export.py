@@ -196,6 +196,39 @@ def test_pipeline_quantizes_exports_and_benches_then_skips(teacher_run, caplog):
         assert f"stage {name}: up to date, skipped" in skipped
 
 
+def test_bench_times_the_teacher_baseline_next_to_the_student(teacher_run, tmp_path):
+    """With a distilled student deployed, the teacher's own inference model and x86 .nb are
+    exported and timed as the baseline; model folders already scored by their stage are not
+    scored again."""
+    import copy
+
+    from paddleqa import pipeline
+    from paddleqa.report import ReportConfig, run as report
+
+    tmp, data, doc = teacher_run
+    doc = copy.deepcopy(doc)
+    doc["run_dir"] = str(tmp_path / "run")
+    for name in ("vocab", "teacher"):  # reuse the finished teacher run
+        shutil.copytree(tmp / "run" / name, tmp_path / "run" / name)
+    doc["distill"] = {"student": {"num_layers": 1}, "max_steps": 2, "eval_each_epoch": False}
+    doc["export"] = {"targets": ["x86"]}
+    doc["bench"] = {"seq_lens": [16], "repeats": 2, "warmup": 0, "throughput_batch": 2,
+                    "throughput_repeats": 1}
+    results = pipeline.run(doc)
+    assert "export_teacher" in results
+    rows = {r["artifact"]: r for r in results["bench"]["rows"]}
+    base = str(tmp_path / "run" / "export-teacher" / "inference")
+    assert rows[base]["settings"][0]["latency_ms_p50"] > 0
+    assert "dev_f1" not in rows[base]  # a baseline: timed, not scored
+    assert "dev_f1" not in rows[str(tmp_path / "run" / "teacher" / "model")]
+    assert rows[str(tmp_path / "run" / "export" / "inference")]["dev_f1"] is not None
+    table = {r["name"]: r for r in report(ReportConfig(run_dir=str(tmp_path / "run")))["rows"]}
+    for name in ("teacher inference fp32", "teacher lite x86-fp32"):
+        assert table[name]["source"] == "teacher" and table[name]["latency_ms_p50"] > 0
+        assert table[name]["dev_f1"] is None
+    assert table["lite x86-fp32"]["source"] == "distill"
+
+
 def test_report_rows_come_from_the_metrics_files(teacher_run, tmp_path):
     from paddleqa.report import ReportConfig, pareto_front, run as report
 
