@@ -27,9 +27,11 @@ test: install
 quickstart: install
 	$(VENV)/bin/paddleqa run configs/quickstart.yaml
 
-# The teacher benchmark on CMRC 2018 (about an hour on 2 cores); writes BENCHMARKS.md.
+# The headline benchmark: configs/cmrc2018.yaml end to end (teacher, student, int8, Lite
+# export, latency, report; about 2.5 hours on 2 cores, resumable); writes BENCHMARKS.md and
+# benchmarks/results.json.
 bench: install
-	$(PY) benchmarks/teacher.py
+	$(PY) benchmarks/pipeline.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,216 @@
+"""The project's headline benchmark (``make bench``): configs/cmrc2018.yaml end to end.
+
+    python benchmarks/pipeline.py [--config configs/cmrc2018.yaml] [--nproc 2]
+    python benchmarks/pipeline.py --report-only      # re-render from the finished run
+
+Steps, each skipped when its stage's manifest shows it already ran with this config and inputs
+(so an interrupted benchmark continues where it stopped):
+
+1. the teacher: ``benchmarks/teacher.py`` (data, vocab, data-parallel fine-tuning over ``--nproc``
+   processes x 1 thread, dev scoring; writes the "Teacher" section);
+2. the student of the config's ``distill`` section, data-parallel the same way;
+3. ``paddleqa run CONFIG --only STAGE`` for the rest: int8 PTQ, Paddle Lite export (ARM/x86,
+   fp32 and the int8 graph, plus the teacher's own fp32 graph as latency baseline), the bench
+   stage (batch-1 latency at 384 tokens, 1 thread; every runnable student artifact scored on
+   dev), then ``paddleqa report`` (``RUN_DIR/report/``: Markdown, HTML, Pareto plot). The
+   teacher's dev score is the one its finetune step computed on all of dev (the same code path
+   as ``paddleqa evaluate``), so the ``evaluate`` stage is not run a second time;
+4. ``benchmarks/results.json`` (the report's rows) and the "Headline" section of BENCHMARKS.md:
+   the best student against the fp32 teacher, measured in this one run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import machine_info, replace_section  # noqa: E402
+from benchmarks.teacher import _run  # noqa: E402
+
+RESULT_KEYS = ("name", "source", "backend", "precision", "params", "flops", "file_bytes",
+               "latency_ms_p50", "seq_len", "peak_rss_mib", "dev_em", "dev_f1", "f1_retention", "note")
+# The issue's headline targets: best student vs fp32 teacher, one run, this machine.
+TARGET_SPEEDUP, TARGET_SHRINK, TARGET_RETENTION = 4.0, 8.0, 0.97
+
+
+def _teacher_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["name"] == "teacher"
+            or (r.get("source") == "teacher" and r["name"].startswith("teacher"))]
+
+
+def headline(rows: list[dict]) -> dict:
+    """Best student vs the fp32 teacher, from the report's rows (pure: no I/O).
+
+    Teacher latency: its fastest fp32 form measured here (dygraph, Paddle Inference, Lite x86);
+    teacher file: its fp32 ``.nb`` (else its model folder). Best student: the fastest runnable
+    student artifact with measured dev F1 >= TARGET_RETENTION of the teacher's (or, when none
+    qualifies, the most accurate one); its deployable file is its ARM ``.nb`` twin of the same
+    precision (the file a phone ships), else its own file.
+    """
+    teacher = next(r for r in rows if r["name"] == "teacher")
+    t_rows = _teacher_rows(rows)
+    t_timed = [r for r in t_rows if r.get("latency_ms_p50") is not None]
+    t_fast = min(t_timed, key=lambda r: r["latency_ms_p50"]) if t_timed else None
+    t_nb = [r for r in t_rows if r["backend"].startswith("lite-")]
+    t_file = (t_nb[0] if t_nb else teacher)
+    students = [r for r in rows if r not in t_rows and r.get("dev_f1") is not None
+                and r.get("latency_ms_p50") is not None]
+    out = {"teacher_f1": teacher.get("dev_f1"), "teacher_latency_row": t_fast and t_fast["name"],
+           "teacher_latency_ms": t_fast and t_fast["latency_ms_p50"],
+           "teacher_file_row": t_file["name"], "teacher_file_bytes": t_file.get("file_bytes")}
+    if not students or not teacher.get("dev_f1"):
+        return {**out, "student": None}
+    good = [r for r in students if r["dev_f1"] / teacher["dev_f1"] >= TARGET_RETENTION]
+    best = min(good, key=lambda r: r["latency_ms_p50"]) if good else max(students, key=lambda r: r["dev_f1"])
+    int8 = best["precision"].startswith("int8")
+    arm = [r for r in rows if r["backend"] == "lite-arm" and r not in t_rows
+           and r["precision"].startswith("int8") == int8]
+    ship = min(arm, key=lambda r: r["file_bytes"]) if arm else best
+    out.update(student=best["name"], student_latency_ms=best["latency_ms_p50"],
+               student_f1=best["dev_f1"], retention=best["dev_f1"] / teacher["dev_f1"],
+               student_file_row=ship["name"], student_file_bytes=ship["file_bytes"])
+    if out["teacher_latency_ms"]:
+        out["speedup"] = out["teacher_latency_ms"] / best["latency_ms_p50"]
+    if out["teacher_file_bytes"] and ship.get("file_bytes"):
+        out["shrink"] = out["teacher_file_bytes"] / ship["file_bytes"]
+    out["met"] = {"latency": out.get("speedup", 0) >= TARGET_SPEEDUP,
+                  "size": out.get("shrink", 0) >= TARGET_SHRINK,
+                  "f1": out["retention"] >= TARGET_RETENTION}
+    return out
+
+
+def render(record: dict) -> str:
+    from paddleqa.report import COLUMNS, _fmt
+
+    m, h, rows = record["machine"], record["headline"], record["rows"]
+    lines = [
+        "## Headline: the whole chain on CMRC 2018, best student vs the fp32 teacher",
+        "",
+        f"Produced by `{record['command']}` (`make bench`; rows: `benchmarks/results.json`, the "
+        f"run's own report: `{record['report']}`). Machine: {m['cpu']} ({m['cores']} cores, "
+        f"{m['memory_gib']} GiB); paddlepaddle {m['paddlepaddle']}, paddlelite {m['paddlelite']}. "
+        f"Config `{record['config']}`; training {record['nproc']} data-parallel processes x 1 "
+        f"thread; every latency: batch 1, {record['seq_len']} tokens, 1 thread "
+        "(`MKL_DEBUG_CPU_TYPE=5`), timed by the bench stage in one run; dev: all of CMRC 2018 dev, "
+        f"official metric. Wall time of this invocation: {record['wall_minutes']:.0f} min.",
+        "",
+        "| " + " | ".join(c[1] for c in COLUMNS) + " |",
+        "| " + " | ".join("---" if c[2] == "s" else "---:" for c in COLUMNS) + " |",
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(k), kind) for k, _, kind in COLUMNS) + " |")
+    lines.append("")
+    if h.get("student") is None:
+        lines.append("No student artifact with a measured latency and dev F1: no headline.")
+        return "\n".join(lines) + "\n"
+
+    def verdict(key: str) -> str:
+        return "met" if h["met"][key] else "NOT met"
+
+    lines += [
+        f"Best student: **{h['student']}** (the fastest artifact at >= {TARGET_RETENTION:.0%} of "
+        "the teacher's dev F1; its shippable file is its ARM twin).",
+        "",
+        "| target | teacher | best student | ratio | verdict |",
+        "| --- | ---: | ---: | ---: | --- |",
+        f"| latency >= {TARGET_SPEEDUP:g}x lower | {h['teacher_latency_ms']:.1f} ms ({h['teacher_latency_row']}) "
+        f"| {h['student_latency_ms']:.1f} ms ({h['student']}) | {h.get('speedup', 0):.2f}x | {verdict('latency')} |",
+        f"| file >= {TARGET_SHRINK:g}x smaller | {h['teacher_file_bytes'] / 2**20:.2f} MiB ({h['teacher_file_row']}) "
+        f"| {h['student_file_bytes'] / 2**20:.2f} MiB ({h['student_file_row']}) | {h.get('shrink', 0):.2f}x | {verdict('size')} |",
+        f"| dev F1 >= {TARGET_RETENTION:.0%} of the teacher's | {h['teacher_f1']:.2f} | {h['student_f1']:.2f} "
+        f"| {100 * h['retention']:.1f}% | {verdict('f1')} |",
+        "",
+    ]
+    emb = record.get("student_embedding")
+    if not h["met"]["size"] and emb:
+        lines += [f"Where the student's bytes go: its embeddings (character vocabulary and positions) "
+                  f"are {emb['embedding_params']:,} of its {emb['params']:,} parameters "
+                  f"({emb['embedding_params'] / emb['params']:.0%}, {4 * emb['embedding_params'] / 2**20:.2f} MiB "
+                  "in fp32), so the file cannot shrink much below that while the embedding table "
+                  "is stored in fp32.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/cmrc2018.yaml")
+    ap.add_argument("--nproc", type=int, default=2, help="data-parallel training processes")
+    ap.add_argument("--out", default="BENCHMARKS.md")
+    ap.add_argument("--record", default="benchmarks/pipeline.json", help="raw record of this benchmark")
+    ap.add_argument("--report-only", action="store_true",
+                    help="re-render from the finished run (no training, no timing)")
+    args = ap.parse_args(argv)
+
+    from paddleqa import pipeline
+    from paddleqa.config import read_yaml
+
+    doc = read_yaml(ROOT / args.config)
+    cfg = pipeline.stage_configs(doc)
+    run_dir = ROOT / cfg["run_dir"]
+    if cfg["bench"] is None or cfg["export"] is None:
+        sys.exit(f"{args.config} needs export and bench sections for the headline benchmark")
+    started = time.time()
+    if not args.report_only:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = run_dir / "benchmark.log"
+        base_env = {**os.environ, "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE", "5"),
+                    "PYTHONUNBUFFERED": "1"}
+        one_thread = {**base_env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        ft = cfg["finetune"]
+        if not pipeline._up_to_date(Path(ft.output_dir), ft, {"train_file": ft.train_file,
+                                                               "dev_file": ft.dev_file}):
+            _run([sys.executable, "benchmarks/teacher.py", "--config", args.config,
+                  "--nproc", str(args.nproc)], base_env, log_path)
+        di = cfg["distill"]
+        if di is not None and not pipeline._up_to_date(
+                Path(di.output_dir), di, {"train_file": di.train_file, "dev_file": di.dev_file,
+                                          "teacher": di.teacher}):
+            cmd = ["distill", "--config", args.config, "--resume"]
+            if args.nproc > 1:
+                _run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
+                      str(args.nproc), "--log_dir", str(run_dir / "launch_logs" / "distill"),
+                      str(Path(sys.executable).parent / "paddleqa"), *cmd], one_thread, log_path)
+            else:
+                _run([sys.executable, "-m", "paddleqa.cli", *cmd], base_env, log_path)
+        # The rest through the pipeline itself (finished stages are skipped). The `evaluate`
+        # stage is left out: the finetune step already scored the teacher on all of dev through
+        # the same code path, and the report takes that score.
+        all_threads = {**base_env, "OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+        for stage in ("quantize", "export", "bench"):
+            _run([sys.executable, "-m", "paddleqa.cli", "run", args.config, "--only", stage],
+                 all_threads, log_path)
+        _run([sys.executable, "-m", "paddleqa.cli", "report", str(run_dir)], all_threads, log_path)
+    results = json.loads((run_dir / "report" / "results.json").read_text(encoding="utf-8"))
+    rows = [{k: r.get(k) for k in RESULT_KEYS} for r in results]
+    (ROOT / "benchmarks" / "results.json").write_text(
+        json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    record_path = ROOT / args.record
+    previous = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
+    wall = (time.time() - started) / 60 if not args.report_only else previous.get("wall_minutes", 0.0)
+    command = "python benchmarks/pipeline.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    record = {"command": command.strip() if not args.report_only else previous.get("command", command),
+              "config": args.config, "nproc": args.nproc, "machine": machine_info(),
+              "seq_len": cfg["bench"].seq_lens[-1], "wall_minutes": round(wall, 1),
+              "report": str((run_dir / "report" / "report.md").relative_to(ROOT)),
+              "rows": rows, "headline": headline(rows)}
+    student = cfg["distill"] or cfg["prune"]
+    sm = ROOT / student.output_dir / "metrics.json" if student else None
+    if sm is not None and sm.exists():
+        m = json.loads(sm.read_text(encoding="utf-8"))
+        record["student_embedding"] = {"params": m["params"],
+                                       "embedding_params": m["params"] - m["non_embedding_params"]}
+    record_path.write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    replace_section(ROOT / args.out, "headline", render(record))
+    print(json.dumps(record["headline"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

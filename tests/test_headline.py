@@ -1,0 +1,46 @@
+"""The headline of `make bench`: best student vs the fp32 teacher, computed from report rows."""
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.pipeline import headline
+
+
+def _row(name, backend, precision, f1, ms, size, source="distill"):
+    return {"name": name, "source": source, "backend": backend, "precision": precision,
+            "dev_f1": f1, "latency_ms_p50": ms, "file_bytes": size}
+
+
+ROWS = [
+    _row("teacher", "dygraph", "fp32", 20.0, 40.0, 6_000_000, source=None),
+    _row("teacher inference fp32", "paddle-inference", "fp32", None, 30.0, 6_100_000, source="teacher"),
+    _row("teacher lite x86-fp32", "lite-x86", "fp32", None, 32.0, 6_050_000, source="teacher"),
+    _row("distill", "dygraph", "fp32", 21.0, 20.0, 4_000_000, source="teacher"),
+    _row("inference fp32", "paddle-inference", "fp32", 21.0, 8.0, 4_100_000),
+    _row("int8 ptq", "paddle-inference", "int8", 19.0, 6.0, 3_800_000),  # below 97% of 20
+    _row("lite arm-fp32", "lite-arm", "fp32", None, None, 4_020_000),
+    _row("lite arm-int8 (ptq)", "lite-arm", "int8", None, None, 3_700_000, source="int8 ptq"),
+]
+
+
+def test_fastest_qualifying_student_against_the_fastest_teacher_form():
+    h = headline(ROWS)
+    # int8 is faster but under 97% of the teacher's F1, so the fp32 inference model wins
+    assert h["student"] == "inference fp32"
+    assert h["teacher_latency_row"] == "teacher inference fp32"  # not the slower dygraph
+    assert h["speedup"] == pytest.approx(30.0 / 8.0)
+    # the file compared is the teacher's .nb against the student's ARM twin of the same precision
+    assert h["student_file_row"] == "lite arm-fp32" and h["teacher_file_row"] == "teacher lite x86-fp32"
+    assert h["shrink"] == pytest.approx(6_050_000 / 4_020_000)
+    assert h["met"] == {"latency": False, "size": False, "f1": True}
+
+
+def test_no_qualifying_student_falls_back_to_the_most_accurate():
+    rows = [r if r["name"] == "teacher" else {**r, "dev_f1": r["dev_f1"] and r["dev_f1"] - 5}
+            for r in ROWS]
+    h = headline(rows)
+    assert h["student"] in {"distill", "inference fp32"} and h["met"]["f1"] is False
+
+
+def test_no_timed_student_gives_no_headline():
+    assert headline([ROWS[0], ROWS[6]])["student"] is None
