@@ -8,7 +8,9 @@ padded batch (numpy) to start/end logits. Backends come from a small registry by
   ``paddle.inference``;
 - ``lite-x86``: a ``.nb`` optimised for x86, run through ``paddlelite.lite.MobileConfig``;
 - ``lite-arm``: recognised but not runnable here (no ARM runtime on x86): opening one raises a
-  message pointing to the x86 twin and the op report.
+  message pointing to the x86 twin and the op report;
+- ``onnxruntime``: ``model.onnx`` (``paddleqa export --onnx``), run through ONNX Runtime's CPU
+  execution provider (a peer backend for comparison).
 
 Every runner feeds the four explicit inputs of the export wrapper (``paddleqa.export``).
 """
@@ -26,7 +28,7 @@ from .errors import PaddleQAError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("dygraph", "paddle-inference", "lite-x86", "lite-arm")
+BACKENDS = ("dygraph", "paddle-inference", "lite-x86", "lite-arm", "onnxruntime")
 
 
 @dataclasses.dataclass
@@ -191,6 +193,39 @@ def _open_lite(nb: Path) -> Runner:
                   file_bytes=nb.stat().st_size, info={"bundle": bundle})
 
 
+# ---------------------------------------------------------------- onnx runtime
+def _open_onnx(path: Path, *, threads: int = 0) -> Runner:
+    import os
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise PaddleQAError(f"{path} is an ONNX model and needs ONNX Runtime: pip install -c "
+                            "constraints.txt onnxruntime") from None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", "1"))
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 -- ORT raises its own exception types for bad files
+        raise PaddleQAError(f"ONNX Runtime cannot load {path} ({type(exc).__name__}: "
+                            f"{str(exc).strip()[:300]}); the file is damaged or not a QA export: "
+                            "re-run `paddleqa export --onnx`") from None
+    names = [i.name for i in session.get_inputs()]
+    missing = [n for n in ("input_ids", "token_type_ids", "position_ids", "attention_mask") if n not in names]
+    if missing:
+        raise PaddleQAError(f"{path} lacks inputs {missing} (has {names}); export it with "
+                            "`paddleqa export --onnx`, whose wrapper takes all four explicitly")
+
+    def predict(inputs):
+        start, end = session.run(None, {n: np.ascontiguousarray(inputs[n]) for n in names})[:2]
+        return start, end
+
+    return Runner("onnxruntime", path, _tokenizer_dir(path.parent), predict,
+                  file_bytes=path.stat().st_size, info={"threads": opts.intra_op_num_threads})
+
+
 def _verify_nb(nb: Path, bundle: dict) -> None:
     """Refuse a damaged ``.nb`` before Paddle Lite sees it: Lite aborts the whole process on a
     short read (a failed CHECK, not an exception), so a truncated file would kill the caller.
@@ -249,6 +284,10 @@ def artifact_kind(path: str | Path) -> tuple[str, Path]:
 
         target = load_bundle(p).get("target", "x86")
         return f"lite-{target}", p
+    if p.suffix == ".onnx":
+        if not p.is_file():
+            raise PaddleQAError(f"ONNX model {p} not found")
+        return "onnxruntime", p
     if p.suffix in (".pdmodel", ".pdiparams"):
         return "paddle-inference", p.with_suffix("")
     if p.with_suffix(".pdmodel").is_file() and not p.is_dir():
@@ -267,11 +306,15 @@ def artifact_kind(path: str | Path) -> tuple[str, Path]:
             return artifact_kind(p / "model.nb")
         if (p / "model.pdmodel").is_file():
             return "paddle-inference", p / "model"
+        if (p / "model.onnx").is_file():
+            return "onnxruntime", p / "model.onnx"
         if (p / "inference" / "model.pdmodel").is_file():
             return "paddle-inference", p / "inference" / "model"
         raise PaddleQAError(f"{p} holds no model: expected config.json (model folder), "
-                            "model.pdmodel (inference model) or model.nb (Paddle Lite)")
-    raise PaddleQAError(f"{p} is not a model: expected a model folder, a .pdmodel or a .nb file")
+                            "model.pdmodel (inference model), model.nb (Paddle Lite) or "
+                            "model.onnx (ONNX)")
+    raise PaddleQAError(f"{p} is not a model: expected a model folder, a .pdmodel, a .nb or an "
+                        ".onnx file")
 
 
 def open_artifact(path: str | Path, *, threads: int = 0, int8_ops: tuple[str, ...] = ("fc",)) -> Runner:
@@ -281,6 +324,8 @@ def open_artifact(path: str | Path, *, threads: int = 0, int8_ops: tuple[str, ..
         return _open_dygraph(p)
     if kind == "paddle-inference":
         return _open_inference(p, threads=threads, int8_ops=tuple(int8_ops))
+    if kind == "onnxruntime":
+        return _open_onnx(p, threads=threads)
     return _open_lite(p)
 
 

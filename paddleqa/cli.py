@@ -315,6 +315,8 @@ def _add_export(sub) -> None:
     p.add_argument("--static-seq-len", action="store_true", help="fix the sequence axis in the graph")
     p.add_argument("--inference-model", default="", help="convert this inference model PREFIX "
                    "(e.g. from `paddleqa quantize`) instead of tracing MODEL")
+    p.add_argument("--onnx", action="store_true", help="also write onnx/model.onnx (paddle2onnx) "
+                   "for ONNX Runtime")
     p.set_defaults(func=_cmd_export)
 
 
@@ -323,10 +325,11 @@ def _cmd_export(args) -> int:
 
     cfg = _build(ExportConfig, model=args.model, out_dir=args.out, targets=args.targets,
                  precisions=args.precision, max_seq_len=args.max_seq_len,
-                 static_seq_len=args.static_seq_len, inference_model=args.inference_model)
+                 static_seq_len=args.static_seq_len, inference_model=args.inference_model,
+                 onnx=args.onnx)
     metrics = run(cfg)
     log.info("op report:\n%s", describe_ops(metrics))
-    _print_json({"bundles": metrics["bundles"], "skipped": metrics["skipped"],
+    _print_json({"bundles": metrics["bundles"], "skipped": metrics["skipped"], "onnx": metrics["onnx"],
                  "ops": {k: f"{v['ops_before']} -> {v['ops_after']}" for k, v in metrics["op_report"].items()},
                  "metrics": os.path.join(args.out, "metrics.json")})
     return 0

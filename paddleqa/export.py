@@ -79,6 +79,9 @@ class ExportConfig:
     inference_model: str = opt("", help="convert this existing inference model prefix (e.g. an "
                                "int8 model from `paddleqa quantize`, PREFIX.pdmodel/.pdiparams) "
                                "instead of tracing `model`; the tokenizer still comes from `model`")
+    onnx: bool = opt(False, help="also convert the fp32 inference model to ONNX (paddle2onnx) "
+                     "into onnx/model.onnx, runnable by ONNX Runtime: a peer backend for bench")
+    onnx_opset: int = opt(13, help="ONNX opset of the onnx/ export")
 
     def __post_init__(self) -> None:
         for name in ("model", "out_dir"):
@@ -296,6 +299,31 @@ def resolve_model_dir(path: str) -> Path:
     return p
 
 
+ONNX_FILE = "onnx/model.onnx"
+
+
+def export_onnx(pdmodel: Path, pdiparams: Path, dest: Path, *, opset: int = 13) -> Path:
+    """Convert an fp32 inference model to ONNX with paddle2onnx (written to a temp name, then
+    renamed, so a kill never leaves a half-written file that looks finished)."""
+    try:
+        import paddle2onnx
+    except Exception as exc:  # noqa: BLE001 -- missing, or a release built for another Paddle
+        raise PaddleQAError(f"onnx export needs paddle2onnx 1.x for Paddle 2.6 ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); install the pinned "
+                            "one: pip install -c constraints.txt paddle2onnx") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with stdout_to_stderr():  # paddle2onnx prints its progress to stdout
+        ok = paddle2onnx.export(str(pdmodel), str(pdiparams), str(tmp), opset_version=opset,
+                                enable_onnx_checker=True, verbose=False)
+    if ok is False or not tmp.exists() or tmp.stat().st_size == 0:
+        raise PaddleQAError(f"paddle2onnx could not convert {pdmodel} at opset {opset}; try "
+                            "another onnx_opset")
+    os.replace(tmp, dest)
+    log.info("onnx: %s (%.2f MiB, opset %d)", dest, dest.stat().st_size / 2**20, opset)
+    return dest
+
+
 def _copy_tokenizer(model_dir: Path, dest: Path) -> None:
     """Tokenizer files and the training record (window settings) of ``model_dir`` into ``dest``."""
     from .evaluate import TRAINING_INFO
@@ -465,6 +493,15 @@ def run(config: ExportConfig) -> dict:
     if not bundles:
         raise PaddleQAError(f"no bundle written for targets {config.targets} and precisions "
                             f"{config.precisions}" + "".join(f"; {k}: {v}" for k, v in skipped.items()))
+    onnx = None
+    if config.onnx:
+        if graph_int8:
+            raise PaddleQAError("onnx: only fp32 graphs are converted (this inference model is "
+                                "int8); export the fp32 model with onnx: true instead")
+        onnx_file = export_onnx(pdmodel, pdiparams, out / ONNX_FILE, opset=config.onnx_opset)
+        _copy_tokenizer(model_dir, onnx_file.parent)
+        onnx = {"path": str(onnx_file), "bytes": onnx_file.stat().st_size, "opset": config.onnx_opset}
+        outputs["onnx"] = onnx_file
     metrics = {
         **sizes,
         "inference_model_bytes": pdmodel.stat().st_size + pdiparams.stat().st_size,
@@ -472,6 +509,7 @@ def run(config: ExportConfig) -> dict:
         "bundles": bundles,
         "op_report": ops_report,
         "skipped": skipped,
+        "onnx": onnx,
         "feature_params": dataclasses.asdict(params),
     }
     inputs = {"model": model_dir}

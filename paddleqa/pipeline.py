@@ -157,12 +157,16 @@ def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
                                                  out_dir=str(root / "export-teacher"))
             baseline = [str(Path(export_teacher.out_dir) / "inference"),
                         str(Path(export_teacher.out_dir) / "x86-fp32")]
+            if export.onnx:
+                baseline.append(str(Path(export_teacher.out_dir) / "onnx"))
             arts += baseline
             no_score += baseline  # the same graph as the teacher (export is tested to agree)
         if export:
             arts += [str(Path(export.out_dir) / "inference")]
             if "x86" in export.targets and "fp32" in export.precisions:
                 arts.append(str(Path(export.out_dir) / "x86-fp32"))
+            if export.onnx:
+                arts.append(str(Path(export.out_dir) / "onnx"))
         if quantize and quantize.method in ("ptq", "qat"):
             arts.append(str(Path(quantize.out_dir) / "inference"))
         wired_b = {"artifacts": arts, "no_score": no_score, "out": str(root / "bench" / "results.json"),

@@ -85,6 +85,10 @@ def collect_rows(run_dir: Path) -> list[dict]:
             rows.append({"name": f"teacher lite {b}", "source": "teacher", "backend": f"lite-{target}",
                          "precision": precision, "path": str(Path(info["path"]).parent),
                          "params": ext.get("params"), "file_bytes": info["bytes"], "note": baseline})
+        if ext.get("onnx"):
+            rows.append({"name": "teacher onnx fp32", "source": "teacher", "backend": "onnxruntime",
+                         "precision": "fp32", "path": str(Path(ext["onnx"]["path"]).parent),
+                         "params": ext.get("params"), "file_bytes": ext["onnx"]["bytes"], "note": baseline})
     deployed = None
     q = _read(run_dir / "quantize" / "metrics.json")
     qman = _read(run_dir / "quantize" / "manifest.json")
@@ -104,6 +108,10 @@ def collect_rows(run_dir: Path) -> list[dict]:
             rows.append({"name": f"lite {b}", "source": deployed, "backend": f"lite-{target}",
                          "precision": precision, "path": str(Path(info["path"]).parent),
                          "params": exp.get("params"), "file_bytes": info["bytes"]})
+        if exp.get("onnx"):
+            rows.append({"name": "onnx fp32", "source": deployed, "backend": "onnxruntime",
+                         "precision": "fp32", "path": str(Path(exp["onnx"]["path"]).parent),
+                         "params": exp.get("params"), "file_bytes": exp["onnx"]["bytes"]})
     if q and q.get("method") in ("ptq", "qat"):
         rows.append({"name": f"int8 {q['method']}", "source": deployed, "backend": "paddle-inference",
                      "precision": "int8", "path": str(run_dir / "quantize" / "inference"),

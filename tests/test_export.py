@@ -22,7 +22,7 @@ def exported(teacher_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     model = f"{doc['run_dir']}/teacher"
     metrics = run(ExportConfig(model=model, out_dir=str(out), targets=["arm", "x86"],
-                               precisions=["fp32", "int8"]))
+                               precisions=["fp32", "int8"], onnx=True))
     return out, metrics, model, data
 
 
@@ -50,11 +50,12 @@ def _real(x, lengths):
     return np.concatenate([row[:n] for row, n in zip(x, lengths)])
 
 
-def test_inference_model_and_x86_nb_agree_with_dygraph(exported):
-    out, _, model, _ = exported
+def test_inference_model_x86_nb_and_onnx_agree_with_dygraph(exported):
+    out, metrics, model, _ = exported
     inputs, lengths = _batch()
     ref_s, ref_e = _dygraph(f"{model}/model", inputs)
-    for artifact in (out / "inference", out / "x86-fp32" / "model.nb"):
+    assert metrics["onnx"]["bytes"] == (out / "onnx" / "model.onnx").stat().st_size
+    for artifact in (out / "inference", out / "x86-fp32" / "model.nb", out / "onnx"):
         runner = open_artifact(artifact)
         s, e = runner.predict(inputs)
         # Padding positions differ by construction (masked); real tokens must agree.
@@ -84,14 +85,14 @@ def test_every_runnable_artifact_scores_like_the_model(exported, tmp_path):
     out, _, model, data = exported
     scores = {}
     for name, artifact in {"dygraph": model, "inference": out / "inference",
-                           "lite": out / "x86-fp32"}.items():
+                           "lite": out / "x86-fp32", "onnx": out / "onnx" / "model.onnx"}.items():
         m = evaluate(EvaluateConfig(model=str(artifact), data_file=str(data),
                                     out_dir=str(tmp_path / name), progress=False))
         scores[name] = (m["em"], m["f1"], m["backend"])
         preds = json.loads((tmp_path / name / "predictions.json").read_text(encoding="utf-8"))
         assert len(preds) == 3
-    assert scores["dygraph"][:2] == scores["inference"][:2] == scores["lite"][:2]
-    assert [s[2] for s in scores.values()] == ["dygraph", "paddle-inference", "lite-x86"]
+    assert scores["dygraph"][:2] == scores["inference"][:2] == scores["lite"][:2] == scores["onnx"][:2]
+    assert [s[2] for s in scores.values()] == ["dygraph", "paddle-inference", "lite-x86", "onnxruntime"]
 
 
 def test_arm_nb_evaluation_points_to_the_x86_twin(exported, tmp_path, capsys):
@@ -128,6 +129,18 @@ def test_missing_files_and_unknown_targets_are_named(exported, tmp_path, capsys)
     assert code == 2 and "unknown target(s) riscv; valid: arm, x86" in capsys.readouterr().err
     code = cli.main(["export", model, "--out", str(tmp_path / "x"), "--precision", "bf16"])
     assert code == 2 and "unknown precision(s) bf16" in capsys.readouterr().err
+
+
+def test_damaged_onnx_is_refused_with_a_clear_error(exported, tmp_path, capsys):
+    out, _, _, data = exported
+    folder = tmp_path / "onnx"
+    shutil.copytree(out / "onnx", folder)
+    model = folder / "model.onnx"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    code = cli.main(["evaluate", str(folder), str(data), "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert code == 2 and "ONNX Runtime cannot load" in err and "paddleqa export --onnx" in err
+    assert not (tmp_path / "ev" / "predictions.json").exists()
 
 
 def test_nan_logits_are_refused_not_scored():
@@ -211,7 +224,7 @@ def test_bench_times_the_teacher_baseline_next_to_the_student(teacher_run, tmp_p
     for name in ("vocab", "teacher"):  # reuse the finished teacher run
         shutil.copytree(tmp / "run" / name, tmp_path / "run" / name)
     doc["distill"] = {"student": {"num_layers": 1}, "max_steps": 2, "eval_each_epoch": False}
-    doc["export"] = {"targets": ["x86"]}
+    doc["export"] = {"targets": ["x86"], "onnx": True}
     doc["bench"] = {"seq_lens": [16], "repeats": 2, "warmup": 0, "throughput_batch": 2,
                     "throughput_repeats": 1}
     results = pipeline.run(doc)
@@ -223,10 +236,14 @@ def test_bench_times_the_teacher_baseline_next_to_the_student(teacher_run, tmp_p
     assert "dev_f1" not in rows[str(tmp_path / "run" / "teacher" / "model")]
     assert rows[str(tmp_path / "run" / "export" / "inference")]["dev_f1"] is not None
     table = {r["name"]: r for r in report(ReportConfig(run_dir=str(tmp_path / "run")))["rows"]}
-    for name in ("teacher inference fp32", "teacher lite x86-fp32"):
+    for name in ("teacher inference fp32", "teacher lite x86-fp32", "teacher onnx fp32"):
         assert table[name]["source"] == "teacher" and table[name]["latency_ms_p50"] > 0
         assert table[name]["dev_f1"] is None
     assert table["lite x86-fp32"]["source"] == "distill"
+    # ONNX Runtime is timed and scored like the other runnable backends
+    onnx = table["onnx fp32"]
+    assert onnx["backend"] == "onnxruntime" and onnx["latency_ms_p50"] > 0
+    assert onnx["dev_f1"] == table["inference fp32"]["dev_f1"]
 
 
 def test_report_rows_come_from_the_metrics_files(teacher_run, tmp_path):
