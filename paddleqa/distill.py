@@ -45,6 +45,9 @@ class StudentConfig:
     conv_blocks: int = opt(4, help="mobilenet: inverted-residual conv blocks before the transformer")
     expand_ratio: int = opt(4, help="mobilenet: channel expansion inside a conv block")
     kernel_size: int = opt(5, help="mobilenet: depthwise kernel width (odd)")
+    embedding_size: int = opt(0, help="mobilenet: factorised embeddings this wide, lifted to the "
+                              "hidden width by one linear map (0 = no factorisation); start from "
+                              "the teacher's by truncated SVD")
 
     def __post_init__(self) -> None:
         if self.kind not in STUDENTS:
@@ -58,6 +61,10 @@ class StudentConfig:
             raise ValueError(f"student.dropout must be in [0, 1), got {self.dropout}")
         if self.conv_blocks < 0 or self.expand_ratio < 1 or self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError("student.conv_blocks must be >= 0, expand_ratio >= 1 and kernel_size odd")
+        if self.embedding_size < 0:
+            raise ValueError(f"student.embedding_size must be >= 0, got {self.embedding_size}")
+        if self.embedding_size and self.kind != "mobilenet":
+            raise ValueError("student.embedding_size (factorised embeddings) is for kind: mobilenet")
         if self.init_layers and self.kind != "ernie":
             raise ValueError("student.init_layers applies to ernie students only")
         if self.init_layers and len(self.init_layers) != self.num_layers:

@@ -15,6 +15,8 @@ outputs as ``ErnieForQuestionAnswering``.
 """
 from __future__ import annotations
 
+import copy
+import logging
 from typing import Optional
 
 import paddle
@@ -26,6 +28,7 @@ from paddlenlp.transformers.ernie.modeling import ErnieEmbeddings, ErniePretrain
 from .compact import CompactLayer, span_outputs
 
 ARCHITECTURE = "MobileQAForQuestionAnswering"
+log = logging.getLogger(__name__)
 
 
 class MobileQAConfig(ErnieConfig):
@@ -34,8 +37,14 @@ class MobileQAConfig(ErnieConfig):
     model_type = "mobile_qa"
 
     def __init__(self, conv_blocks: int = 4, expand_ratio: int = 4, kernel_size: int = 5,
-                 num_transformer_layers: int = 1, **kwargs):
+                 num_transformer_layers: int = 1, embedding_size: int = 0, **kwargs):
         super().__init__(**kwargs)
+        # 0 = embeddings as wide as the hidden states; E > 0 = ALBERT-style factorisation: the
+        # word/position/type tables are E wide and one linear map lifts their sum to hidden_size
+        # (the tables are most of a small model's bytes: a character vocab of ~5.6k x 128).
+        self.embedding_size = int(embedding_size)
+        if self.embedding_size < 0:
+            raise ValueError(f"embedding_size must be >= 0, got {embedding_size}")
         self.conv_blocks = int(conv_blocks)
         self.expand_ratio = int(expand_ratio)
         self.kernel_size = int(kernel_size)
@@ -91,7 +100,15 @@ class MobileQAModel(ErniePretrainedModel):
     def __init__(self, config: MobileQAConfig):
         super().__init__(config)
         self.pad_token_id = config.pad_token_id
-        self.embeddings = ErnieEmbeddings(config, weight_attr=None)
+        width = config.embedding_size or config.hidden_size
+        if width != config.hidden_size:
+            narrow = copy.deepcopy(config)
+            narrow.hidden_size = width
+            self.embeddings = ErnieEmbeddings(narrow, weight_attr=None)
+            self.embeddings_project = nn.Linear(width, config.hidden_size)
+        else:
+            self.embeddings = ErnieEmbeddings(config, weight_attr=None)
+            self.embeddings_project = None
         self.blocks = nn.LayerList([
             InvertedResidual1D(config.hidden_size, config.expand_ratio, config.kernel_size,
                                config.hidden_dropout_prob, config.hidden_act)
@@ -114,6 +131,8 @@ class MobileQAModel(ErniePretrainedModel):
             raise ValueError("MobileQAModel takes a [batch, seq] attention_mask of 1/0")
         x = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
                             position_ids=position_ids, inputs_embeds=inputs_embeds)
+        if self.embeddings_project is not None:
+            x = self.embeddings_project(x)
         hidden, attentions = [x], []
         keep = real.unsqueeze(1)
         for block in self.blocks:
@@ -159,6 +178,8 @@ def mobile_flops(config: MobileQAConfig, seq_len: int) -> int:
     L, H = seq_len, config.hidden_size
     inner = H * config.expand_ratio
     macs = config.conv_blocks * (L * H * inner + L * inner * config.kernel_size + L * inner * H)
+    if getattr(config, "embedding_size", 0) and config.embedding_size != H:
+        macs += L * config.embedding_size * H  # the embedding projection
     return int(2 * macs) + flops_per_query(config, seq_len, layers_only=True) + 2 * L * H * 2
 
 
@@ -167,7 +188,8 @@ def build_mobile_student(teacher, spec):
 
     ``spec.num_layers`` counts its transformer layers (0 = one). With ``init: teacher`` the
     embeddings, the span head and the transformer layers (from the teacher's top layers) are
-    copied where shapes match; the conv blocks start random.
+    copied where shapes match; the conv blocks start random. Factorised embeddings
+    (``spec.embedding_size``) start from the teacher's by truncated SVD (:func:`svd_embeddings`).
     """
     t = teacher.config
     n_tf = spec.num_layers or 1
@@ -179,7 +201,7 @@ def build_mobile_student(teacher, spec):
         pad_token_id=t.pad_token_id, hidden_act=t.hidden_act, initializer_range=t.initializer_range,
         hidden_dropout_prob=spec.dropout, attention_probs_dropout_prob=spec.dropout,
         conv_blocks=spec.conv_blocks, expand_ratio=spec.expand_ratio, kernel_size=spec.kernel_size,
-        num_transformer_layers=n_tf)
+        num_transformer_layers=n_tf, embedding_size=spec.embedding_size)
     student = MobileQAForQuestionAnswering(cfg)
     from .distill import copy_matching, spaced_layers
 
@@ -194,4 +216,35 @@ def build_mobile_student(teacher, spec):
             return name.replace("mobile.embeddings.", "ernie.embeddings.", 1)
 
         copy_matching(student, teacher, source)
+        if student.mobile.embeddings_project is not None:
+            svd_embeddings(student, teacher)
     return student, layers
+
+
+def svd_embeddings(student: "MobileQAForQuestionAnswering", teacher) -> float:
+    """Start factorised embeddings from the teacher's: with the truncated SVD W ~ U_k S_k V_k of
+    the teacher's word table (vocab x H), the student's word table is U_k S_k, its position and
+    type tables are the teacher's projected onto the same k directions (rows @ V_k^T), and --
+    when the hidden widths match -- the projection is V_k, so table @ projection is the best
+    rank-k approximation of the teacher's tables (Eckart-Young). Returns the relative Frobenius
+    error of the word table. (Written here: neither PaddleNLP nor PaddleSlim factorises a
+    trained embedding.)"""
+    import numpy as np
+
+    src, dst = teacher.ernie.embeddings, student.mobile.embeddings
+    k = student.config.embedding_size
+    w = src.word_embeddings.weight.numpy().astype(np.float64)
+    u, sv, vt = np.linalg.svd(w, full_matrices=False)
+    basis = vt[:k]  # k x H_teacher
+    dst.word_embeddings.weight.set_value((u[:, :k] * sv[:k]).astype("float32"))
+    for name in ("position_embeddings", "token_type_embeddings"):
+        table = getattr(src, name).weight.numpy().astype(np.float64)
+        getattr(dst, name).weight.set_value((table @ basis.T).astype("float32"))
+    proj = student.mobile.embeddings_project
+    if list(proj.weight.shape) == list(basis.shape):  # paddle Linear weight: [in, out]
+        proj.weight.set_value(basis.astype("float32"))
+        proj.bias.set_value(np.zeros(proj.bias.shape, dtype="float32"))
+    error = float(np.sqrt((sv[k:] ** 2).sum() / (sv ** 2).sum()))
+    log.info("factorised embeddings (%d of %d dims) from the teacher's by SVD: word table relative "
+             "error %.3f", k, w.shape[1], error)
+    return error

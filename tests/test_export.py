@@ -156,7 +156,7 @@ def test_nan_logits_are_refused_not_scored():
         predict_logits(runner, feats, progress=False)
 
 
-@pytest.mark.parametrize("kind", ["compact", "mobile"])
+@pytest.mark.parametrize("kind", ["compact", "mobile", "mobile-factorised"])
 def test_student_architectures_export_and_agree(teacher_run, tmp_path, kind):
     tmp, _, doc = teacher_run
     src = load_model(f"{doc['run_dir']}/teacher/model")
@@ -169,7 +169,8 @@ def test_student_architectures_export_and_agree(teacher_run, tmp_path, kind):
         student = MobileQAForQuestionAnswering(MobileQAConfig(
             vocab_size=src.config.vocab_size, hidden_size=16, num_attention_heads=2,
             intermediate_size=32, max_position_embeddings=128, type_vocab_size=4, pad_token_id=0,
-            conv_blocks=2, expand_ratio=2, kernel_size=3, num_transformer_layers=1))
+            conv_blocks=2, expand_ratio=2, kernel_size=3, num_transformer_layers=1,
+            embedding_size=8 if kind == "mobile-factorised" else 0))
     model_dir = tmp_path / "model"
     student.save_pretrained(str(model_dir))
     for f in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):

@@ -82,3 +82,49 @@ def test_mobile_student_refuses_attention_loss(teacher_run, tmp_path):
     doc["distill"] = {"attention_weight": 1.0, "student": {"kind": "mobilenet"}}
     with pytest.raises(ConfigError, match="set it to 0"):
         pipeline.stage_configs(doc)
+
+
+def test_factorised_embeddings_start_as_the_teachers_best_rank_k_approximation(teacher_run):
+    """With the teacher's width, word table @ projection is the truncated SVD of the teacher's
+    word table: its error is exactly the discarded singular values (Eckart-Young), below any
+    other rank-k factorisation tried; the tables shrink by H/k."""
+    from paddleqa.distill import StudentConfig
+    from paddleqa.mobile import build_mobile_student, mobile_flops
+
+    tmp, _, doc = teacher_run
+    teacher = load_model(f"{doc['run_dir']}/teacher/model")
+    H = teacher.config.hidden_size
+    k = H // 4
+    spec = StudentConfig(kind="mobilenet", conv_blocks=1, expand_ratio=2, kernel_size=3,
+                         num_layers=1, embedding_size=k)
+    student, _ = build_mobile_student(teacher, spec)
+    w = teacher.ernie.embeddings.word_embeddings.weight.numpy().astype(np.float64)
+    table = student.mobile.embeddings.word_embeddings.weight.numpy().astype(np.float64)
+    proj = student.mobile.embeddings_project.weight.numpy().astype(np.float64)
+    assert table.shape == (w.shape[0], k) and proj.shape == (k, H)
+    sv = np.linalg.svd(w, compute_uv=False)
+    err = np.linalg.norm(table @ proj - w)
+    np.testing.assert_allclose(err, np.sqrt((sv[k:] ** 2).sum()), rtol=1e-4)
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(H, k)))  # another rank-k projection does worse
+    assert err < np.linalg.norm(w @ q @ q.T - w)
+    full, _ = build_mobile_student(teacher, StudentConfig(kind="mobilenet", conv_blocks=1,
+                                                          expand_ratio=2, kernel_size=3, num_layers=1))
+    from paddleqa.modeling import count_params
+
+    small, big = count_params(student), count_params(full)
+    assert small["embedding_params"] < big["embedding_params"] / 2
+    assert small["non_embedding_params"] == big["non_embedding_params"]
+    assert mobile_flops(student.config, 384) > mobile_flops(full.config, 384)  # + the projection
+    # the factorised student runs, and ignores padding like the plain one
+    student.eval()
+    ids = paddle.to_tensor([[1, 5, 6, 2, 7, 8, 2]])
+    s, _ = student(input_ids=ids, token_type_ids=paddle.zeros_like(ids))
+    assert np.isfinite(s.numpy()).all()
+
+
+def test_factorised_embeddings_are_for_the_mobile_student_only():
+    from paddleqa.distill import StudentConfig
+
+    with pytest.raises(ValueError, match="embedding_size"):
+        StudentConfig(kind="ernie", embedding_size=16)
