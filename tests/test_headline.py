@@ -29,10 +29,19 @@ def test_fastest_qualifying_student_against_the_fastest_teacher_form():
     assert h["student"] == "inference fp32"
     assert h["teacher_latency_row"] == "teacher inference fp32"  # not the slower dygraph
     assert h["speedup"] == pytest.approx(30.0 / 8.0)
-    # the file compared is the teacher's .nb against the student's ARM twin of the same precision
+    # the smaller int8 ARM file is not shipped: its graph's F1 (the int8 twin) does not qualify
     assert h["student_file_row"] == "lite arm-fp32" and h["teacher_file_row"] == "teacher lite x86-fp32"
+    assert h["student_file_f1_row"] in {"distill", "inference fp32"} and h["student_file_f1"] == 21.0
     assert h["shrink"] == pytest.approx(6_050_000 / 4_020_000)
     assert h["met"] == {"latency": False, "size": False, "f1": True}
+
+
+def test_an_int8_arm_file_ships_when_its_int8_twin_qualifies():
+    rows = [{**r, "dev_f1": 19.8} if r["name"] == "int8 ptq" else r for r in ROWS]
+    h = headline(rows)
+    assert h["student"] == "int8 ptq"  # now the fastest qualifying artifact
+    assert h["student_file_row"] == "lite arm-int8 (ptq)" and h["student_file_f1_row"] == "int8 ptq"
+    assert h["shrink"] == pytest.approx(6_050_000 / 3_700_000)
 
 
 def test_no_qualifying_student_falls_back_to_the_most_accurate():
