@@ -323,9 +323,10 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
         stage("export", Path(ex.out_dir), ex, {"model": ex.model}, lambda: export_stage.run(ex))
         if qu is not None and qu.method in ("ptq", "qat"):
             # The int8 graph of the quantize stage, converted for the same targets.
+            # (ONNX is converted from the fp32 graph only.)
             ex8 = dataclasses.replace(ex, out_dir=str(Path(ex.out_dir).with_name("export-int8")),
                                       inference_model=str(Path(qu.out_dir) / "inference" / "model"),
-                                      precisions=["fp32"])
+                                      precisions=["fp32"], onnx=False)
             stage("export", Path(ex8.out_dir), ex8,
                   {"model": ex8.model, "inference_model": ex8.inference_model + ".pdmodel"},
                   lambda: export_stage.run(ex8), key="export_int8")

@@ -193,7 +193,7 @@ def test_pipeline_quantizes_exports_and_benches_then_skips(teacher_run, caplog):
     tmp, data, doc = teacher_run
     doc = copy.deepcopy(doc)
     doc["quantize"] = {"calib_windows": 16}
-    doc["export"] = {"targets": ["arm", "x86"]}
+    doc["export"] = {"targets": ["arm", "x86"], "onnx": True}  # onnx: from the fp32 graph only
     doc["bench"] = {"seq_lens": [16], "repeats": 2, "warmup": 0, "throughput_batch": 2,
                     "throughput_repeats": 1}
     results = pipeline.run(doc)
@@ -201,8 +201,10 @@ def test_pipeline_quantizes_exports_and_benches_then_skips(teacher_run, caplog):
     assert results["quantize"]["method"] == "ptq" and "f1_delta" in results["quantize"]
     assert (run_dir / "export" / "arm-fp32" / "model.nb").exists()
     assert (run_dir / "export-int8" / "arm-int8" / "model.nb").exists()  # the PTQ graph for ARM
+    assert (run_dir / "export" / "onnx" / "model.onnx").exists()
+    assert not (run_dir / "export-int8" / "onnx").exists()
     backends = [r["backend"] for r in results["bench"]["rows"]]
-    assert backends == ["dygraph", "paddle-inference", "lite-x86", "paddle-inference"]
+    assert backends == ["dygraph", "paddle-inference", "lite-x86", "onnxruntime", "paddle-inference"]
     with caplog.at_level(logging.INFO, logger="paddleqa.pipeline"):
         pipeline.run(doc)
     skipped = [r.getMessage() for r in caplog.records if "up to date" in r.getMessage()]
