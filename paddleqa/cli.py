@@ -517,9 +517,11 @@ def _cmd_run(args) -> int:
         if q:
             summary["quantize"] = {k: q.get(k) for k in ("method", "quantized_f1", "fp32_f1",
                                                          "f1_delta", "file_bytes")}
-        for name in ("export", "export_int8"):
+        for name in ("export", "export_int8", "export_teacher"):
             if results.get(name):
                 summary[name] = {k: v["path"] for k, v in results[name]["bundles"].items()}
+                if results[name].get("onnx"):
+                    summary[name]["onnx"] = results[name]["onnx"]["path"]
         b = results.get("bench")
         if b:
             summary["bench_latency_ms_p50"] = {
