@@ -176,20 +176,30 @@ def plot(rows: list[dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     panels = [("latency_ms_p50", "batch-1 latency (ms, 1 thread)"), ("file_bytes", "file size (MiB)")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     drawn = False
+    teacher_f1 = rows[0].get("dev_f1") if rows and rows[0]["name"] == "teacher" else None
     for ax, (key, label) in zip(axes, panels):
-        pts = [(r[key] / (2**20 if key == "file_bytes" else 1), r["dev_f1"], r["name"]) for r in rows
-               if r.get(key) is not None and r.get("dev_f1") is not None]
+        # The teacher's exported baselines are the teacher's own graph: drawn (hollow) at its F1.
+        pts = [(r[key] / (2**20 if key == "file_bytes" else 1),
+                r["dev_f1"] if r.get("dev_f1") is not None else teacher_f1, r["name"],
+                r.get("dev_f1") is None) for r in rows
+               if r.get(key) is not None and (r.get("dev_f1") is not None or (
+                   teacher_f1 is not None and r.get("source") == "teacher" and r["name"].startswith("teacher ")))]
         if not pts:
             ax.text(0.5, 0.5, "no measured points", ha="center", va="center", transform=ax.transAxes)
             ax.set_xlabel(label)
             continue
         drawn = True
-        xs, ys, names = zip(*pts)
-        ax.scatter(xs, ys, color="tab:blue")
-        for x, y, n in pts:
-            ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        xs, ys, names, hollow = zip(*pts)
+        ax.scatter([x for x, h in zip(xs, hollow) if not h], [y for y, h in zip(ys, hollow) if not h],
+                   color="tab:blue", label="scored on dev")
+        if any(hollow):
+            ax.scatter([x for x, h in zip(xs, hollow) if h], [y for y, h in zip(ys, hollow) if h],
+                       facecolors="none", edgecolors="tab:blue", label="teacher's graph (teacher F1)")
+        # Stagger labels of nearby points so they stay readable.
+        for i, (x, y, n, _) in enumerate(sorted(pts, key=lambda p: (p[1], p[0]))):
+            ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4 - 11 * (i % 3)), fontsize=7)
         front = sorted(pareto_front(list(zip(xs, ys))), key=lambda i: xs[i])
         ax.plot([xs[i] for i in front], [ys[i] for i in front], color="tab:orange", lw=1.5,
                 label="Pareto front")
