@@ -102,12 +102,18 @@ def test_arm_nb_evaluation_points_to_the_x86_twin(exported, tmp_path, capsys):
     assert code == 2 and "cannot run on this x86 machine" in err and "x86-fp32" in err
 
 
+def _truncated_copy(folder, dest, name, keep=3):
+    """A copy of an artifact folder whose file ``name`` keeps only 1/keep of its bytes."""
+    shutil.copytree(folder, dest)
+    f = dest / name
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // keep])
+    return f
+
+
 def test_truncated_nb_is_refused_without_crashing(exported, tmp_path, capsys):
     out, _, _, data = exported
-    bundle = tmp_path / "bundle"
-    shutil.copytree(out / "x86-fp32", bundle)
-    nb = bundle / "model.nb"
-    nb.write_bytes(nb.read_bytes()[: nb.stat().st_size // 3])
+    nb = _truncated_copy(out / "x86-fp32", tmp_path / "bundle", "model.nb")
+    bundle = nb.parent
     code = cli.main(["evaluate", str(nb), str(data), "--out", str(tmp_path / "ev")])
     assert code == 2 and "truncated" in capsys.readouterr().err
     # Without bundle.json the file is test-loaded in a child process (Lite aborts on a short read).
@@ -133,10 +139,7 @@ def test_missing_files_and_unknown_targets_are_named(exported, tmp_path, capsys)
 
 def test_damaged_onnx_is_refused_with_a_clear_error(exported, tmp_path, capsys):
     out, _, _, data = exported
-    folder = tmp_path / "onnx"
-    shutil.copytree(out / "onnx", folder)
-    model = folder / "model.onnx"
-    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    folder = _truncated_copy(out / "onnx", tmp_path / "onnx", "model.onnx", keep=2).parent
     code = cli.main(["evaluate", str(folder), str(data), "--out", str(tmp_path / "ev")])
     err = capsys.readouterr().err
     assert code == 2 and "ONNX Runtime cannot load" in err and "paddleqa export --onnx" in err
