@@ -107,8 +107,12 @@ def render(record: dict) -> str:
         f"{m['memory_gib']} GiB); paddlepaddle {m['paddlepaddle']}, paddlelite {m['paddlelite']}. "
         f"Config `{record['config']}`; training {record['nproc']} data-parallel processes x 1 "
         f"thread; every latency: batch 1, {record['seq_len']} tokens, 1 thread "
-        "(`MKL_DEBUG_CPU_TYPE=5`), timed by the bench stage in one run; dev: all of CMRC 2018 dev, "
-        f"official metric. Wall time of this invocation: {record['wall_minutes']:.0f} min.",
+        f"(`MKL_DEBUG_CPU_TYPE={record.get('mkl_debug_cpu_type') or 'unset'}`), timed by the bench "
+        "stage in one run; dev: all of CMRC 2018 dev, official metric. Wall time of this "
+        f"invocation: {record['wall_minutes']:.0f} min"
+        + (f" ({' and '.join(record['skipped_steps'])} already trained by an earlier invocation "
+           "or `benchmarks/teacher.py`, whose section gives its time)." if record.get("skipped_steps")
+           else "."),
         "",
         "| " + " | ".join(c[1] for c in COLUMNS) + " |",
         "| " + " | ".join("---" if c[2] == "s" else "---:" for c in COLUMNS) + " |",
@@ -168,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg["bench"] is None or cfg["export"] is None:
         sys.exit(f"{args.config} needs export and bench sections for the headline benchmark")
     started = time.time()
+    skipped: list[str] = []  # steps already finished (by an earlier invocation or teacher.py)
     if not args.report_only:
         run_dir.mkdir(parents=True, exist_ok=True)
         log_path = run_dir / "benchmark.log"
@@ -175,14 +180,18 @@ def main(argv: list[str] | None = None) -> int:
                     "PYTHONUNBUFFERED": "1"}
         one_thread = {**base_env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         ft = cfg["finetune"]
-        if not pipeline._up_to_date(Path(ft.output_dir), ft, {"train_file": ft.train_file,
-                                                               "dev_file": ft.dev_file}):
+        if pipeline._up_to_date(Path(ft.output_dir), ft, {"train_file": ft.train_file,
+                                                           "dev_file": ft.dev_file}):
+            skipped.append("teacher")
+        else:
             _run([sys.executable, "benchmarks/teacher.py", "--config", args.config,
                   "--nproc", str(args.nproc)], base_env, log_path)
         di = cfg["distill"]
-        if di is not None and not pipeline._up_to_date(
+        if di is not None and pipeline._up_to_date(
                 Path(di.output_dir), di, {"train_file": di.train_file, "dev_file": di.dev_file,
                                           "teacher": di.teacher}):
+            skipped.append("student")
+        elif di is not None:
             cmd = ["distill", "--config", args.config, "--resume"]
             if args.nproc > 1:
                 _run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
@@ -206,9 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
     wall = (time.time() - started) / 60 if not args.report_only else previous.get("wall_minutes", 0.0)
     command = "python benchmarks/pipeline.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    bench = json.loads((run_dir / "bench" / "results.json").read_text(encoding="utf-8"))
     record = {"command": command.strip() if not args.report_only else previous.get("command", command),
               "config": args.config, "nproc": args.nproc, "machine": machine_info(),
               "seq_len": cfg["bench"].seq_lens[-1], "wall_minutes": round(wall, 1),
+              "skipped_steps": skipped if not args.report_only else previous.get("skipped_steps", []),
+              "mkl_debug_cpu_type": bench.get("mkl_debug_cpu_type"),
               "report": str((run_dir / "report" / "report.md").relative_to(ROOT)),
               "rows": rows, "headline": headline(rows)}
     student = cfg["distill"] or cfg["prune"]

@@ -151,6 +151,9 @@ def collect_rows(run_dir: Path) -> list[dict]:
                     r["note"] = "not scored: " + b["score_error"].split(", so no score")[0]
         if r["backend"] == "lite-arm":
             r["note"] = "ARM: no runtime on this x86 machine; see its x86 twin"
+        elif r["backend"] == "lite-x86" and r["precision"].startswith("int8") and r.get("latency_ms_p50") is None:
+            r["note"] = ("not run: x86 Lite returns NaN for int8 .nb files; the accuracy of this "
+                         "graph is its Paddle Inference twin's, the ARM file is the one to ship")
     t_f1 = rows[0].get("dev_f1")
     for r in rows:
         r.setdefault("dev_em", None)
