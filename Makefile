@@ -28,7 +28,7 @@ quickstart: install
 	$(VENV)/bin/paddleqa run configs/quickstart.yaml
 
 # The headline benchmark: configs/cmrc2018.yaml end to end (teacher, student, int8, Lite
-# export, latency, report; about 2.5 hours on 2 cores, resumable); writes BENCHMARKS.md and
+# export, latency, report; about 1.5 hours on 2 cores, resumable); writes BENCHMARKS.md and
 # benchmarks/results.json.
 bench: install
 	$(PY) benchmarks/pipeline.py
