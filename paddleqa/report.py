@@ -209,7 +209,7 @@ def plot(rows: list[dict], path: Path) -> bool:
         ax.set_xlabel(label)
         ax.set_ylabel("dev F1 (CMRC 2018 metric)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8, framealpha=0.85)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
