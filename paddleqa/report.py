@@ -50,6 +50,26 @@ def _same(a: str, b: str) -> bool:
         return a == b
 
 
+def _export_rows(exp: dict, folder: Path, prefix: str, source: str | None,
+                 note: str | None = None) -> list[dict]:
+    """Rows of one export folder's metrics: the inference model, each Lite bundle, the ONNX file."""
+    files = [("inference fp32", "paddle-inference", "fp32", folder / "inference",
+              exp.get("inference_model_bytes"))]
+    for b, info in exp["bundles"].items():
+        target, precision = b.split("-", 1)
+        files.append((f"lite {b}", f"lite-{target}", precision, Path(info["path"]).parent, info["bytes"]))
+    if exp.get("onnx"):
+        files.append(("onnx fp32", "onnxruntime", "fp32", Path(exp["onnx"]["path"]).parent,
+                      exp["onnx"]["bytes"]))
+    rows = [{"name": prefix + name, "source": source, "backend": backend, "precision": precision,
+             "path": str(path), "params": exp.get("params"), "file_bytes": size}
+            for name, backend, precision, path, size in files]
+    if note:
+        for r in rows:
+            r["note"] = note
+    return rows
+
+
 def collect_rows(run_dir: Path) -> list[dict]:
     """One row per model or artifact of the run, from its metrics files."""
     rows: list[dict] = []
@@ -75,20 +95,8 @@ def collect_rows(run_dir: Path) -> list[dict]:
     # The teacher's own exported graph (pipeline bench baseline): timed, not scored again.
     ext = _read(run_dir / "export-teacher" / "metrics.json")
     if ext:
-        baseline = "latency baseline: the teacher's own graph (export is tested to agree with it)"
-        rows.append({"name": "teacher inference fp32", "source": "teacher", "backend": "paddle-inference",
-                     "precision": "fp32", "path": str(run_dir / "export-teacher" / "inference"),
-                     "params": ext.get("params"), "file_bytes": ext.get("inference_model_bytes"),
-                     "note": baseline})
-        for b, info in ext["bundles"].items():
-            target, precision = b.split("-", 1)
-            rows.append({"name": f"teacher lite {b}", "source": "teacher", "backend": f"lite-{target}",
-                         "precision": precision, "path": str(Path(info["path"]).parent),
-                         "params": ext.get("params"), "file_bytes": info["bytes"], "note": baseline})
-        if ext.get("onnx"):
-            rows.append({"name": "teacher onnx fp32", "source": "teacher", "backend": "onnxruntime",
-                         "precision": "fp32", "path": str(Path(ext["onnx"]["path"]).parent),
-                         "params": ext.get("params"), "file_bytes": ext["onnx"]["bytes"], "note": baseline})
+        rows += _export_rows(ext, run_dir / "export-teacher", "teacher ", "teacher",
+                             "latency baseline: the teacher's own graph (export is tested to agree with it)")
     deployed = None
     q = _read(run_dir / "quantize" / "metrics.json")
     qman = _read(run_dir / "quantize" / "manifest.json")
@@ -100,18 +108,7 @@ def collect_rows(run_dir: Path) -> list[dict]:
     if exp and eman:
         src = eman["inputs"]["model"]["path"]
         deployed = deployed or next((r["name"] for r in rows if _same(r["path"], src)), None)
-        rows.append({"name": "inference fp32", "source": deployed, "backend": "paddle-inference",
-                     "precision": "fp32", "path": str(run_dir / "export" / "inference"),
-                     "params": exp.get("params"), "file_bytes": exp.get("inference_model_bytes")})
-        for b, info in exp["bundles"].items():
-            target, precision = b.split("-", 1)
-            rows.append({"name": f"lite {b}", "source": deployed, "backend": f"lite-{target}",
-                         "precision": precision, "path": str(Path(info["path"]).parent),
-                         "params": exp.get("params"), "file_bytes": info["bytes"]})
-        if exp.get("onnx"):
-            rows.append({"name": "onnx fp32", "source": deployed, "backend": "onnxruntime",
-                         "precision": "fp32", "path": str(Path(exp["onnx"]["path"]).parent),
-                         "params": exp.get("params"), "file_bytes": exp["onnx"]["bytes"]})
+        rows += _export_rows(exp, run_dir / "export", "", deployed)
     if q and q.get("method") in ("ptq", "qat"):
         rows.append({"name": f"int8 {q['method']}", "source": deployed, "backend": "paddle-inference",
                      "precision": "int8", "path": str(run_dir / "quantize" / "inference"),
