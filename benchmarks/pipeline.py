@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import machine_info, replace_section  # noqa: E402
 from benchmarks.teacher import _run  # noqa: E402
+from paddleqa.report import is_teacher_baseline  # noqa: E402
 
 RESULT_KEYS = ("name", "source", "backend", "precision", "params", "flops", "file_bytes",
                "latency_ms_p50", "seq_len", "peak_rss_mib", "dev_em", "dev_f1", "f1_retention", "note")
@@ -41,8 +42,7 @@ TARGET_SPEEDUP, TARGET_SHRINK, TARGET_RETENTION = 4.0, 8.0, 0.97
 
 
 def _teacher_rows(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["name"] == "teacher"
-            or (r.get("source") == "teacher" and r["name"].startswith("teacher"))]
+    return [r for r in rows if r["name"] == "teacher" or is_teacher_baseline(r)]
 
 
 def headline(rows: list[dict]) -> dict:
@@ -179,17 +179,13 @@ def main(argv: list[str] | None = None) -> int:
         base_env = {**os.environ, "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE", "5"),
                     "PYTHONUNBUFFERED": "1"}
         one_thread = {**base_env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        ft = cfg["finetune"]
-        if pipeline._up_to_date(Path(ft.output_dir), ft, {"train_file": ft.train_file,
-                                                           "dev_file": ft.dev_file}):
+        if pipeline.training_done(cfg["finetune"]):
             skipped.append("teacher")
         else:
             _run([sys.executable, "benchmarks/teacher.py", "--config", args.config,
                   "--nproc", str(args.nproc)], base_env, log_path)
         di = cfg["distill"]
-        if di is not None and pipeline._up_to_date(
-                Path(di.output_dir), di, {"train_file": di.train_file, "dev_file": di.dev_file,
-                                          "teacher": di.teacher}):
+        if di is not None and pipeline.training_done(di):
             skipped.append("student")
         elif di is not None:
             cmd = ["distill", "--config", args.config, "--resume"]

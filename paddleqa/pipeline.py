@@ -179,6 +179,19 @@ def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
             "quantize": quantize, "export": export, "export_teacher": export_teacher, "bench": bench}
 
 
+def training_inputs(config: Any) -> dict[str, str]:
+    """The inputs a training stage (finetune, distill, prune) records in its manifest."""
+    inputs = {"train_file": config.train_file, "dev_file": config.dev_file}
+    if getattr(config, "teacher", ""):
+        inputs["teacher"] = config.teacher
+    return inputs
+
+
+def training_done(config: Any) -> bool:
+    """True when a training stage's folder already holds a finished run of this config."""
+    return _up_to_date(Path(config.output_dir), config, training_inputs(config))
+
+
 def _up_to_date(out_dir: Path, config: Any, inputs: dict[str, str], prefix: str = "") -> bool:
     """True when ``out_dir`` holds a manifest for this exact config and these exact inputs."""
     path = out_dir / f"{prefix}{MANIFEST}"
@@ -288,7 +301,7 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
                                        min_freq=cfg["vocab"].min_freq, max_size=cfg["vocab"].max_size)
         stage("vocab", root / "vocab", vcfg, {"data_0": data.train_file}, lambda: vocab_stage.run(vcfg))
     ft = cfg["finetune"]
-    stage("finetune", Path(ft.output_dir), ft, {"train_file": ft.train_file, "dev_file": ft.dev_file},
+    stage("finetune", Path(ft.output_dir), ft, training_inputs(ft),
           lambda: finetune_stage.run(ft, resume=resume),
           trained_from={"model": ft.model, "tokenizer": ft.tokenizer})
     ev = cfg["evaluate"]
@@ -302,12 +315,12 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
     di = cfg["distill"]
     if di is not None:
         stage("distill", Path(di.output_dir), di,
-              {"train_file": di.train_file, "dev_file": di.dev_file, "teacher": di.teacher},
+              training_inputs(di),
               lambda: distill_stage.run(di, resume=resume), trained_from={"teacher": di.teacher})
     pr = cfg["prune"]
     if pr is not None:
         stage("prune", Path(pr.output_dir), pr,
-              {"train_file": pr.train_file, "dev_file": pr.dev_file, "teacher": pr.teacher},
+              training_inputs(pr),
               lambda: prune_stage.run(pr, resume=resume), trained_from={"teacher": pr.teacher})
     qu = cfg["quantize"]
     if qu is not None:

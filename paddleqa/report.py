@@ -50,6 +50,14 @@ def _same(a: str, b: str) -> bool:
         return a == b
 
 
+TEACHER_BASELINE = "teacher "  # name prefix of the rows of the teacher's own exported graph
+
+
+def is_teacher_baseline(row: dict) -> bool:
+    """A row of the teacher's own exported graph (timed as the latency baseline, not scored)."""
+    return row.get("source") == "teacher" and row["name"].startswith(TEACHER_BASELINE)
+
+
 def _export_rows(exp: dict, folder: Path, prefix: str, source: str | None,
                  note: str | None = None) -> list[dict]:
     """Rows of one export folder's metrics: the inference model, each Lite bundle, the ONNX file."""
@@ -95,7 +103,7 @@ def collect_rows(run_dir: Path) -> list[dict]:
     # The teacher's own exported graph (pipeline bench baseline): timed, not scored again.
     ext = _read(run_dir / "export-teacher" / "metrics.json")
     if ext:
-        rows += _export_rows(ext, run_dir / "export-teacher", "teacher ", "teacher",
+        rows += _export_rows(ext, run_dir / "export-teacher", TEACHER_BASELINE, "teacher",
                              "latency baseline: the teacher's own graph (export is tested to agree with it)")
     deployed = None
     q = _read(run_dir / "quantize" / "metrics.json")
@@ -185,7 +193,7 @@ def plot(rows: list[dict], path: Path) -> bool:
                 r["dev_f1"] if r.get("dev_f1") is not None else teacher_f1, r["name"],
                 r.get("dev_f1") is None) for r in rows
                if r.get(key) is not None and (r.get("dev_f1") is not None or (
-                   teacher_f1 is not None and r.get("source") == "teacher" and r["name"].startswith("teacher ")))]
+                   teacher_f1 is not None and is_teacher_baseline(r)))]
         if not pts:
             ax.text(0.5, 0.5, "no measured points", ha="center", va="center", transform=ax.transAxes)
             ax.set_xlabel(label)
