@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(args) -> dict:
     from paddleqa import pipeline
-    from paddleqa.config import read_yaml
+    from paddleqa.core.config import read_yaml
 
     doc = read_yaml(ROOT / args.config)
     run_dir = ROOT / doc["run_dir"]
@@ -130,7 +130,7 @@ def measure(args) -> dict:
         rows.append(row)
     # Latency side by side (batch 1, seq 384, one child process per artifact), and int8 on fc
     # only vs on every op MKLDNN supports.
-    from paddleqa.bench import BenchConfig, run as bench
+    from paddleqa.runtime.bench import BenchConfig, run as bench
 
     runnable = [r for r in rows if r["status"] == "scored"]
     timing = bench(BenchConfig(artifacts=[r["path"] for r in runnable], seq_lens=[384],

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dev_questions < 0:
         args.dev_questions = SWEEP_DEV_QUESTIONS if args.sweep else 0
 
-    from paddleqa.config import read_yaml
+    from paddleqa.core.config import read_yaml
 
     run_dir = ROOT / read_yaml(ROOT / args.config)["run_dir"]
     table = SWEEP if args.sweep else STUDENTS
@@ -144,7 +144,7 @@ def dev_subset(config: Path, run_dir: Path, n: int) -> str:
     if n <= 0:
         return ""
     from paddleqa import pipeline
-    from paddleqa.config import read_yaml
+    from paddleqa.core.config import read_yaml
 
     dev = pipeline.stage_configs(read_yaml(config))["distill_config"].dev_file
     doc = json.loads(Path(dev).read_text(encoding="utf-8"))
@@ -171,7 +171,7 @@ def collect(run_dir: Path, table: dict, args) -> dict:
     if teacher.get("flops_per_query_384") is None:  # runs recorded before these fields existed
         from paddlenlp.transformers import AutoConfig
 
-        from paddleqa.compact import flops_per_query
+        from paddleqa.models.flops import flops_per_query
 
         model_dir = run_dir / "teacher" / "model"
         teacher["flops_per_query_384"] = flops_per_query(AutoConfig.from_pretrained(str(model_dir)), 384)

@@ -30,7 +30,7 @@ RECORD = "benchmarks/dp_throughput.json"
 
 def measure(args) -> dict:
     from paddleqa import pipeline
-    from paddleqa.config import read_yaml
+    from paddleqa.core.config import read_yaml
 
     doc = read_yaml(ROOT / args.config)
     ft = pipeline.stage_configs(doc)["finetune"]

@@ -106,7 +106,7 @@ async def drive(url: str, jobs: list[tuple[str, bytes]], clients: int, timeout: 
 
 def measure(args) -> dict:
     from paddleqa import pipeline
-    from paddleqa.config import read_yaml
+    from paddleqa.core.config import read_yaml
 
     doc = read_yaml(ROOT / args.config)
     run_dir = ROOT / doc["run_dir"]

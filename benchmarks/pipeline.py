@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import machine_info, replace_section  # noqa: E402
 from benchmarks.teacher import _run  # noqa: E402
-from paddleqa.report import is_teacher_baseline  # noqa: E402
+from paddleqa.runtime.report import is_teacher_baseline
 
 RESULT_KEYS = ("name", "source", "backend", "precision", "params", "flops", "file_bytes",
                "latency_ms_p50", "seq_len", "peak_rss_mib", "dev_em", "dev_f1", "f1_retention", "note")
@@ -96,7 +96,7 @@ def headline(rows: list[dict]) -> dict:
 
 
 def render(record: dict) -> str:
-    from paddleqa.report import COLUMNS, _fmt
+    from paddleqa.runtime.report import COLUMNS, _fmt
 
     m, h, rows = record["machine"], record["headline"], record["rows"]
     lines = [
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from paddleqa import pipeline
-    from paddleqa.config import read_yaml
+    from paddleqa.core.config import read_yaml
 
     doc = read_yaml(ROOT / args.config)
     cfg = pipeline.stage_configs(doc)

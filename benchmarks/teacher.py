@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         replace_section(ROOT / args.out, "teacher", render(json.loads(record.read_text(encoding="utf-8"))))
         return 0
 
-    from paddleqa.config import merge, parse_overrides, read_yaml
+    from paddleqa.core.config import merge, parse_overrides, read_yaml
 
     doc = merge(read_yaml(ROOT / args.config), parse_overrides(args.set))
     run_dir = ROOT / doc["run_dir"]

@@ -9,7 +9,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import PaddleQAError
+from .core.errors import PaddleQAError
 
 log = logging.getLogger("paddleqa")
 
@@ -61,7 +61,7 @@ def _add_data(sub) -> None:
 
 
 def _cmd_fetch_cmrc(args) -> int:
-    from . import cmrc2018
+    from .text import cmrc2018
 
     files = cmrc2018.fetch(args.out, args.base_url or cmrc2018.DEFAULT_BASE_URL)
     _print_json({"files": files, "next": f"export CMRC2018_DIR={args.out}"})
@@ -71,8 +71,8 @@ def _cmd_fetch_cmrc(args) -> int:
 def _cmd_data_check(args) -> int:
     from pathlib import Path
 
-    from .dataset import load_examples, to_squad_json
-    from .manifest import write_json
+    from .text.dataset import load_examples, to_squad_json
+    from .core.io import write_json
 
     examples, report = load_examples(args.file, mode=args.mode, max_offset_shift=args.max_offset_shift,
                                      max_context_chars=args.max_context_chars)
@@ -102,7 +102,7 @@ def _add_vocab(sub) -> None:
 
 
 def _cmd_vocab_build(args) -> int:
-    from .tokenizer import VocabConfig, run
+    from .text.tokenizer import VocabConfig, run
 
     cfg = _build(VocabConfig, data_files=args.data, out_dir=args.out, min_freq=args.min_freq,
                  max_size=args.max_size)
@@ -111,7 +111,7 @@ def _cmd_vocab_build(args) -> int:
 
 
 def _build(cls, **kwargs):
-    from .config import from_dict
+    from .core.config import from_dict
 
     return from_dict(cls, kwargs)
 
@@ -124,7 +124,7 @@ def _add_config_args(p) -> None:
 
 
 def _load_doc(args) -> dict:
-    from .config import merge, parse_overrides, read_yaml
+    from .core.config import merge, parse_overrides, read_yaml
 
     return merge(read_yaml(args.config), parse_overrides(args.set))
 
@@ -149,7 +149,7 @@ def _relaunch(args, output_dir: str) -> int | None:
     """Run this command again under Paddle's launcher when --nproc > 1 (None: run it here)."""
     import subprocess
 
-    from .distributed import under_launcher
+    from .core.distributed import under_launcher
 
     if args.nproc <= 1 or under_launcher():
         return None
@@ -187,13 +187,14 @@ def _quiet_rank(cfg):
     """Progress bars and info logs on rank 0 only."""
     import dataclasses
 
-    from .distributed import is_main
+    from .core.distributed import is_main
 
     return cfg if is_main() else dataclasses.replace(cfg, progress=False)
 
 
 def _cmd_finetune(args) -> int:
-    from . import finetune, pipeline
+    from .stages import finetune
+    from . import pipeline
 
     cfg = pipeline.stage_configs(_load_doc(args))
     ft = cfg["finetune"]
@@ -229,7 +230,7 @@ def _add_augment(sub) -> None:
 
 
 def _cmd_augment(args) -> int:
-    from .augment import AugmentConfig, run
+    from .text.augment import AugmentConfig, run
 
     cfg = _build(AugmentConfig, input_file=args.input, output_file=args.out,
                  variants=args.variants, rate=args.rate, seed=args.seed, source=args.source,
@@ -260,7 +261,7 @@ def _student_stage(name: str, help_text: str):
         if rc is not None:
             return rc
         cfg = _quiet_rank(cfg)
-        metrics = importlib.import_module(f"paddleqa.{name}").run(cfg, resume=args.resume)
+        metrics = importlib.import_module(f"paddleqa.stages.{name}").run(cfg, resume=args.resume)
         if metrics:  # under the data-parallel launcher, only rank 0 reports
             _print_json(metrics)
         return 0
@@ -292,7 +293,7 @@ def _add_evaluate(sub) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluate import EvaluateConfig, run
+    from .runtime.evaluate import EvaluateConfig, run
 
     cfg = _build(EvaluateConfig, model=args.model, data_file=args.data, out_dir=args.out,
                  tokenizer=args.tokenizer, batch_size=args.batch_size, max_seq_len=args.max_seq_len,
@@ -321,7 +322,7 @@ def _add_export(sub) -> None:
 
 
 def _cmd_export(args) -> int:
-    from .export import ExportConfig, describe_ops, run
+    from .stages.export import ExportConfig, describe_ops, run
 
     cfg = _build(ExportConfig, model=args.model, out_dir=args.out, targets=args.targets,
                  precisions=args.precision, max_seq_len=args.max_seq_len,
@@ -354,7 +355,7 @@ def _add_quantize(sub) -> None:
 
 
 def _cmd_quantize(args) -> int:
-    from .quantize import QuantizeConfig, run
+    from .stages.quantize import QuantizeConfig, run
 
     cfg = _build(QuantizeConfig, model=args.model, out_dir=args.out, method=args.method,
                  calib_file=args.calib, dev_file=args.dev, algo=args.algo,
@@ -378,7 +379,7 @@ def _add_bench(sub) -> None:
 
 
 def _cmd_bench(args) -> int:
-    from .bench import BenchConfig, format_table, run
+    from .runtime.bench import BenchConfig, format_table, run
 
     cfg = _build(BenchConfig, artifacts=args.artifacts, seq_lens=args.seq_len,
                  threads=args.bench_threads, repeats=args.repeats, int8_ops=args.int8_ops,
@@ -397,7 +398,7 @@ def _add_report(sub) -> None:
 
 
 def _cmd_report(args) -> int:
-    from .report import ReportConfig, run
+    from .runtime.report import ReportConfig, run
 
     res = run(_build(ReportConfig, run_dir=args.run_dir, out_dir=args.out))
     _print_json({k: v for k, v in res.items() if k != "rows"})
@@ -426,7 +427,7 @@ def _add_serve(sub) -> None:
 
 
 def _cmd_serve(args) -> int:
-    from .serve import ServeConfig, serve
+    from .service.serve import ServeConfig, serve
 
     serve(_build(ServeConfig, artifact=args.artifact, kb=args.kb, top_k=args.top_k,
                  timeout_seconds=args.timeout, host=args.host, port=args.port,
@@ -442,7 +443,7 @@ def _add_ask(sub) -> None:
 
 
 def _cmd_ask(args) -> int:
-    from .serve import ServeConfig, ask_loop
+    from .service.serve import ServeConfig, ask_loop
 
     cfg = _build(ServeConfig, artifact=args.artifact, kb=args.kb, top_k=args.top_k,
                  timeout_seconds=args.timeout)
@@ -460,9 +461,9 @@ def _add_score(sub) -> None:
 def _cmd_score(args) -> int:
     from pathlib import Path
 
-    from .dataset import gold_references
-    from .errors import DataError
-    from .metrics import cmrc_scores
+    from .text.dataset import gold_references
+    from .core.errors import DataError
+    from .core.metrics import cmrc_scores
 
     refs = gold_references(args.gold)
     path = Path(args.pred)
@@ -571,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .distributed import is_main
+    from .core.distributed import is_main
 
     # Under the data-parallel launcher, ranks other than 0 log warnings and errors only.
     _setup_logging(-1 if args.quiet or (not is_main() and not args.verbose) else args.verbose)

@@ -27,8 +27,8 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import ConfigError, from_dict, opt, to_dict
-from .manifest import MANIFEST, sha256_path
+from .core.config import ConfigError, from_dict, opt, to_dict
+from .core.manifest import MANIFEST, sha256_path
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +78,14 @@ def _sections(doc: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
 
 def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
     """Typed config of every stage: defaults <- wiring from earlier stages <- YAML overrides."""
-    from .augment import AugmentConfig
-    from .bench import BenchConfig
-    from .distill import DistillConfig
-    from .export import ExportConfig
-    from .quantize import QuantizeConfig
-    from .evaluate import EvaluateConfig
-    from .finetune import FinetuneConfig
-    from .prune import PruneConfig
+    from .text.augment import AugmentConfig
+    from .runtime.bench import BenchConfig
+    from .stages.distill import DistillConfig
+    from .stages.export import ExportConfig
+    from .stages.quantize import QuantizeConfig
+    from .runtime.evaluate import EvaluateConfig
+    from .stages.finetune import FinetuneConfig
+    from .stages.prune import PruneConfig
 
     run_dir, sec = _sections(doc)
     root = Path(run_dir)
@@ -222,7 +222,7 @@ def _set_aside_if_stale(out_dir: Path, config: Any, inputs: dict[str, str]) -> N
     ``<folder>.superseded-<time>`` and trains afresh, so nothing is lost."""
     import datetime as _dt
 
-    from .finetune import stale_reason
+    from .stages.finetune import stale_reason
 
     if not out_dir.exists():
         return
@@ -238,14 +238,14 @@ def _set_aside_if_stale(out_dir: Path, config: Any, inputs: dict[str, str]) -> N
 def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
         on_stage: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
     """Run every stage (or ``only`` one) of a pipeline document; returns each stage's metrics."""
-    from . import augment as augment_stage
-    from . import distill as distill_stage
-    from . import evaluate as evaluate_stage
-    from . import prune as prune_stage
-    from . import finetune as finetune_stage
-    from . import tokenizer as vocab_stage
-    from .dataset import load_examples
-    from .manifest import write_manifest
+    from .text import augment as augment_stage
+    from .stages import distill as distill_stage
+    from .runtime import evaluate as evaluate_stage
+    from .stages import prune as prune_stage
+    from .stages import finetune as finetune_stage
+    from .text import tokenizer as vocab_stage
+    from .text.dataset import load_examples
+    from .core.manifest import write_manifest
 
     if only is not None and only not in STAGES:
         raise ConfigError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
@@ -324,14 +324,14 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
               lambda: prune_stage.run(pr, resume=resume), trained_from={"teacher": pr.teacher})
     qu = cfg["quantize"]
     if qu is not None:
-        from . import quantize as quantize_stage
+        from .stages import quantize as quantize_stage
 
         stage("quantize", Path(qu.out_dir), qu, {"model": qu.model, "dev_file": qu.dev_file,
                                                  "calib_file": qu.calib_file},
               lambda: quantize_stage.run(qu))
     ex = cfg["export"]
     if ex is not None:
-        from . import export as export_stage
+        from .stages import export as export_stage
 
         stage("export", Path(ex.out_dir), ex, {"model": ex.model}, lambda: export_stage.run(ex))
         if qu is not None and qu.method in ("ptq", "qat"):
@@ -349,10 +349,10 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
                   key="export_teacher")
     be = cfg["bench"]
     if be is not None:
-        from . import bench as bench_stage
+        from .runtime import bench as bench_stage
 
         def do_bench() -> dict:
-            from .manifest import write_manifest
+            from .core.manifest import write_manifest
 
             result = bench_stage.run(be)
             write_manifest(Path(be.out).parent, "bench", to_dict(be), {a: a for a in be.artifacts},
@@ -362,7 +362,7 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
 
         stage("bench", Path(be.out).parent, be, {a: a for a in be.artifacts}, do_bench)
     if only is None:
-        from . import report as report_stage
+        from .runtime import report as report_stage
 
         rep = report_stage.run(report_stage.ReportConfig(run_dir=str(root)))
         results["report"] = {k: v for k, v in rep.items() if k != "rows"}

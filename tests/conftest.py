@@ -42,7 +42,7 @@ def tiny_json(tmp_path) -> Path:
 
 @pytest.fixture
 def tiny_tokenizer_dir(tmp_path, tiny_json) -> Path:
-    from paddleqa.tokenizer import VocabConfig, run
+    from paddleqa.text.tokenizer import VocabConfig, run
 
     out = tmp_path / "vocab"
     run(VocabConfig(data_files=[str(tiny_json)], out_dir=str(out)))

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from paddleqa import cli
-from paddleqa.augment import AugmentConfig, run
-from paddleqa.config import ConfigError, from_dict
-from paddleqa.dataset import load_examples
-from paddleqa.manifest import sha256_path
+from paddleqa.text.augment import AugmentConfig, run
+from paddleqa.core.config import ConfigError, from_dict
+from paddleqa.text.dataset import load_examples
+from paddleqa.core.manifest import sha256_path
 
 from conftest import CONTEXT_1, REPO, write_json
 

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from paddleqa import cli
-from paddleqa.bench import BenchConfig, run
-from paddleqa.export import ExportConfig, run as export
+from paddleqa.runtime.bench import BenchConfig, run
+from paddleqa.stages.export import ExportConfig, run as export
 
 
 def test_bench_measures_each_artifact_side_by_side(teacher_run, tmp_path):

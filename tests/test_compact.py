@@ -3,8 +3,9 @@ import numpy as np
 import paddle
 import pytest
 
-from paddleqa.compact import flops_per_query, from_ernie, select
-from paddleqa.modeling import ArchConfig, build_from_scratch, count_params, load_model
+from paddleqa.models.flops import flops_per_query
+from paddleqa.models.compact import from_ernie, select
+from paddleqa.models.build import ArchConfig, build_from_scratch, count_params, load_model
 
 ARCH = ArchConfig(num_layers=3, hidden_size=32, num_heads=4, intermediate_size=48,
                   max_position_embeddings=64, dropout=0.0)
@@ -71,7 +72,7 @@ def test_head_mask_zero_equals_removing_the_head(ernie):
 
 
 def test_flops_count_matches_a_hand_computation():
-    from paddleqa.compact import CompactErnieConfig
+    from paddleqa.models.compact import CompactErnieConfig
 
     cfg = CompactErnieConfig(hidden_size=8, num_attention_heads=2, num_hidden_layers=1,
                              intermediate_size=16, layer_heads=[2], layer_ffn=[16], head_dim=4)

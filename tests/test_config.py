@@ -1,10 +1,10 @@
 """Configs: strict keys, typed values, overrides, round-trips."""
 import pytest
 
-from paddleqa.config import (expand_env, from_dict, merge, parse_overrides, read_yaml, to_dict,
-                             write_yaml)
-from paddleqa.errors import ConfigError
-from paddleqa.finetune import FinetuneConfig
+from paddleqa.core.config import expand_env, from_dict, merge, parse_overrides, read_yaml, to_dict
+from paddleqa.core.io import write_yaml
+from paddleqa.core.errors import ConfigError
+from paddleqa.stages.finetune import FinetuneConfig
 
 BASE = {"train_file": "t.json", "output_dir": "out", "tokenizer": "vocab"}
 

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import CONTEXT_1, TINY, write_json
 from paddleqa import cli
-from paddleqa.dataset import load_examples, to_squad_json
-from paddleqa.errors import DataError
+from paddleqa.text.dataset import load_examples, to_squad_json
+from paddleqa.core.errors import DataError
 
 
 def _doc(mutate):

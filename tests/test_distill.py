@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from paddleqa import cli, pipeline
-from paddleqa.config import ConfigError, from_dict
+from paddleqa.core.config import ConfigError, from_dict
 
 from conftest import tiny_pipeline_doc
 
@@ -21,8 +21,8 @@ def _distill_doc(teacher_run, tmp_path, **distill):
 def test_distillation_loss_is_zero_for_a_student_equal_to_the_teacher(teacher_run, tmp_path):
     import paddle
 
-    from paddleqa.distill import STUDENTS, _distiller_class
-    from paddleqa.modeling import load_model
+    from paddleqa.stages.distill import STUDENTS, _distiller_class
+    from paddleqa.models.build import load_model
 
     cfg = pipeline.stage_configs(_distill_doc(teacher_run, tmp_path, alpha=0.0, temperature=3.0,
                                               hidden_weight=1.0, attention_weight=1.0,
@@ -46,8 +46,8 @@ def test_distillation_loss_is_zero_for_a_student_equal_to_the_teacher(teacher_ru
 
 def test_smaller_student_distils_saves_and_reloads(teacher_run, tmp_path, capsys):
 
-    from paddleqa.evaluate import EvaluateConfig, run as evaluate
-    from paddleqa.modeling import count_params, load_model
+    from paddleqa.runtime.evaluate import EvaluateConfig, run as evaluate
+    from paddleqa.models.build import count_params, load_model
 
     doc = _distill_doc(teacher_run, tmp_path, student={"num_layers": 2, "intermediate_size": 32},
                        hidden_weight=0.5, attention_weight=0.5, noise_prob=0.5, noise_std=0.1,

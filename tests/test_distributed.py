@@ -78,7 +78,7 @@ def test_kill_9_of_a_data_parallel_run_resumes_to_the_same_weights(tmp_path, tin
 LOCKER = r"""
 import sys, time
 from pathlib import Path
-from paddleqa.distributed import file_lock
+from paddleqa.core.distributed import file_lock
 lock, marker, me = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 with file_lock(lock, "test"):
     if marker.exists():

@@ -8,12 +8,13 @@ import paddle
 import pytest
 
 from paddleqa import cli
-from paddleqa.artifacts import Runner, explicit_inputs, open_artifact, predict_logits
-from paddleqa.compact import from_ernie, select
-from paddleqa.errors import PaddleQAError
-from paddleqa.export import ExportConfig, program_op_counts, run
-from paddleqa.mobile import MobileQAConfig, MobileQAForQuestionAnswering
-from paddleqa.modeling import load_model
+from paddleqa.runtime.artifacts import Runner, explicit_inputs, open_artifact, predict_logits
+from paddleqa.models.compact import from_ernie, select
+from paddleqa.core.errors import PaddleQAError
+from paddleqa.stages.export import ExportConfig, run
+from paddleqa.runtime.bundle import program_op_counts
+from paddleqa.models.mobile import MobileQAConfig, MobileQAForQuestionAnswering
+from paddleqa.models.build import load_model
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_arm_nb_is_written_and_fc_fusion_fires(exported):
 
 
 def test_every_runnable_artifact_scores_like_the_model(exported, tmp_path):
-    from paddleqa.evaluate import EvaluateConfig, run as evaluate
+    from paddleqa.runtime.evaluate import EvaluateConfig, run as evaluate
 
     out, _, model, data = exported
     scores = {}
@@ -222,7 +223,7 @@ def test_bench_times_the_teacher_baseline_next_to_the_student(teacher_run, tmp_p
     import copy
 
     from paddleqa import pipeline
-    from paddleqa.report import ReportConfig, run as report
+    from paddleqa.runtime.report import ReportConfig, run as report
 
     tmp, data, doc = teacher_run
     doc = copy.deepcopy(doc)
@@ -253,7 +254,7 @@ def test_bench_times_the_teacher_baseline_next_to_the_student(teacher_run, tmp_p
 
 
 def test_report_rows_come_from_the_metrics_files(teacher_run, tmp_path):
-    from paddleqa.report import ReportConfig, pareto_front, run as report
+    from paddleqa.runtime.report import ReportConfig, pareto_front, run as report
 
     tmp, data, doc = teacher_run
     run_dir = tmp / "run"
@@ -279,7 +280,7 @@ def test_report_rows_come_from_the_metrics_files(teacher_run, tmp_path):
 
 
 def test_an_opt_crash_becomes_a_clear_error(exported, monkeypatch, tmp_path):
-    from paddleqa import export as export_mod
+    from paddleqa.stages import export as export_mod
 
     out, _, _, _ = exported
     monkeypatch.setattr(export_mod, "_OPT_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")

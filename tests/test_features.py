@@ -2,14 +2,14 @@
 import numpy as np
 import pytest
 
-from paddleqa.dataset import load_examples
-from paddleqa.features import FeatureParams, cached_features
-from paddleqa.postprocess import best_spans, predictions_from_spans
+from paddleqa.text.dataset import load_examples
+from paddleqa.text.features import FeatureParams, cached_features
+from paddleqa.core.postprocess import best_spans, predictions_from_spans
 
 
 @pytest.fixture
 def tok(tiny_tokenizer_dir):
-    from paddleqa.tokenizer import load_tokenizer
+    from paddleqa.text.tokenizer import load_tokenizer
 
     return load_tokenizer(str(tiny_tokenizer_dir))
 
@@ -37,7 +37,7 @@ def test_windows_overlap_and_labels_point_at_the_answer(tiny_json, tok, tmp_path
 
 
 def test_question_is_cut_to_max_query_length(tiny_json, tok):
-    from paddleqa.features import build_features
+    from paddleqa.text.features import build_features
 
     examples, _ = load_examples(tiny_json)
     examples[0].question = "问" * 50
@@ -84,9 +84,9 @@ def _gold_logits(feats, examples):
 
 
 def test_gold_peaked_logits_give_the_gold_answers(tiny_json, tok):
-    from paddleqa.dataset import references
-    from paddleqa.features import build_features
-    from paddleqa.metrics import cmrc_scores
+    from paddleqa.text.dataset import references
+    from paddleqa.text.features import build_features
+    from paddleqa.core.metrics import cmrc_scores
 
     examples, _ = load_examples(tiny_json)
     feats = build_features(examples, tok, PARAMS, train=False, progress=False)
@@ -117,7 +117,7 @@ def test_max_answer_length_and_random_logits():
 
 
 def test_overlap_types_mark_exactly_the_shared_characters(tiny_json, tok):
-    from paddleqa.features import build_features
+    from paddleqa.text.features import build_features
 
     examples, _ = load_examples(tiny_json)
     params = FeatureParams(max_seq_len=64, doc_stride=24, max_query_length=16, overlap_types=True)

@@ -90,7 +90,9 @@ KILLER = r"""
 import os, signal, sys
 import paddleqa
 from paddlenlp.trainer import TrainerCallback
-from paddleqa import config, finetune, pipeline
+from paddleqa import pipeline
+from paddleqa.core import config
+from paddleqa.stages import finetune
 
 ft = pipeline.stage_configs(config.read_yaml(sys.argv[1]))["finetune"]
 kill_at = int(sys.argv[2])

@@ -3,7 +3,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddleqa import losses
+from paddleqa.models import losses
 
 
 def _logits(seed, shape=(3, 7)):

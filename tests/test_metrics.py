@@ -1,8 +1,7 @@
 """The official CMRC 2018 metric on hand-computed cases."""
 import pytest
 
-from paddleqa.metrics import (cmrc_scores, exact_match, f1_score, longest_common_substring,
-                              mixed_segmentation, strip_punctuation)
+from paddleqa.core.metrics import cmrc_scores, exact_match, f1_score, longest_common_substring, mixed_segmentation, strip_punctuation
 
 
 def test_mixed_segmentation_splits_cjk_and_punctuation_and_words():
@@ -67,7 +66,7 @@ def test_corpus_scores_count_missing_as_zero():
 
 
 def test_gold_fed_back_scores_100(tiny_json):
-    from paddleqa.dataset import gold_references
+    from paddleqa.text.dataset import gold_references
 
     refs = gold_references(tiny_json)
     s = cmrc_scores(refs, {q: r[0] for q, r in refs.items()})

@@ -6,9 +6,9 @@ import paddle
 import pytest
 
 from paddleqa import pipeline
-from paddleqa.config import ConfigError
-from paddleqa.mobile import MobileQAConfig, MobileQAForQuestionAnswering
-from paddleqa.modeling import load_model
+from paddleqa.core.config import ConfigError
+from paddleqa.models.mobile import MobileQAConfig, MobileQAForQuestionAnswering
+from paddleqa.models.build import load_model
 
 CFG = dict(vocab_size=40, hidden_size=16, num_attention_heads=2, intermediate_size=32,
            max_position_embeddings=32, type_vocab_size=4, pad_token_id=0, hidden_dropout_prob=0.0,
@@ -57,7 +57,7 @@ def test_mobile_trains_with_falling_loss_and_reloads(tmp_path):
 
 
 def test_mobile_student_distils_from_the_teacher(teacher_run, tmp_path):
-    from paddleqa.compact import flops_per_query
+    from paddleqa.models.flops import flops_per_query
 
     _, data, doc = teacher_run
     doc = json.loads(json.dumps(doc))
@@ -88,8 +88,9 @@ def test_factorised_embeddings_start_as_the_teachers_best_rank_k_approximation(t
     """With the teacher's width, word table @ projection is the truncated SVD of the teacher's
     word table: its error is exactly the discarded singular values (Eckart-Young), below any
     other rank-k factorisation tried; the tables shrink by H/k."""
-    from paddleqa.distill import StudentConfig
-    from paddleqa.mobile import build_mobile_student, mobile_flops
+    from paddleqa.stages.distill import StudentConfig
+    from paddleqa.models.mobile import build_mobile_student
+    from paddleqa.models.flops import mobile_flops
 
     tmp, _, doc = teacher_run
     teacher = load_model(f"{doc['run_dir']}/teacher/model")
@@ -110,7 +111,7 @@ def test_factorised_embeddings_start_as_the_teachers_best_rank_k_approximation(t
     assert err < np.linalg.norm(w @ q @ q.T - w)
     full, _ = build_mobile_student(teacher, StudentConfig(kind="mobilenet", conv_blocks=1,
                                                           expand_ratio=2, kernel_size=3, num_layers=1))
-    from paddleqa.modeling import count_params
+    from paddleqa.models.build import count_params
 
     small, big = count_params(student), count_params(full)
     assert small["embedding_params"] < big["embedding_params"] / 2
@@ -124,7 +125,7 @@ def test_factorised_embeddings_start_as_the_teachers_best_rank_k_approximation(t
 
 
 def test_factorised_embeddings_are_for_the_mobile_student_only():
-    from paddleqa.distill import StudentConfig
+    from paddleqa.stages.distill import StudentConfig
 
     with pytest.raises(ValueError, match="embedding_size"):
         StudentConfig(kind="ernie", embedding_size=16)

@@ -6,7 +6,7 @@ import paddle
 import pytest
 
 from paddleqa import cli, pipeline
-from paddleqa.config import ConfigError
+from paddleqa.core.config import ConfigError
 
 
 def _prune_doc(teacher_run, tmp_path, **prune):
@@ -19,18 +19,18 @@ def _prune_doc(teacher_run, tmp_path, **prune):
 
 
 def _logits(model, feats):
-    from paddleqa.artifacts import model_runner, predict_logits
+    from paddleqa.runtime.artifacts import model_runner, predict_logits
 
     return predict_logits(model_runner(model), feats, progress=False)
 
 
 def test_width_and_depth_pruning_gives_a_smaller_dense_model(teacher_run, tmp_path):
-    from paddleqa.compact import flops_per_query
-    from paddleqa.dataset import load_examples
-    from paddleqa.evaluate import feature_params_for
-    from paddleqa.features import build_features
-    from paddleqa.modeling import count_params, load_model
-    from paddleqa.tokenizer import load_tokenizer
+    from paddleqa.models.flops import flops_per_query
+    from paddleqa.text.dataset import load_examples
+    from paddleqa.text.features import feature_params_for
+    from paddleqa.text.features import build_features
+    from paddleqa.models.build import count_params, load_model
+    from paddleqa.text.tokenizer import load_tokenizer
 
     doc = _prune_doc(teacher_run, tmp_path, width_mult=0.5, drop_layers=1)
     teacher_dir = pipeline.stage_configs(doc)["prune_config"].teacher
@@ -65,13 +65,13 @@ def test_width_and_depth_pruning_gives_a_smaller_dense_model(teacher_run, tmp_pa
 
 
 def test_importance_ranks_a_dead_head_last(teacher_run):
-    from paddleqa.compact import from_ernie
-    from paddleqa.dataset import load_examples
-    from paddleqa.evaluate import feature_params_for
-    from paddleqa.features import build_features
-    from paddleqa.modeling import load_model
-    from paddleqa.prune import importance
-    from paddleqa.tokenizer import load_tokenizer
+    from paddleqa.models.compact import from_ernie
+    from paddleqa.text.dataset import load_examples
+    from paddleqa.text.features import feature_params_for
+    from paddleqa.text.features import build_features
+    from paddleqa.models.build import load_model
+    from paddleqa.stages.prune import importance
+    from paddleqa.text.tokenizer import load_tokenizer
 
     teacher_dir = str(teacher_run[0] / "run" / "teacher" / "model")
     model = from_ernie(load_model(teacher_dir))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from paddleqa import cli
-from paddleqa.artifacts import open_artifact
-from paddleqa.export import program_op_counts
-from paddleqa.quantize import QuantizeConfig, kmeans_1d, run
+from paddleqa.runtime.artifacts import open_artifact
+from paddleqa.runtime.bundle import program_op_counts
+from paddleqa.stages.quantize import QuantizeConfig, kmeans_1d, run
 
 
 @pytest.mark.parametrize("method", ["ptq", "qat"])
@@ -46,7 +46,7 @@ def test_kmeans_codebook_is_small_and_exact():
 
 
 def test_kmeans_model_has_few_distinct_weights_and_reports_size(teacher_run, tmp_path):
-    from paddleqa.modeling import load_model
+    from paddleqa.models.build import load_model
 
     tmp, data, doc = teacher_run
     m = run(QuantizeConfig(model=f"{doc['run_dir']}/teacher", out_dir=str(tmp_path), method="kmeans",

@@ -132,7 +132,7 @@ def test_evaluate_never_crashes_or_writes_its_input(teacher_run, doc, capsys):
 def client(teacher_run):
     from fastapi.testclient import TestClient
 
-    from paddleqa.serve import Engine, ServeConfig, create_app
+    from paddleqa.service.serve import Engine, ServeConfig, create_app
 
     tmp, _, doc = teacher_run
     engine = Engine(f"{doc['run_dir']}/teacher", max_batch=4)

@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 
 from conftest import CONTEXT_1, CONTEXT_2
 from paddleqa import cli
-from paddleqa.kb import KnowledgeBase, split_passages
-from paddleqa.serve import Engine, ServeConfig, create_app
+from paddleqa.service.kb import KnowledgeBase, split_passages
+from paddleqa.service.serve import Engine, ServeConfig, create_app
 
 
 @pytest.fixture(scope="module")

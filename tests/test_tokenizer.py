@@ -5,7 +5,7 @@ import pytest
 
 from conftest import CONTEXT_2
 from paddleqa import cli
-from paddleqa.errors import PaddleQAError
+from paddleqa.core.errors import PaddleQAError
 
 
 def test_built_vocab_loads_with_auto_tokenizer(tiny_tokenizer_dir):
@@ -27,14 +27,14 @@ def test_vocab_build_cli(tmp_path, tiny_json, capsys):
 
 
 def test_unreachable_hub_name_fails_fast_with_advice():
-    from paddleqa.tokenizer import load_tokenizer
+    from paddleqa.text.tokenizer import load_tokenizer
 
     with pytest.raises(PaddleQAError, match="pass a local directory"):
         load_tokenizer("ernie-3.0-medium-zh")
 
 
 def test_unreachable_model_name(capsys, tmp_path, tiny_json):
-    from paddleqa.modeling import load_model
+    from paddleqa.models.build import load_model
 
     with pytest.raises(PaddleQAError, match="Pass a local model folder"):
         load_model("no-such-model-zh")

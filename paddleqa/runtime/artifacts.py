@@ -12,7 +12,7 @@ padded batch (numpy) to start/end logits. Backends come from a small registry by
 - ``onnxruntime``: ``model.onnx`` (``paddleqa export --onnx``), run through ONNX Runtime's CPU
   execution provider (a peer backend for comparison).
 
-Every runner feeds the four explicit inputs of the export wrapper (``paddleqa.export``).
+Every runner feeds the four explicit inputs of the export wrapper (``paddleqa.models.graph``).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import PaddleQAError
+from ..core.errors import PaddleQAError
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _check_finite(start: np.ndarray, end: np.ndarray, runner_name: str) -> None:
 
 # ---------------------------------------------------------------- dygraph
 def _open_dygraph(path: Path) -> Runner:
-    from .modeling import load_model
+    from ..models.build import load_model
 
     runner = model_runner(load_model(str(path)))
     runner.path = runner.tokenizer_dir = path
@@ -94,7 +94,7 @@ def model_runner(model) -> Runner:
 
 # ---------------------------------------------------------------- paddle inference
 def is_quantized_program(pdmodel: Path) -> bool:
-    from .export import program_op_counts
+    from .bundle import program_op_counts
 
     ops = program_op_counts(pdmodel)
     return any("quantize" in op for op in ops)
@@ -123,7 +123,7 @@ def _open_inference(prefix: Path, *, threads: int = 0, int8_ops: tuple[str, ...]
         config.enable_mkldnn()
         # "all": an empty set lets MKLDNN quantize every op it supports.
         config.enable_mkldnn_int8(set() if "all" in int8_ops else set(int8_ops))
-    from .export import stdout_to_stderr
+    from .bundle import stdout_to_stderr
 
     try:
         with stdout_to_stderr():  # MKLDNN passes print their summaries to stdout
@@ -155,7 +155,7 @@ def _open_inference(prefix: Path, *, threads: int = 0, int8_ops: tuple[str, ...]
 
 # ---------------------------------------------------------------- paddle lite
 def _open_lite(nb: Path) -> Runner:
-    from .export import load_bundle
+    from .bundle import load_bundle
 
     bundle = load_bundle(nb)
     target = bundle.get("target", "x86")
@@ -236,7 +236,7 @@ def _verify_nb(nb: Path, bundle: dict) -> None:
     import subprocess
     import sys
 
-    from .manifest import sha256_path
+    from ..core.manifest import sha256_path
 
     size = nb.stat().st_size
     if bundle.get("model_bytes") is not None:
@@ -280,7 +280,7 @@ def artifact_kind(path: str | Path) -> tuple[str, Path]:
     if p.suffix == ".nb":
         if not p.is_file():
             raise PaddleQAError(f"Paddle Lite model {p} not found")
-        from .export import load_bundle
+        from .bundle import load_bundle
 
         target = load_bundle(p).get("target", "x86")
         return f"lite-{target}", p
@@ -334,7 +334,7 @@ def predict_logits(runner: Runner, feats: dict[str, np.ndarray], *, batch_size: 
     """Start/end logits ``[windows, max_seq_len]`` from any runner (padding gets -1e4)."""
     from tqdm.auto import tqdm
 
-    from .features import pad_batch
+    from ..text.features import pad_batch
 
     n, L = feats["input_ids"].shape
     start = np.full((n, L), -1e4, dtype=np.float32)

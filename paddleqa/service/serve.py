@@ -18,8 +18,8 @@ import queue
 import threading
 import time
 
-from .config import opt
-from .errors import PaddleQAError
+from ..core.config import opt
+from ..core.errors import PaddleQAError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Engine:
 
     def __init__(self, artifact: str, *, workers: int = 1, max_batch: int = 8, max_wait_ms: float = 5.0,
                  n_best: int = 20, max_answer_length: int = 64, threads: int = 1):
-        from .artifacts import artifact_kind
+        from ..runtime.artifacts import artifact_kind
 
         self.artifact = artifact
         self.backend, _ = artifact_kind(artifact)
@@ -116,9 +116,9 @@ class Engine:
                 f"cannot load {artifact}: {type(err).__name__}: {err}")
 
     def _load(self):
-        from .artifacts import open_artifact
-        from .evaluate import feature_params_for
-        from .tokenizer import load_tokenizer
+        from ..runtime.artifacts import open_artifact
+        from ..text.features import feature_params_for
+        from ..text.tokenizer import load_tokenizer
 
         runner = open_artifact(self.artifact, threads=self.threads)
         tokenizer = load_tokenizer(str(runner.tokenizer_dir))
@@ -152,9 +152,9 @@ class Engine:
             self._run(batch, runner, tokenizer, params)
 
     def _run(self, batch: list[_Job], runner, tokenizer, params) -> None:
-        from .artifacts import predict_logits
-        from .features import build_features
-        from .postprocess import best_spans
+        from ..runtime.artifacts import predict_logits
+        from ..text.features import build_features
+        from ..core.postprocess import best_spans
 
         live = [j for j in batch if j.future.set_running_or_notify_cancel()]
         if not live:
@@ -278,7 +278,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None, kb=None):
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
-    from .dataset import QAExample
+    from ..text.dataset import QAExample
 
     if kb is None and config.kb:
         from .kb import KnowledgeBase
@@ -423,7 +423,7 @@ def serve(config: ServeConfig) -> None:
 
 def ask_loop(config: ServeConfig, stdin, stdout) -> int:
     """``paddleqa ask``: read questions (``question ||| context`` to give a context), print answers."""
-    from .dataset import QAExample
+    from ..text.dataset import QAExample
 
     kb = None
     if config.kb:

@@ -2,20 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Sequence
 
-from .config import opt
-from .dataset import QAExample
-from .errors import PaddleQAError
-from .features import FeatureParams
+from ..core.config import opt
+from ..text.dataset import QAExample
+from ..core.errors import PaddleQAError
+from ..text.features import FeatureParams, feature_params_for
 
 log = logging.getLogger(__name__)
-
-TRAINING_INFO = "paddleqa_training.json"  # written next to a fine-tuned model: its feature params
 
 
 @dataclasses.dataclass
@@ -51,34 +48,17 @@ class EvaluateConfig:
             raise ValueError("batch_size, n_best and max_answer_length must be >= 1")
 
 
-def feature_params_for(model_dir: str, max_seq_len: int = 0, doc_stride: int = 0,
-                       max_query_length: int = 0) -> FeatureParams:
-    """Window settings: explicit values win, then the model's training record, then defaults."""
-    trained: dict = {}
-    info = Path(model_dir) / TRAINING_INFO
-    if info.exists():
-        trained = json.loads(info.read_text(encoding="utf-8")).get("feature_params", {})
-    defaults = FeatureParams()
-    return FeatureParams(
-        max_seq_len=max_seq_len or trained.get("max_seq_len", defaults.max_seq_len),
-        doc_stride=doc_stride or trained.get("doc_stride", defaults.doc_stride),
-        max_query_length=max_query_length or trained.get("max_query_length", defaults.max_query_length),
-        # Not overridable: it is part of what the model was trained to read.
-        overlap_types=bool(trained.get("overlap_types", defaults.overlap_types)),
-    )
-
-
 def answer(model, tokenizer, examples: Sequence[QAExample], params: FeatureParams, *,
            batch_size: int = 32, n_best: int = 20, max_answer_length: int = 64,
            cache_dir: str | None = "", progress: bool = True):
     """N-best spans for ``examples`` (features -> logits -> spans).
 
-    ``model`` is a dygraph model or any :class:`paddleqa.artifacts.Runner` (inference model,
+    ``model`` is a dygraph model or any :class:`paddleqa.runtime.artifacts.Runner` (inference model,
     Lite ``.nb``): they share the features, the batching and the post-processor.
     """
     from .artifacts import Runner, model_runner, predict_logits
-    from .features import cached_features
-    from .postprocess import best_spans
+    from ..text.features import cached_features
+    from ..core.postprocess import best_spans
 
     runner = model if isinstance(model, Runner) else model_runner(model)
     feats = cached_features(examples, tokenizer, params, train=False, cache_dir=cache_dir,
@@ -91,14 +71,15 @@ def answer(model, tokenizer, examples: Sequence[QAExample], params: FeatureParam
 
 def run(config: EvaluateConfig) -> dict:
     """Evaluate; writes predictions.json (leaderboard format), nbest.json, metrics.json, manifest."""
-    from .config import to_dict
-    from .dataset import gold_references, load_examples
-    from .manifest import write_json, write_manifest
-    from .metrics import cmrc_scores
+    from ..core.config import to_dict
+    from ..text.dataset import gold_references, load_examples
+    from ..core.io import write_json
+    from ..core.manifest import write_manifest
+    from ..core.metrics import cmrc_scores
     from .artifacts import open_artifact
-    from .modeling import count_params
-    from .postprocess import predictions_from_spans
-    from .tokenizer import load_tokenizer
+    from ..models.build import count_params
+    from ..core.postprocess import predictions_from_spans
+    from ..text.tokenizer import load_tokenizer
 
     started = time.time()
     runner = open_artifact(config.model, threads=config.threads, int8_ops=tuple(config.int8_ops))

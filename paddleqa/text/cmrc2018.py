@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import PaddleQAError
+from ..core.errors import PaddleQAError
 
 log = logging.getLogger(__name__)
 

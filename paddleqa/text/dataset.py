@@ -1,7 +1,7 @@
 """Reading, validating and repairing SQuAD/CMRC-format JSON.
 
 Whole-file problems (missing file, non-UTF-8 bytes, malformed JSON, wrong top-level schema) raise
-:class:`~paddleqa.errors.DataError` naming the file, where and how to fix it. Record problems are
+:class:`~paddleqa.core.errors.DataError` naming the file, where and how to fix it. Record problems are
 repaired when that is safe (answer offsets off by at most ``max_offset_shift`` characters, a UTF-8
 byte-order mark, whitespace around an answer) and counted, or the record is dropped and reported
 with its id, what is wrong and what to do. The input file is never modified.
@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from .errors import DataError
+from ..core.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ def _all_offsets(context: str, text: str) -> Iterable[int]:
 
 
 def references(examples: Iterable[QAExample]) -> dict[str, list[str]]:
-    """Question id -> reference texts, for :func:`paddleqa.metrics.cmrc_scores`."""
+    """Question id -> reference texts, for :func:`paddleqa.core.metrics.cmrc_scores`."""
     return {ex.qid: list(ex.answers) for ex in examples}
 
 

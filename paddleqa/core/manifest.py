@@ -3,37 +3,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
+
+from .io import write_json
 
 MANIFEST = "manifest.json"
 RESOLVED_CONFIG = "resolved_config.yaml"
 METRICS = "metrics.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    atomic_write_text(Path(path), json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
 def sha256_path(path: str | os.PathLike) -> str:
@@ -100,7 +81,7 @@ def write_manifest(
     ``prefix`` names them ``{prefix}manifest.json`` etc., for a stage whose output is one file
     in a folder it shares with others (``augment`` writes ``OUT.json`` and ``OUT.manifest.json``).
     """
-    from .config import write_yaml
+    from .io import write_yaml
 
     out = Path(out_dir)
 

@@ -1,6 +1,6 @@
 """Structured pruning: fewer layers, heads and FFN neurons -> a smaller dense model, distilled back.
 
-1. The teacher is converted, output for output, to the compact ERNIE (:mod:`paddleqa.compact`).
+1. The teacher is converted, output for output, to the compact ERNIE (:mod:`paddleqa.models.compact`).
 2. Depth: each layer is removed in turn and the model scored (official CMRC F1) on held-out
    *training* questions (the dev set stays untouched for the final score); the ``drop_layers``
    layers whose removal costs least are dropped. The table goes to ``layer_sensitivity.json/.md``.
@@ -16,7 +16,7 @@ neither fits span extraction, so the importance pass is written here with the sa
 Its ``reorder_head``/``reorder_neuron`` are not used either: importing
 ``paddleslim.nas.ofa.utils.nlp_utils`` replaces ``paddle.nn.TransformerEncoder.forward`` for the
 whole process, which breaks PaddleNLP's ERNIE (the teacher) with "unexpected keyword 'cache'";
-:func:`paddleqa.compact.select` does the reorder-and-slice in one index_select per weight.
+:func:`paddleqa.models.compact.select` does the reorder-and-slice in one index_select per weight.
 The output is an ordinary model folder with per-layer head and FFN counts in its config.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import opt
+from ..core.config import opt
 from .distill import KDSettings, kd_run
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def importance(model, feats: dict[str, np.ndarray], n_windows: int, batch_size: 
     """Head importance ``[layers, heads]`` and per-layer neuron importance (DynaBERT formulas)."""
     import paddle
 
-    from .features import pad_batch
+    from ..text.features import pad_batch
 
     n_layers = len(model.ernie.encoder.layers)
     max_heads = max(layer.self_attn.num_heads for layer in model.ernie.encoder.layers)
@@ -88,9 +88,9 @@ def importance(model, feats: dict[str, np.ndarray], n_windows: int, batch_size: 
 def heldout_f1(model, tokenizer, params, examples, *, n_best: int, max_answer_length: int,
                cache_dir, progress: bool) -> float:
     """Official CMRC F1 of ``model`` on ``examples``."""
-    from .evaluate import answer
-    from .metrics import cmrc_scores
-    from .postprocess import predictions_from_spans
+    from ..runtime.evaluate import answer
+    from ..core.metrics import cmrc_scores
+    from ..core.postprocess import predictions_from_spans
 
     spans = answer(model, tokenizer, examples, params, n_best=n_best,
                    max_answer_length=max_answer_length, cache_dir=cache_dir, progress=progress)
@@ -107,7 +107,7 @@ def _f1(model, tokenizer, params, examples, config: "PruneConfig") -> float:
 def layer_sensitivity(model, tokenizer, params, examples, *, n_best: int, max_answer_length: int,
                       cache_dir, progress: bool) -> list[dict[str, Any]]:
     """F1 on ``examples`` with each layer removed in turn (row 0: nothing removed)."""
-    from .compact import select
+    from ..models.compact import select
 
     n = len(model.ernie.encoder.layers)
     full_heads = [list(range(layer.self_attn.num_heads)) for layer in model.ernie.encoder.layers]
@@ -128,7 +128,7 @@ def layer_sensitivity(model, tokenizer, params, examples, *, n_best: int, max_an
 
 
 def _write_table(out: Path, rows: list[dict[str, Any]], dropped: list[int]) -> None:
-    from .manifest import atomic_write_text, write_json
+    from ..core.io import atomic_write_text, write_json
 
     write_json(out / "layer_sensitivity.json", rows)
     lines = ["| removed layer | F1 | F1 drop | dropped |", "| ---: | ---: | ---: | :---: |"]
@@ -141,11 +141,12 @@ def _write_table(out: Path, rows: list[dict[str, Any]], dropped: list[int]) -> N
 
 def run(config: PruneConfig, *, resume: bool = False, callbacks=()) -> dict:
     """Prune the teacher, distil the pruned model back; metrics before and after each step."""
-    from .compact import flops_per_query, from_ernie, select
-    from .dataset import load_examples
-    from .errors import ConfigError
-    from .features import cached_features
-    from .modeling import count_params
+    from ..models.flops import flops_per_query
+    from ..models.compact import from_ernie, select
+    from ..text.dataset import load_examples
+    from ..core.errors import ConfigError
+    from ..text.features import cached_features
+    from ..models.build import count_params
 
     out = Path(config.output_dir)
 

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import opt
-from .errors import PaddleQAError
+from ..core.config import opt
+from ..core.errors import PaddleQAError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def model_config_for(path: Path):
                 candidates.append(Path(src))
     for folder in candidates:
         if (folder / "config.json").exists():
-            from .modeling import _architecture, _own_class
+            from ..models.build import _architecture, _own_class
 
             own = _own_class(_architecture(folder))
             try:
@@ -114,7 +114,7 @@ def _child(spec: dict) -> dict:
 
     params = None
     if runner.model is not None:
-        from .modeling import count_params
+        from ..models.build import count_params
 
         params = count_params(runner.model)["params"]
     out = {"backend": runner.backend, "precision": runner.precision, "file_bytes": runner.file_bytes,
@@ -155,7 +155,7 @@ def _score(config: BenchConfig, rows: list[dict]) -> None:
     """EM/F1 of each runnable artifact on ``score_file`` (one evaluation per artifact)."""
     import tempfile
 
-    from .errors import PaddleQAError as _Err
+    from ..core.errors import PaddleQAError as _Err
     from .evaluate import EvaluateConfig
     from .evaluate import run as evaluate
 
@@ -204,8 +204,9 @@ def _sgemm_gflops() -> float:
 def run(config: BenchConfig) -> dict:
     """Measure every artifact x thread count in a child process; returns (and writes) the rows."""
     from .artifacts import artifact_kind
-    from .compact import flops_per_query
-    from .manifest import versions, write_json
+    from ..models.flops import flops_per_query
+    from ..core.manifest import versions
+    from ..core.io import write_json
 
     rows = []
     for artifact in config.artifacts:
@@ -226,7 +227,7 @@ def run(config: BenchConfig) -> dict:
                     "throughput_batch": config.throughput_batch,
                     "throughput_repeats": config.throughput_repeats, "int8_ops": config.int8_ops}
             log.info("bench %s (%s), %d thread(s)", artifact, kind, threads)
-            res = subprocess.run([sys.executable, "-m", "paddleqa.bench", json.dumps(spec)],
+            res = subprocess.run([sys.executable, "-m", "paddleqa.runtime.bench", json.dumps(spec)],
                                  env=env, capture_output=True, text=True)
             if res.returncode != 0:
                 last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from .config import opt
-from .errors import PaddleQAError
+from ..core.config import opt
+from ..core.errors import PaddleQAError
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ def run(config: VocabConfig) -> dict:
     """Build and save the tokenizer; write manifest + metrics. Returns the metrics."""
     from paddlenlp.transformers import ErnieTokenizer
 
-    from .config import to_dict
+    from ..core.config import to_dict
     from .dataset import load_examples
-    from .manifest import write_manifest
+    from ..core.manifest import write_manifest
 
     started = time.time()
     texts: list[str] = []

@@ -5,7 +5,7 @@ The student learns from the gold spans and from the teacher's start/end distribu
     L = alpha * CE(student, gold) + (1 - alpha) * prediction_loss(student, teacher; T)
         + hidden_weight * hidden_mse + attention_weight * attention_mse,
 
-with the losses taken by name from :mod:`paddleqa.losses`. The teacher runs in eval mode without
+with the losses taken by name from :mod:`paddleqa.models.losses`. The teacher runs in eval mode without
 gradients on the same (clean) windows; the student may see Gaussian noise on its input word
 embeddings (``noise_prob``, ``noise_std``), the answer-side augmentation of the design. Windows,
 tokenizer and feature settings are the teacher's, read from its training record, so the student
@@ -22,8 +22,9 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import opt
-from .errors import ConfigError
+from ..core.config import opt
+from ..core.errors import ConfigError
+from ..models.weights import copy_matching, spaced_layers
 from .finetune import Recipe, TrainSettings, train
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class KDSettings(TrainSettings):
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        from .losses import PREDICTION_LOSSES, lookup
+        from ..models.losses import PREDICTION_LOSSES, lookup
 
         lookup(PREDICTION_LOSSES, self.prediction_loss, "prediction_loss")
         if self.hidden_weight < 0 or self.attention_weight < 0:
@@ -136,12 +137,6 @@ class DistillConfig(KDSettings):
         if self.student.kind == "mobilenet" and self.attention_weight > 0:
             raise ValueError("attention_weight needs attention in every student layer; the "
                              "mobilenet student's conv blocks have none: set it to 0")
-
-
-# ------------------------------------------------------------------------------ students
-def spaced_layers(n_student: int, n_teacher: int) -> list[int]:
-    """Teacher layers (1-based) for student layers 1..n: every k-th, ending at the last."""
-    return [round((i + 1) * n_teacher / n_student) for i in range(n_student)]
 
 
 def build_ernie_student(teacher, spec: StudentConfig):
@@ -180,27 +175,8 @@ def init_from_teacher(student, teacher, layers: list[int]) -> tuple[int, int]:
         lambda m: f"{m.group(1)}{layers[int(m.group(2))] - 1}{m.group(3)}", name, count=1))
 
 
-def copy_matching(student, teacher, source: Callable[[str], str]) -> tuple[int, int]:
-    """Set each student tensor to teacher tensor ``source(name)`` where it exists with the same
-    shape; the rest keep their random initialisation. Returns (copied, kept)."""
-    t_state = teacher.state_dict()
-    new_state, copied, kept = {}, 0, 0
-    for name, value in student.state_dict().items():
-        tv = t_state.get(source(name))
-        if tv is not None and list(tv.shape) == list(value.shape):
-            new_state[name] = tv
-            copied += 1
-        else:
-            new_state[name] = value  # shape differs or no counterpart: keeps its initialisation
-            kept += 1
-    student.set_state_dict(new_state)
-    log.info("student initialised from the teacher: %d tensors copied, %d left as initialised",
-             copied, kept)
-    return copied, kept
-
-
 def _build_mobile(teacher, spec):
-    from .mobile import build_mobile_student
+    from ..models.mobile import build_mobile_student
 
     return build_mobile_student(teacher, spec)
 
@@ -213,7 +189,7 @@ def _distiller_class():
     import paddle
     import paddle.nn as nn
 
-    from . import losses
+    from ..models import losses
 
     class Distiller(nn.Layer):
         """The layer the Trainer optimises: the student plus any width projections.
@@ -291,10 +267,10 @@ def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bo
     layer map) and fields for the training record; it may add entries to ``metrics``
     (before/after measurements).
     """
-    from .compact import flops_per_query
-    from .evaluate import feature_params_for
-    from .modeling import count_params, load_model
-    from .tokenizer import load_tokenizer
+    from ..models.flops import flops_per_query
+    from ..text.features import feature_params_for
+    from ..models.build import count_params, load_model
+    from ..text.tokenizer import load_tokenizer
 
     if not Path(config.teacher).is_dir():
         raise ConfigError(f"teacher folder {config.teacher} does not exist: fine-tune one first "

@@ -13,8 +13,6 @@ optimised model: ``Opt`` writes the optimised program once more as protobuf for 
 """
 from __future__ import annotations
 
-import collections
-import contextlib
 import dataclasses
 import json
 import logging
@@ -26,18 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import opt
-from .errors import PaddleQAError
+from ..core.config import opt
+from ..core.errors import PaddleQAError
+from ..models.graph import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, export_inference
+from ..runtime.bundle import (BUNDLE, INFERENCE_PREFIX, ONNX_FILE, TOKENIZER_FILES, copy_tokenizer,
+                              program_op_counts, resolve_model_dir, stdout_to_stderr)
 
 log = logging.getLogger(__name__)
-
-INPUT_NAMES = ("input_ids", "token_type_ids", "position_ids", "attention_mask")
-INPUT_DTYPES = {"input_ids": "int64", "token_type_ids": "int64", "position_ids": "int64",
-                "attention_mask": "float32"}
-OUTPUT_NAMES = ("start_logits", "end_logits")
-INFERENCE_PREFIX = "inference/model"  # -> inference/model.pdmodel + inference/model.pdiparams
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
-BUNDLE = "bundle.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,96 +95,6 @@ class ExportConfig:
             raise ValueError(f"max_seq_len must be >= 0, got {self.max_seq_len}")
 
 
-def _layer_base():
-    import paddle
-
-    return paddle.nn.Layer
-
-
-class QAExportWrapper(_layer_base()):
-    """``(input_ids, token_type_ids, position_ids, attention_mask) -> (start_logits, end_logits)``.
-
-    ``attention_mask`` is float 1/0 ``[batch, seq]``; every model family of paddleqa (PaddleNLP
-    ERNIE, the compact pruned ERNIE, the conv student) turns it into its additive form itself.
-    """
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    # dy2static maps arguments by name: keep `self` as the first parameter's name.
-    def forward(self, input_ids, token_type_ids, position_ids, attention_mask):
-        out = self.model(input_ids=input_ids, token_type_ids=token_type_ids,
-                         position_ids=position_ids, attention_mask=attention_mask)
-        if isinstance(out, (tuple, list)):
-            return out[0], out[1]
-        return out.start_logits, out.end_logits
-
-
-def strip_dropout(model) -> int:
-    """Set every dropout probability to 0 so that tracing emits no dropout op; returns the count.
-
-    ``F.dropout`` returns its input unchanged for p == 0, so neither layers (``nn.Dropout``) nor
-    attention modules holding a float ``dropout`` (``nn.MultiHeadAttention``, the compact
-    attention) leave anything in the graph.
-    """
-    import paddle.nn as nn
-
-    n = 0
-    for layer in model.sublayers(include_self=True):
-        if isinstance(layer, nn.Dropout):
-            n += layer.p != 0
-            layer.p = 0.0
-        elif isinstance(getattr(layer, "dropout", None), float):
-            n += layer.dropout != 0
-            layer.dropout = 0.0
-    return int(n)
-
-
-def input_spec(static_seq_len: int = 0):
-    from paddle.static import InputSpec
-
-    seq = static_seq_len or None
-    return [InputSpec([None, seq], INPUT_DTYPES[n], n) for n in INPUT_NAMES]
-
-
-def export_inference(model, prefix: str | Path, *, static_seq_len: int = 0) -> dict[str, Path]:
-    """Trace ``model`` through :class:`QAExportWrapper` into ``PREFIX.pdmodel/.pdiparams``."""
-    import paddle
-
-    model.eval()
-    removed = strip_dropout(model)
-    log.info("dropout removed from %d layers before tracing", removed)
-    wrapper = QAExportWrapper(model)
-    wrapper.eval()
-    prefix = Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    paddle.jit.save(wrapper, str(prefix), input_spec=input_spec(static_seq_len))
-    files = {"pdmodel": prefix.with_suffix(".pdmodel"), "pdiparams": prefix.with_suffix(".pdiparams")}
-    for f in files.values():
-        if not f.exists():
-            raise PaddleQAError(f"paddle.jit.save wrote no {f}")
-    return files
-
-
-def program_op_counts(pdmodel: str | Path) -> dict[str, int]:
-    """Op type -> count over every block of a serialized ProgramDesc (feed/fetch excluded)."""
-    from paddle.base.proto import framework_pb2
-
-    data = Path(pdmodel).read_bytes()
-    try:
-        prog = framework_pb2.ProgramDesc.FromString(data)
-    except Exception as exc:  # protobuf's DecodeError
-        raise PaddleQAError(f"{pdmodel}: not a Paddle program ({type(exc).__name__}: {exc}); "
-                            "re-export the model") from None
-    counts: collections.Counter = collections.Counter()
-    for block in prog.blocks:
-        for op in block.ops:
-            if op.type not in ("feed", "fetch"):
-                counts[op.type] += 1
-    return dict(sorted(counts.items()))
-
-
 _OPT_CHILD = """
 import json, sys
 import zlib  # noqa: before paddle's bundled zlib (see paddleqa/__init__.py)
@@ -206,21 +109,6 @@ if a["quant"]:
     o.set_quant_model(True); o.set_quant_type(a["quant"])
 o.run()
 """
-
-
-@contextlib.contextmanager
-def stdout_to_stderr():
-    """Send C++ writes to file descriptor 1 (opt's progress lines) to stderr meanwhile, so that a
-    command's stdout stays the JSON it prints."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def lite_optimize(pdmodel: Path, pdiparams: Path, target: str, precision: str, out_prefix: Path,
@@ -289,19 +177,6 @@ def fusion_report(before: dict[str, int], after: dict[str, int]) -> dict:
     }
 
 
-def resolve_model_dir(path: str) -> Path:
-    """A model folder, or the ``model/`` inside a training stage's output folder."""
-    p = Path(path)
-    if not p.exists():
-        raise PaddleQAError(f"model folder {p} does not exist")
-    if p.is_dir() and not (p / "config.json").exists() and (p / "model" / "config.json").exists():
-        return p / "model"
-    return p
-
-
-ONNX_FILE = "onnx/model.onnx"
-
-
 def export_onnx(pdmodel: Path, pdiparams: Path, dest: Path, *, opset: int = 13) -> Path:
     """Convert an fp32 inference model to ONNX with paddle2onnx (written to a temp name, then
     renamed, so a kill never leaves a half-written file that looks finished)."""
@@ -322,16 +197,6 @@ def export_onnx(pdmodel: Path, pdiparams: Path, dest: Path, *, opset: int = 13) 
     os.replace(tmp, dest)
     log.info("onnx: %s (%.2f MiB, opset %d)", dest, dest.stat().st_size / 2**20, opset)
     return dest
-
-
-def _copy_tokenizer(model_dir: Path, dest: Path) -> None:
-    """Tokenizer files and the training record (window settings) of ``model_dir`` into ``dest``."""
-    from .evaluate import TRAINING_INFO
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in (*TOKENIZER_FILES, TRAINING_INFO):
-        if (model_dir / f).exists():
-            shutil.copy2(model_dir / f, dest / f)
 
 
 def _bundle_readme(target: str, precision: str, bundle: dict) -> str:
@@ -400,11 +265,12 @@ def run(config: ExportConfig) -> dict:
     """Export; writes inference/, TARGET-PRECISION/ bundles, metrics.json (op report), manifest."""
     from importlib import metadata
 
-    from .config import to_dict
-    from .evaluate import feature_params_for
-    from .manifest import sha256_path, write_json, write_manifest
-    from .modeling import count_params, load_model
-    from .tokenizer import load_tokenizer
+    from ..core.config import to_dict
+    from ..text.features import feature_params_for
+    from ..core.manifest import sha256_path, write_manifest
+    from ..core.io import write_json
+    from ..models.build import count_params, load_model
+    from ..text.tokenizer import load_tokenizer
 
     started = time.time()
     model_dir = resolve_model_dir(config.model)
@@ -426,7 +292,7 @@ def run(config: ExportConfig) -> dict:
         files = export_inference(model, out / INFERENCE_PREFIX,
                                  static_seq_len=params.max_seq_len if config.static_seq_len else 0)
         pdmodel, pdiparams = files["pdmodel"], files["pdiparams"]
-        _copy_tokenizer(model_dir, pdmodel.parent)  # the inference folder is self-contained
+        copy_tokenizer(model_dir, pdmodel.parent)  # the inference folder is self-contained
     before = program_op_counts(pdmodel)
     graph_int8 = any("quantize" in op for op in before)  # a PTQ/QAT graph
     log.info("inference model: %d ops%s", sum(before.values()), " (int8 graph)" if graph_int8 else "")
@@ -464,7 +330,7 @@ def run(config: ExportConfig) -> dict:
                 shutil.rmtree(tmp)
                 continue
             after = lite_op_counts(pdmodel, pdiparams, target, precision)
-            _copy_tokenizer(model_dir, tmp)
+            copy_tokenizer(model_dir, tmp)
             bundle = {
                 "format": "paddle-lite-naive-buffer", "target": target, "precision": label,
                 "int8_graph": graph_int8,
@@ -499,7 +365,7 @@ def run(config: ExportConfig) -> dict:
             raise PaddleQAError("onnx: only fp32 graphs are converted (this inference model is "
                                 "int8); export the fp32 model with onnx: true instead")
         onnx_file = export_onnx(pdmodel, pdiparams, out / ONNX_FILE, opset=config.onnx_opset)
-        _copy_tokenizer(model_dir, onnx_file.parent)
+        copy_tokenizer(model_dir, onnx_file.parent)
         onnx = {"path": str(onnx_file), "bytes": onnx_file.stat().st_size, "opset": config.onnx_opset}
         outputs["onnx"] = onnx_file
     metrics = {
@@ -530,13 +396,3 @@ def describe_ops(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def load_bundle(path: str | Path) -> dict:
-    p = Path(path)
-    folder = p if p.is_dir() else p.parent
-    f = folder / BUNDLE
-    if not f.exists():
-        return {}
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise PaddleQAError(f"{f}: not valid JSON ({exc}); re-run `paddleqa export`") from None

@@ -216,7 +216,7 @@ def cached_features(
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     path = folder / f"{'train' if train else 'eval'}-{key}.npz"
-    from .distributed import file_lock
+    from ..core.distributed import file_lock
 
     # Several data-parallel ranks start at once: the first builds the file, the others wait on
     # the lock and then load what it wrote.
@@ -251,3 +251,23 @@ def pad_batch(feats: dict[str, np.ndarray], index: Sequence[int] | np.ndarray) -
         if key in feats:
             batch[key] = feats[key][index]
     return batch
+
+
+TRAINING_INFO = "paddleqa_training.json"  # written next to a fine-tuned model: its feature params
+
+
+def feature_params_for(model_dir: str, max_seq_len: int = 0, doc_stride: int = 0,
+                       max_query_length: int = 0) -> FeatureParams:
+    """Window settings: explicit values win, then the model's training record, then defaults."""
+    trained: dict = {}
+    info = Path(model_dir) / TRAINING_INFO
+    if info.exists():
+        trained = json.loads(info.read_text(encoding="utf-8")).get("feature_params", {})
+    defaults = FeatureParams()
+    return FeatureParams(
+        max_seq_len=max_seq_len or trained.get("max_seq_len", defaults.max_seq_len),
+        doc_stride=doc_stride or trained.get("doc_stride", defaults.doc_stride),
+        max_query_length=max_query_length or trained.get("max_query_length", defaults.max_query_length),
+        # Not overridable: it is part of what the model was trained to read.
+        overlap_types=bool(trained.get("overlap_types", defaults.overlap_types)),
+    )

@@ -171,18 +171,6 @@ class MobileQAForQuestionAnswering(ErniePretrainedModel):
                             output_hidden_states, output_attentions, return_dict)
 
 
-def mobile_flops(config: MobileQAConfig, seq_len: int) -> int:
-    """Multiply-add FLOPs (2 per MAC) of one window: conv blocks + transformer layers + head."""
-    from .compact import flops_per_query
-
-    L, H = seq_len, config.hidden_size
-    inner = H * config.expand_ratio
-    macs = config.conv_blocks * (L * H * inner + L * inner * config.kernel_size + L * inner * H)
-    if getattr(config, "embedding_size", 0) and config.embedding_size != H:
-        macs += L * config.embedding_size * H  # the embedding projection
-    return int(2 * macs) + flops_per_query(config, seq_len, layers_only=True) + 2 * L * H * 2
-
-
 def build_mobile_student(teacher, spec):
     """A mobile student shaped by ``spec`` (distill's StudentConfig); returns (student, layers).
 
@@ -203,7 +191,7 @@ def build_mobile_student(teacher, spec):
         conv_blocks=spec.conv_blocks, expand_ratio=spec.expand_ratio, kernel_size=spec.kernel_size,
         num_transformer_layers=n_tf, embedding_size=spec.embedding_size)
     student = MobileQAForQuestionAnswering(cfg)
-    from .distill import copy_matching, spaced_layers
+    from .weights import copy_matching, spaced_layers
 
     layers = spaced_layers(cfg.num_hidden_layers, t.num_hidden_layers)
     if spec.init == "teacher":

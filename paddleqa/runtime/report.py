@@ -15,8 +15,8 @@ import logging
 import time
 from pathlib import Path
 
-from .config import opt
-from .errors import PaddleQAError
+from ..core.config import opt
+from ..core.errors import PaddleQAError
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ COLUMNS = [("name", "model / artifact", "s"), ("source", "from", "s"), ("backend
 
 def run(config: ReportConfig) -> dict:
     """Write report.md, report.html, pareto.png and results.json; returns paths and rows."""
-    from .manifest import atomic_write_text, write_json
+    from ..core.io import atomic_write_text, write_json
 
     run_dir = Path(config.run_dir)
     if not run_dir.is_dir():

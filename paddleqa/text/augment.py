@@ -28,9 +28,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .config import opt, to_dict
+from ..core.config import opt, to_dict
 from .dataset import QAExample, load_examples, to_squad_json
-from .errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,8 @@ def augment_examples(examples: list[QAExample], source: SynonymSource, config: A
 
 def run(config: AugmentConfig, progress: bool = True) -> dict:
     """Write the augmented file plus ``<stem>.metrics.json``/``.manifest.json`` beside it."""
-    from .manifest import atomic_write_text, write_manifest
+    from ..core.io import atomic_write_text
+    from ..core.manifest import write_manifest
     import json
 
     started = time.time()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import opt
-from .errors import PaddleQAError
+from ..core.config import opt
+from ..core.errors import PaddleQAError
 
 log = logging.getLogger(__name__)
 

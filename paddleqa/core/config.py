@@ -197,7 +197,3 @@ def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_yaml(data: Mapping[str, Any], path: str | os.PathLike) -> None:
-    from .manifest import atomic_write_text
-
-    atomic_write_text(Path(path), yaml.safe_dump(dict(data), allow_unicode=True, sort_keys=False))

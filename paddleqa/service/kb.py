@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import PaddleQAError
+from ..core.errors import PaddleQAError
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import opt
-from .errors import PaddleQAError
+from ..core.config import opt
+from ..core.errors import PaddleQAError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class QuantizeConfig:
 def _training_file(model_dir: Path, given: str) -> str:
     import json
 
-    from .evaluate import TRAINING_INFO
+    from ..text.features import TRAINING_INFO
 
     if given:
         return given
@@ -104,9 +104,9 @@ def _training_file(model_dir: Path, given: str) -> str:
 def calibration_windows(model_dir: Path, tokenizer, params, config: QuantizeConfig) -> dict[str, np.ndarray]:
     """``calib_windows`` training windows (seeded sample), as the export wrapper's inputs padded
     to ``max_seq_len``."""
-    from .artifacts import explicit_inputs
-    from .dataset import load_examples
-    from .features import cached_features
+    from ..runtime.artifacts import explicit_inputs
+    from ..text.dataset import load_examples
+    from ..text.features import cached_features
 
     path = _training_file(model_dir, config.calib_file)
     examples, _ = load_examples(path, mode="train")
@@ -144,8 +144,9 @@ def _ptq(config: QuantizeConfig, model_dir: Path, out: Path, calib: dict) -> dic
     import paddle
     from paddle.static.quantization import PostTrainingQuantization
 
-    from .export import INPUT_NAMES, INFERENCE_PREFIX, export_inference, stdout_to_stderr
-    from .modeling import load_model
+    from ..models.graph import INPUT_NAMES, export_inference
+    from ..runtime.bundle import INFERENCE_PREFIX, stdout_to_stderr
+    from ..models.build import load_model
 
     fp32 = out / "fp32"
     files = export_inference(load_model(str(model_dir)), fp32 / "model")
@@ -175,9 +176,10 @@ def _qat(config: QuantizeConfig, model_dir: Path, out: Path, calib: dict) -> dic
     import paddle
     from paddleslim import QAT
 
-    from .export import INFERENCE_PREFIX, QAExportWrapper, input_spec, stdout_to_stderr, strip_dropout
-    from .losses import span_ce, span_kd
-    from .modeling import load_model
+    from ..runtime.bundle import INFERENCE_PREFIX, stdout_to_stderr
+    from ..models.graph import QAExportWrapper, input_spec, strip_dropout
+    from ..models.losses import span_ce, span_kd
+    from ..models.build import load_model
 
     if "start_positions" not in calib:
         raise PaddleQAError("QAT needs labelled training windows (answers in the calibration file)")
@@ -257,7 +259,7 @@ def _kmeans(config: QuantizeConfig, model_dir: Path, out: Path, calib: dict | No
     import paddle
     from tqdm.auto import tqdm
 
-    from .modeling import load_model
+    from ..models.build import load_model
 
     model = load_model(str(model_dir))
     state = model.state_dict()
@@ -280,9 +282,9 @@ def _kmeans(config: QuantizeConfig, model_dir: Path, out: Path, calib: dict | No
     model.set_state_dict(state)
     np.savez_compressed(out / "codebook.npz", **codebooks)
     model.save_pretrained(str(out / "model"))
-    from .export import _copy_tokenizer
+    from ..runtime.bundle import copy_tokenizer
 
-    _copy_tokenizer(model_dir, out / "model")
+    copy_tokenizer(model_dir, out / "model")
     return {"clusters_per_matrix": k, "matrices_clustered": clustered,
             "stored_bytes": stored, "fp32_bytes": dense, "compression": round(dense / stored, 2),
             "codebook_npz_bytes": (out / "codebook.npz").stat().st_size}
@@ -293,12 +295,13 @@ METHOD_FUNCS = {"ptq": _ptq, "qat": _qat, "kmeans": _kmeans}
 
 def run(config: QuantizeConfig) -> dict:
     """Quantize; score on ``dev_file`` next to the fp32 model; metrics.json + manifest."""
-    from .config import to_dict
-    from .evaluate import EvaluateConfig, feature_params_for
-    from .evaluate import run as evaluate
-    from .export import INFERENCE_PREFIX, _copy_tokenizer, resolve_model_dir
-    from .manifest import write_manifest
-    from .tokenizer import load_tokenizer
+    from ..core.config import to_dict
+    from ..runtime.evaluate import EvaluateConfig
+    from ..text.features import feature_params_for
+    from ..runtime.evaluate import run as evaluate
+    from ..runtime.bundle import INFERENCE_PREFIX, copy_tokenizer, resolve_model_dir
+    from ..core.manifest import write_manifest
+    from ..text.tokenizer import load_tokenizer
 
     started = time.time()
     model_dir = resolve_model_dir(config.model)
@@ -314,7 +317,7 @@ def run(config: QuantizeConfig) -> dict:
         artifact = out / "model"
     else:
         artifact = out / INFERENCE_PREFIX
-        _copy_tokenizer(model_dir, artifact.parent)
+        copy_tokenizer(model_dir, artifact.parent)
         metrics["file_bytes"] = sum(artifact.with_suffix(s).stat().st_size for s in (".pdmodel", ".pdiparams"))
     if config.dev_file:
         for name, path in (("fp32", model_dir), ("quantized", artifact)):
