@@ -28,7 +28,25 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .core.config import ConfigError, from_dict, opt, to_dict
-from .core.manifest import MANIFEST, sha256_path
+from .core.manifest import MANIFEST, sha256_path, write_manifest
+from .runtime import bench as bench_stage, evaluate as evaluate_stage, report as report_stage
+from .runtime.bench import BenchConfig
+from .runtime.evaluate import EvaluateConfig
+from .stages import (
+    distill as distill_stage,
+    export as export_stage,
+    finetune as finetune_stage,
+    prune as prune_stage,
+    quantize as quantize_stage,
+)
+from .stages.distill import DistillConfig
+from .stages.export import ExportConfig
+from .stages.finetune import FinetuneConfig, stale_reason
+from .stages.prune import PruneConfig
+from .stages.quantize import QuantizeConfig
+from .text import augment as augment_stage, tokenizer as vocab_stage
+from .text.augment import AugmentConfig
+from .text.dataset import load_examples
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +96,6 @@ def _sections(doc: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
 
 def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
     """Typed config of every stage: defaults <- wiring from earlier stages <- YAML overrides."""
-    from .text.augment import AugmentConfig
-    from .runtime.bench import BenchConfig
-    from .stages.distill import DistillConfig
-    from .stages.export import ExportConfig
-    from .stages.quantize import QuantizeConfig
-    from .runtime.evaluate import EvaluateConfig
-    from .stages.finetune import FinetuneConfig
-    from .stages.prune import PruneConfig
 
     run_dir, sec = _sections(doc)
     root = Path(run_dir)
@@ -222,7 +232,6 @@ def _set_aside_if_stale(out_dir: Path, config: Any, inputs: dict[str, str]) -> N
     ``<folder>.superseded-<time>`` and trains afresh, so nothing is lost."""
     import datetime as _dt
 
-    from .stages.finetune import stale_reason
 
     if not out_dir.exists():
         return
@@ -238,14 +247,6 @@ def _set_aside_if_stale(out_dir: Path, config: Any, inputs: dict[str, str]) -> N
 def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
         on_stage: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
     """Run every stage (or ``only`` one) of a pipeline document; returns each stage's metrics."""
-    from .text import augment as augment_stage
-    from .stages import distill as distill_stage
-    from .runtime import evaluate as evaluate_stage
-    from .stages import prune as prune_stage
-    from .stages import finetune as finetune_stage
-    from .text import tokenizer as vocab_stage
-    from .text.dataset import load_examples
-    from .core.manifest import write_manifest
 
     if only is not None and only not in STAGES:
         raise ConfigError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
@@ -324,14 +325,12 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
               lambda: prune_stage.run(pr, resume=resume), trained_from={"teacher": pr.teacher})
     qu = cfg["quantize"]
     if qu is not None:
-        from .stages import quantize as quantize_stage
 
         stage("quantize", Path(qu.out_dir), qu, {"model": qu.model, "dev_file": qu.dev_file,
                                                  "calib_file": qu.calib_file},
               lambda: quantize_stage.run(qu))
     ex = cfg["export"]
     if ex is not None:
-        from .stages import export as export_stage
 
         stage("export", Path(ex.out_dir), ex, {"model": ex.model}, lambda: export_stage.run(ex))
         if qu is not None and qu.method in ("ptq", "qat"):
@@ -349,11 +348,8 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
                   key="export_teacher")
     be = cfg["bench"]
     if be is not None:
-        from .runtime import bench as bench_stage
 
         def do_bench() -> dict:
-            from .core.manifest import write_manifest
-
             result = bench_stage.run(be)
             write_manifest(Path(be.out).parent, "bench", to_dict(be), {a: a for a in be.artifacts},
                            {"results": be.out},
@@ -362,7 +358,6 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
 
         stage("bench", Path(be.out).parent, be, {a: a for a in be.artifacts}, do_bench)
     if only is None:
-        from .runtime import report as report_stage
 
         rep = report_stage.run(report_stage.ReportConfig(run_dir=str(root)))
         results["report"] = {k: v for k, v in rep.items() if k != "rows"}

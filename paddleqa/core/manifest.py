@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from .io import write_json
+from .io import write_json, write_yaml
+
 
 MANIFEST = "manifest.json"
 RESOLVED_CONFIG = "resolved_config.yaml"
@@ -81,7 +82,6 @@ def write_manifest(
     ``prefix`` names them ``{prefix}manifest.json`` etc., for a stage whose output is one file
     in a folder it shares with others (``augment`` writes ``OUT.json`` and ``OUT.manifest.json``).
     """
-    from .io import write_yaml
 
     out = Path(out_dir)
 

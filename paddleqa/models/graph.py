@@ -12,17 +12,10 @@ import logging
 from pathlib import Path
 
 from ..core.errors import PaddleQAError
+from . import INPUT_DTYPES, INPUT_NAMES
 
 log = logging.getLogger(__name__)
 
-INPUT_NAMES = ("input_ids", "token_type_ids", "position_ids", "attention_mask")
-
-
-INPUT_DTYPES = {"input_ids": "int64", "token_type_ids": "int64", "position_ids": "int64",
-                "attention_mask": "float32"}
-
-
-OUTPUT_NAMES = ("start_logits", "end_logits")
 
 
 def _layer_base():

@@ -26,6 +26,8 @@ from paddlenlp.transformers import ErnieConfig
 from paddlenlp.transformers.ernie.modeling import ErnieEmbeddings, ErniePretrainedModel
 
 from .compact import CompactLayer, span_outputs
+from .weights import copy_matching, spaced_layers
+
 
 ARCHITECTURE = "MobileQAForQuestionAnswering"
 log = logging.getLogger(__name__)
@@ -191,7 +193,6 @@ def build_mobile_student(teacher, spec):
         conv_blocks=spec.conv_blocks, expand_ratio=spec.expand_ratio, kernel_size=spec.kernel_size,
         num_transformer_layers=n_tf, embedding_size=spec.embedding_size)
     student = MobileQAForQuestionAnswering(cfg)
-    from .weights import copy_matching, spaced_layers
 
     layers = spaced_layers(cfg.num_hidden_layers, t.num_hidden_layers)
     if spec.init == "teacher":

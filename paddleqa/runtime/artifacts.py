@@ -25,6 +25,10 @@ from typing import Callable
 import numpy as np
 
 from ..core.errors import PaddleQAError
+from ..core.manifest import sha256_path
+from ..models.build import load_model
+from ..text.features import pad_batch
+from .bundle import load_bundle, program_op_counts, stdout_to_stderr
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +71,6 @@ def _check_finite(start: np.ndarray, end: np.ndarray, runner_name: str) -> None:
 
 # ---------------------------------------------------------------- dygraph
 def _open_dygraph(path: Path) -> Runner:
-    from ..models.build import load_model
-
     runner = model_runner(load_model(str(path)))
     runner.path = runner.tokenizer_dir = path
     if path.is_dir():
@@ -94,8 +96,6 @@ def model_runner(model) -> Runner:
 
 # ---------------------------------------------------------------- paddle inference
 def is_quantized_program(pdmodel: Path) -> bool:
-    from .bundle import program_op_counts
-
     ops = program_op_counts(pdmodel)
     return any("quantize" in op for op in ops)
 
@@ -123,7 +123,6 @@ def _open_inference(prefix: Path, *, threads: int = 0, int8_ops: tuple[str, ...]
         config.enable_mkldnn()
         # "all": an empty set lets MKLDNN quantize every op it supports.
         config.enable_mkldnn_int8(set() if "all" in int8_ops else set(int8_ops))
-    from .bundle import stdout_to_stderr
 
     try:
         with stdout_to_stderr():  # MKLDNN passes print their summaries to stdout
@@ -155,8 +154,6 @@ def _open_inference(prefix: Path, *, threads: int = 0, int8_ops: tuple[str, ...]
 
 # ---------------------------------------------------------------- paddle lite
 def _open_lite(nb: Path) -> Runner:
-    from .bundle import load_bundle
-
     bundle = load_bundle(nb)
     target = bundle.get("target", "x86")
     precision = bundle.get("precision", "fp32")
@@ -236,7 +233,6 @@ def _verify_nb(nb: Path, bundle: dict) -> None:
     import subprocess
     import sys
 
-    from ..core.manifest import sha256_path
 
     size = nb.stat().st_size
     if bundle.get("model_bytes") is not None:
@@ -280,7 +276,6 @@ def artifact_kind(path: str | Path) -> tuple[str, Path]:
     if p.suffix == ".nb":
         if not p.is_file():
             raise PaddleQAError(f"Paddle Lite model {p} not found")
-        from .bundle import load_bundle
 
         target = load_bundle(p).get("target", "x86")
         return f"lite-{target}", p
@@ -334,7 +329,6 @@ def predict_logits(runner: Runner, feats: dict[str, np.ndarray], *, batch_size: 
     """Start/end logits ``[windows, max_seq_len]`` from any runner (padding gets -1e4)."""
     from tqdm.auto import tqdm
 
-    from ..text.features import pad_batch
 
     n, L = feats["input_ids"].shape
     start = np.full((n, L), -1e4, dtype=np.float32)

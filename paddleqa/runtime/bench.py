@@ -20,7 +20,13 @@ import time
 from pathlib import Path
 
 from ..core.config import opt
-from ..core.errors import PaddleQAError
+from ..core.errors import PaddleQAError, PaddleQAError as _Err
+from ..core.io import write_json
+from ..core.manifest import versions
+from ..models.build import _architecture, _own_class, count_params
+from ..models.flops import flops_per_query
+from .artifacts import artifact_kind, explicit_inputs, open_artifact
+from .evaluate import EvaluateConfig, run as evaluate
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +87,6 @@ def model_config_for(path: Path):
                 candidates.append(Path(src))
     for folder in candidates:
         if (folder / "config.json").exists():
-            from ..models.build import _architecture, _own_class
 
             own = _own_class(_architecture(folder))
             try:
@@ -97,7 +102,6 @@ def _child(spec: dict) -> dict:
 
     import numpy as np
 
-    from .artifacts import explicit_inputs, open_artifact
 
     threads = spec["threads"]
     runner = open_artifact(spec["artifact"], threads=threads, int8_ops=tuple(spec["int8_ops"]))
@@ -114,7 +118,6 @@ def _child(spec: dict) -> dict:
 
     params = None
     if runner.model is not None:
-        from ..models.build import count_params
 
         params = count_params(runner.model)["params"]
     out = {"backend": runner.backend, "precision": runner.precision, "file_bytes": runner.file_bytes,
@@ -155,9 +158,6 @@ def _score(config: BenchConfig, rows: list[dict]) -> None:
     """EM/F1 of each runnable artifact on ``score_file`` (one evaluation per artifact)."""
     import tempfile
 
-    from ..core.errors import PaddleQAError as _Err
-    from .evaluate import EvaluateConfig
-    from .evaluate import run as evaluate
 
     base = Path(config.out).parent / "eval" if config.out else Path(tempfile.mkdtemp(prefix="paddleqa-bench-"))
     done: dict[str, dict] = {}
@@ -203,10 +203,6 @@ def _sgemm_gflops() -> float:
 
 def run(config: BenchConfig) -> dict:
     """Measure every artifact x thread count in a child process; returns (and writes) the rows."""
-    from .artifacts import artifact_kind
-    from ..models.flops import flops_per_query
-    from ..core.manifest import versions
-    from ..core.io import write_json
 
     rows = []
     for artifact in config.artifacts:

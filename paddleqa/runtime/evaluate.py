@@ -7,10 +7,17 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..core.config import opt
-from ..text.dataset import QAExample
+from ..core.config import opt, to_dict
 from ..core.errors import PaddleQAError
-from ..text.features import FeatureParams, feature_params_for
+from ..core.io import write_json
+from ..core.manifest import write_manifest
+from ..core.metrics import cmrc_scores
+from ..core.postprocess import best_spans, predictions_from_spans
+from ..models.build import count_params
+from ..text.dataset import QAExample, gold_references, load_examples
+from ..text.features import FeatureParams, cached_features, feature_params_for
+from ..text.tokenizer import load_tokenizer
+from .artifacts import Runner, model_runner, open_artifact, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +63,6 @@ def answer(model, tokenizer, examples: Sequence[QAExample], params: FeatureParam
     ``model`` is a dygraph model or any :class:`paddleqa.runtime.artifacts.Runner` (inference model,
     Lite ``.nb``): they share the features, the batching and the post-processor.
     """
-    from .artifacts import Runner, model_runner, predict_logits
-    from ..text.features import cached_features
-    from ..core.postprocess import best_spans
 
     runner = model if isinstance(model, Runner) else model_runner(model)
     feats = cached_features(examples, tokenizer, params, train=False, cache_dir=cache_dir,
@@ -71,15 +75,6 @@ def answer(model, tokenizer, examples: Sequence[QAExample], params: FeatureParam
 
 def run(config: EvaluateConfig) -> dict:
     """Evaluate; writes predictions.json (leaderboard format), nbest.json, metrics.json, manifest."""
-    from ..core.config import to_dict
-    from ..text.dataset import gold_references, load_examples
-    from ..core.io import write_json
-    from ..core.manifest import write_manifest
-    from ..core.metrics import cmrc_scores
-    from .artifacts import open_artifact
-    from ..models.build import count_params
-    from ..core.postprocess import predictions_from_spans
-    from ..text.tokenizer import load_tokenizer
 
     started = time.time()
     runner = open_artifact(config.model, threads=config.threads, int8_ops=tuple(config.int8_ops))

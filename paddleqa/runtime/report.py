@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..core.config import opt
 from ..core.errors import PaddleQAError
+from ..core.io import atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,6 @@ COLUMNS = [("name", "model / artifact", "s"), ("source", "from", "s"), ("backend
 
 def run(config: ReportConfig) -> dict:
     """Write report.md, report.html, pareto.png and results.json; returns paths and rows."""
-    from ..core.io import atomic_write_text, write_json
 
     run_dir = Path(config.run_dir)
     if not run_dir.is_dir():

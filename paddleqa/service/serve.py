@@ -20,6 +20,12 @@ import time
 
 from ..core.config import opt
 from ..core.errors import PaddleQAError
+from ..core.postprocess import best_spans
+from ..runtime.artifacts import artifact_kind, open_artifact, predict_logits
+from ..text.dataset import QAExample
+from ..text.features import build_features, feature_params_for
+from ..text.tokenizer import load_tokenizer
+from .kb import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +93,6 @@ class Engine:
 
     def __init__(self, artifact: str, *, workers: int = 1, max_batch: int = 8, max_wait_ms: float = 5.0,
                  n_best: int = 20, max_answer_length: int = 64, threads: int = 1):
-        from ..runtime.artifacts import artifact_kind
 
         self.artifact = artifact
         self.backend, _ = artifact_kind(artifact)
@@ -116,10 +121,6 @@ class Engine:
                 f"cannot load {artifact}: {type(err).__name__}: {err}")
 
     def _load(self):
-        from ..runtime.artifacts import open_artifact
-        from ..text.features import feature_params_for
-        from ..text.tokenizer import load_tokenizer
-
         runner = open_artifact(self.artifact, threads=self.threads)
         tokenizer = load_tokenizer(str(runner.tokenizer_dir))
         params = feature_params_for(str(runner.tokenizer_dir))
@@ -152,10 +153,6 @@ class Engine:
             self._run(batch, runner, tokenizer, params)
 
     def _run(self, batch: list[_Job], runner, tokenizer, params) -> None:
-        from ..runtime.artifacts import predict_logits
-        from ..text.features import build_features
-        from ..core.postprocess import best_spans
-
         live = [j for j in batch if j.future.set_running_or_notify_cancel()]
         if not live:
             return
@@ -278,10 +275,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None, kb=None):
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
-    from ..text.dataset import QAExample
 
     if kb is None and config.kb:
-        from .kb import KnowledgeBase
 
         kb = KnowledgeBase(config.kb, passage_chars=config.passage_chars,
                            check_seconds=config.kb_check_seconds)
@@ -423,11 +418,9 @@ def serve(config: ServeConfig) -> None:
 
 def ask_loop(config: ServeConfig, stdin, stdout) -> int:
     """``paddleqa ask``: read questions (``question ||| context`` to give a context), print answers."""
-    from ..text.dataset import QAExample
 
     kb = None
     if config.kb:
-        from .kb import KnowledgeBase
 
         kb = KnowledgeBase(config.kb, passage_chars=config.passage_chars)
     engine = Engine(config.artifact, max_batch=1, max_wait_ms=0, n_best=config.n_best,

@@ -24,7 +24,11 @@ from typing import Any, Callable
 
 from ..core.config import opt
 from ..core.errors import ConfigError
+from ..models.build import count_params, load_model
+from ..models.flops import flops_per_query
 from ..models.weights import copy_matching, spaced_layers
+from ..text.features import feature_params_for
+from ..text.tokenizer import load_tokenizer
 from .finetune import Recipe, TrainSettings, train
 
 log = logging.getLogger(__name__)
@@ -186,6 +190,7 @@ STUDENTS: dict[str, Callable] = {"ernie": build_ernie_student, "mobilenet": _bui
 
 # ------------------------------------------------------------------------------ the objective
 def _distiller_class():
+    # paddle and the losses (which import it) load here, not with the config classes
     import paddle
     import paddle.nn as nn
 
@@ -267,10 +272,6 @@ def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bo
     layer map) and fields for the training record; it may add entries to ``metrics``
     (before/after measurements).
     """
-    from ..models.flops import flops_per_query
-    from ..text.features import feature_params_for
-    from ..models.build import count_params, load_model
-    from ..text.tokenizer import load_tokenizer
 
     if not Path(config.teacher).is_dir():
         raise ConfigError(f"teacher folder {config.teacher} does not exist: fine-tune one first "

@@ -24,11 +24,24 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..core.config import opt
+from ..core.config import opt, to_dict
 from ..core.errors import PaddleQAError
-from ..models.graph import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, export_inference
-from ..runtime.bundle import (BUNDLE, INFERENCE_PREFIX, ONNX_FILE, TOKENIZER_FILES, copy_tokenizer,
-                              program_op_counts, resolve_model_dir, stdout_to_stderr)
+from ..core.io import write_json
+from ..core.manifest import sha256_path, write_manifest
+from ..models.build import count_params, load_model
+from ..models import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES
+from ..runtime.bundle import (
+    BUNDLE,
+    INFERENCE_PREFIX,
+    ONNX_FILE,
+    TOKENIZER_FILES,
+    copy_tokenizer,
+    program_op_counts,
+    resolve_model_dir,
+    stdout_to_stderr,
+)
+from ..text.features import feature_params_for
+from ..text.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -265,12 +278,6 @@ def run(config: ExportConfig) -> dict:
     """Export; writes inference/, TARGET-PRECISION/ bundles, metrics.json (op report), manifest."""
     from importlib import metadata
 
-    from ..core.config import to_dict
-    from ..text.features import feature_params_for
-    from ..core.manifest import sha256_path, write_manifest
-    from ..core.io import write_json
-    from ..models.build import count_params, load_model
-    from ..text.tokenizer import load_tokenizer
 
     started = time.time()
     model_dir = resolve_model_dir(config.model)
@@ -287,6 +294,8 @@ def run(config: ExportConfig) -> dict:
                                     "PREFIX.pdmodel and PREFIX.pdiparams")
         sizes = {}
     else:
+        from ..models.graph import export_inference  # imports paddle: deferred on purpose
+
         model = load_model(str(model_dir))
         sizes = count_params(model)
         files = export_inference(model, out / INFERENCE_PREFIX,

@@ -10,9 +10,19 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..core.config import opt
+from ..core.config import opt, read_yaml, to_dict
+from ..core.distributed import world_size
 from ..core.errors import ConfigError, PaddleQAError
-from ..models.build import ArchConfig
+from ..core.io import write_json, write_yaml
+from ..core.manifest import RESOLVED_CONFIG, sha256_path, write_manifest
+from ..core.metrics import cmrc_scores
+from ..core.postprocess import predictions_from_spans
+from ..models.build import ArchConfig, build_from_scratch, count_params, load_model
+from ..models.flops import flops_per_query
+from ..runtime.evaluate import answer
+from ..text.dataset import gold_references, load_examples
+from ..text.features import FeatureParams, TRAINING_INFO, cached_features
+from ..text.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +103,6 @@ class FinetuneConfig(TrainSettings):
                              f"({self.arch.max_position_embeddings})")
 
     def feature_params(self):
-        from ..text.features import FeatureParams
-
         return FeatureParams(self.max_seq_len, self.doc_stride, self.max_query_length,
                              self.overlap_types)
 
@@ -174,7 +182,6 @@ def replica_fingerprints(model) -> list[str]:
     import paddle
     import paddle.distributed as dist
 
-    from ..core.distributed import world_size
 
     if world_size() < 2:
         return []
@@ -223,7 +230,6 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _input_hashes(config: TrainSettings, inputs: dict[str, str]) -> dict[str, str]:
     """sha256 of the inputs that decide what the checkpoints hold (local files/folders only)."""
-    from ..core.manifest import sha256_path
 
     paths = {"train_file": config.train_file, **inputs}
     return {k: sha256_path(p) for k, p in paths.items() if p and Path(p).exists()}
@@ -231,8 +237,6 @@ def _input_hashes(config: TrainSettings, inputs: dict[str, str]) -> dict[str, st
 
 def stale_reason(config: TrainSettings, inputs: dict[str, str]) -> str | None:
     """Why the run in ``config.output_dir`` cannot be continued with this config, or None."""
-    from ..core.config import read_yaml, to_dict
-    from ..core.manifest import RESOLVED_CONFIG
 
     out = Path(config.output_dir)
     previous = out / RESOLVED_CONFIG
@@ -277,8 +281,6 @@ def _check_output_dir(config: TrainSettings, resume: bool, inputs: dict[str, str
 
 def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
     """Train, save ``model/``, score the dev file; returns the metrics (also in metrics.json)."""
-    from ..models.build import build_from_scratch, load_model
-    from ..text.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(config.tokenizer or config.model)
     params = config.feature_params()
@@ -307,18 +309,6 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
     import paddle
     from paddlenlp.trainer import TrainerCallback, TrainingArguments
 
-    from ..core.config import to_dict
-    from ..core.io import write_yaml
-    from ..text.dataset import gold_references, load_examples
-    from ..text.features import TRAINING_INFO
-    from ..runtime.evaluate import answer
-    from ..text.features import cached_features
-    from ..core.manifest import RESOLVED_CONFIG, write_manifest
-    from ..core.io import write_json
-    from ..core.metrics import cmrc_scores
-    from ..models.flops import flops_per_query
-    from ..models.build import count_params
-    from ..core.postprocess import predictions_from_spans
 
     started = time.time()
     out = Path(config.output_dir)

@@ -29,6 +29,15 @@ from typing import Any
 import numpy as np
 
 from ..core.config import opt
+from ..core.errors import ConfigError
+from ..core.io import atomic_write_text, write_json
+from ..core.metrics import cmrc_scores
+from ..core.postprocess import predictions_from_spans
+from ..models.build import count_params
+from ..models.flops import flops_per_query
+from ..runtime.evaluate import answer
+from ..text.dataset import load_examples
+from ..text.features import cached_features, pad_batch
 from .distill import KDSettings, kd_run
 
 log = logging.getLogger(__name__)
@@ -57,7 +66,6 @@ def importance(model, feats: dict[str, np.ndarray], n_windows: int, batch_size: 
     """Head importance ``[layers, heads]`` and per-layer neuron importance (DynaBERT formulas)."""
     import paddle
 
-    from ..text.features import pad_batch
 
     n_layers = len(model.ernie.encoder.layers)
     max_heads = max(layer.self_attn.num_heads for layer in model.ernie.encoder.layers)
@@ -88,9 +96,6 @@ def importance(model, feats: dict[str, np.ndarray], n_windows: int, batch_size: 
 def heldout_f1(model, tokenizer, params, examples, *, n_best: int, max_answer_length: int,
                cache_dir, progress: bool) -> float:
     """Official CMRC F1 of ``model`` on ``examples``."""
-    from ..runtime.evaluate import answer
-    from ..core.metrics import cmrc_scores
-    from ..core.postprocess import predictions_from_spans
 
     spans = answer(model, tokenizer, examples, params, n_best=n_best,
                    max_answer_length=max_answer_length, cache_dir=cache_dir, progress=progress)
@@ -128,8 +133,6 @@ def layer_sensitivity(model, tokenizer, params, examples, *, n_best: int, max_an
 
 
 def _write_table(out: Path, rows: list[dict[str, Any]], dropped: list[int]) -> None:
-    from ..core.io import atomic_write_text, write_json
-
     write_json(out / "layer_sensitivity.json", rows)
     lines = ["| removed layer | F1 | F1 drop | dropped |", "| ---: | ---: | ---: | :---: |"]
     for r in rows:
@@ -141,12 +144,7 @@ def _write_table(out: Path, rows: list[dict[str, Any]], dropped: list[int]) -> N
 
 def run(config: PruneConfig, *, resume: bool = False, callbacks=()) -> dict:
     """Prune the teacher, distil the pruned model back; metrics before and after each step."""
-    from ..models.flops import flops_per_query
     from ..models.compact import from_ernie, select
-    from ..text.dataset import load_examples
-    from ..core.errors import ConfigError
-    from ..text.features import cached_features
-    from ..models.build import count_params
 
     out = Path(config.output_dir)
 

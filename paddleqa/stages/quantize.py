@@ -25,8 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.config import opt
+from ..core.config import opt, to_dict
 from ..core.errors import PaddleQAError
+from ..core.manifest import write_manifest
+from ..models import INPUT_NAMES
+from ..models.build import load_model
+from ..runtime.artifacts import explicit_inputs
+from ..runtime.bundle import INFERENCE_PREFIX, copy_tokenizer, resolve_model_dir, stdout_to_stderr
+from ..runtime.evaluate import EvaluateConfig, run as evaluate
+from ..text.dataset import load_examples
+from ..text.features import TRAINING_INFO, cached_features, feature_params_for
+from ..text.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +97,6 @@ class QuantizeConfig:
 def _training_file(model_dir: Path, given: str) -> str:
     import json
 
-    from ..text.features import TRAINING_INFO
 
     if given:
         return given
@@ -104,9 +112,6 @@ def _training_file(model_dir: Path, given: str) -> str:
 def calibration_windows(model_dir: Path, tokenizer, params, config: QuantizeConfig) -> dict[str, np.ndarray]:
     """``calib_windows`` training windows (seeded sample), as the export wrapper's inputs padded
     to ``max_seq_len``."""
-    from ..runtime.artifacts import explicit_inputs
-    from ..text.dataset import load_examples
-    from ..text.features import cached_features
 
     path = _training_file(model_dir, config.calib_file)
     examples, _ = load_examples(path, mode="train")
@@ -144,9 +149,7 @@ def _ptq(config: QuantizeConfig, model_dir: Path, out: Path, calib: dict) -> dic
     import paddle
     from paddle.static.quantization import PostTrainingQuantization
 
-    from ..models.graph import INPUT_NAMES, export_inference
-    from ..runtime.bundle import INFERENCE_PREFIX, stdout_to_stderr
-    from ..models.build import load_model
+    from ..models.graph import export_inference
 
     fp32 = out / "fp32"
     files = export_inference(load_model(str(model_dir)), fp32 / "model")
@@ -176,10 +179,8 @@ def _qat(config: QuantizeConfig, model_dir: Path, out: Path, calib: dict) -> dic
     import paddle
     from paddleslim import QAT
 
-    from ..runtime.bundle import INFERENCE_PREFIX, stdout_to_stderr
     from ..models.graph import QAExportWrapper, input_spec, strip_dropout
     from ..models.losses import span_ce, span_kd
-    from ..models.build import load_model
 
     if "start_positions" not in calib:
         raise PaddleQAError("QAT needs labelled training windows (answers in the calibration file)")
@@ -259,7 +260,6 @@ def _kmeans(config: QuantizeConfig, model_dir: Path, out: Path, calib: dict | No
     import paddle
     from tqdm.auto import tqdm
 
-    from ..models.build import load_model
 
     model = load_model(str(model_dir))
     state = model.state_dict()
@@ -282,7 +282,6 @@ def _kmeans(config: QuantizeConfig, model_dir: Path, out: Path, calib: dict | No
     model.set_state_dict(state)
     np.savez_compressed(out / "codebook.npz", **codebooks)
     model.save_pretrained(str(out / "model"))
-    from ..runtime.bundle import copy_tokenizer
 
     copy_tokenizer(model_dir, out / "model")
     return {"clusters_per_matrix": k, "matrices_clustered": clustered,
@@ -295,13 +294,6 @@ METHOD_FUNCS = {"ptq": _ptq, "qat": _qat, "kmeans": _kmeans}
 
 def run(config: QuantizeConfig) -> dict:
     """Quantize; score on ``dev_file`` next to the fp32 model; metrics.json + manifest."""
-    from ..core.config import to_dict
-    from ..runtime.evaluate import EvaluateConfig
-    from ..text.features import feature_params_for
-    from ..runtime.evaluate import run as evaluate
-    from ..runtime.bundle import INFERENCE_PREFIX, copy_tokenizer, resolve_model_dir
-    from ..core.manifest import write_manifest
-    from ..text.tokenizer import load_tokenizer
 
     started = time.time()
     model_dir = resolve_model_dir(config.model)

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from ..core.config import opt, to_dict
-from .dataset import QAExample, load_examples, to_squad_json
 from ..core.errors import ConfigError, DataError
+from ..core.io import atomic_write_text
+from ..core.manifest import write_manifest
+from .dataset import QAExample, load_examples, to_squad_json
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,6 @@ class SynonymSource(Protocol):
 
     def candidates(self, word: str) -> list[str]:
         """Synonyms of ``word`` (without ``word`` itself), best first; [] when none are known."""
-
 
 class CilinThesaurus:
     """HIT 同义词词林 (extended): lines like ``Aa01A02= 人类 生人 全人类``; ``=`` groups only."""
@@ -291,8 +292,6 @@ def augment_examples(examples: list[QAExample], source: SynonymSource, config: A
 
 def run(config: AugmentConfig, progress: bool = True) -> dict:
     """Write the augmented file plus ``<stem>.metrics.json``/``.manifest.json`` beside it."""
-    from ..core.io import atomic_write_text
-    from ..core.manifest import write_manifest
     import json
 
     started = time.time()

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.distributed import file_lock
 from .dataset import QAExample
 
 log = logging.getLogger(__name__)
@@ -216,7 +217,6 @@ def cached_features(
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     path = folder / f"{'train' if train else 'eval'}-{key}.npz"
-    from ..core.distributed import file_lock
 
     # Several data-parallel ranks start at once: the first builds the file, the others wait on
     # the lock and then load what it wrote.

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from ..core.config import opt
+from ..core.config import opt, to_dict
 from ..core.errors import PaddleQAError
+from ..core.manifest import write_manifest
+from .dataset import load_examples
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +84,6 @@ def run(config: VocabConfig) -> dict:
     """Build and save the tokenizer; write manifest + metrics. Returns the metrics."""
     from paddlenlp.transformers import ErnieTokenizer
 
-    from ..core.config import to_dict
-    from .dataset import load_examples
-    from ..core.manifest import write_manifest
 
     started = time.time()
     texts: list[str] = []
