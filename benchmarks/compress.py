@@ -166,8 +166,17 @@ def dev_subset(config: Path, run_dir: Path, n: int) -> str:
     return str(out)
 
 
+def _flops_384(m: dict) -> int | None:
+    """FLOPs of a 384-token window from a stage's metrics (runs before the key named its length
+    wrote ``flops_per_query_384``)."""
+    if m.get("flops_seq_len") == 384:
+        return m.get("flops_per_query")
+    return m.get("flops_per_query_384")
+
+
 def collect(run_dir: Path, table: dict, args) -> dict:
     teacher = json.loads((run_dir / "teacher" / "metrics.json").read_text(encoding="utf-8"))
+    teacher["flops_per_query_384"] = _flops_384(teacher)
     if teacher.get("flops_per_query_384") is None:  # runs recorded before these fields existed
         from paddlenlp.transformers import AutoConfig
 
@@ -200,7 +209,7 @@ def collect(run_dir: Path, table: dict, args) -> dict:
         rows.append({
             "name": name, "stage": stage, "augmented": aug, "params": m["params"],
             "non_embedding_params": m["non_embedding_params"],
-            "flops_per_query_384": m["flops_per_query_384"], "model_bytes": m["model_bytes"],
+            "flops_per_query_384": _flops_384(m), "model_bytes": m["model_bytes"],
             "dev_em": m["dev_em"], "dev_f1": m["dev_f1"],
             "f1_retention": m.get("f1_retention") or round(m["dev_f1"] / max(teacher["dev_f1"], 1e-9), 4),
             "non_embedding_ratio": m.get("non_embedding_ratio"),

@@ -512,7 +512,7 @@ def _cmd_run(args) -> int:
             m = results.get(name)
             if m:
                 summary[name] = {k: m.get(k) for k in (
-                    "params", "non_embedding_ratio", "flops_per_query_384", "dev_em", "dev_f1",
+                    "params", "non_embedding_ratio", "flops_per_query", "flops_seq_len", "dev_em", "dev_f1",
                     "f1_retention")}
         q = results.get("quantize")
         if q:

@@ -294,7 +294,7 @@ def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bo
         info.update(student_info, layer_map=[f"{s}:{t}" for s, t in pairs])
         extra.update(teacher_params=t_sizes["params"],
                      teacher_non_embedding_params=t_sizes["non_embedding_params"],
-                     teacher_flops_per_query_384=flops_per_query(teacher.config, 384),
+                     teacher_flops_per_query=flops_per_query(teacher.config, params.max_seq_len),
                      non_embedding_ratio=round(s_sizes["non_embedding_params"]
                                                / max(t_sizes["non_embedding_params"], 1), 4),
                      **_teacher_dev_scores(config))

@@ -450,7 +450,9 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
         metrics["replicas_identical"] = len(set(replicas)) == 1
         if len(set(replicas)) != 1:
             log.error("data-parallel replicas ended with different weights: %s", replicas)
-    metrics["flops_per_query_384"] = flops_per_query(model.config, 384)
+    # FLOPs of one window at the length this model was trained and is evaluated with
+    metrics["flops_per_query"] = flops_per_query(model.config, params.max_seq_len)
+    metrics["flops_seq_len"] = params.max_seq_len
     metrics["model_bytes"] = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
     if dev_examples:
         preds = predict(dev_examples)

@@ -189,7 +189,7 @@ def run(config: PruneConfig, *, resume: bool = False, callbacks=()) -> dict:
         before, after = count_params(teacher), count_params(pruned)
         metrics.update(
             pruned_params=after["params"], pruned_non_embedding_params=after["non_embedding_params"],
-            pruned_flops_per_query_384=flops_per_query(pruned.config, 384),
+            pruned_flops_per_query=flops_per_query(pruned.config, params.max_seq_len),
             layers_dropped=dropped, layer_heads=pruned.config.layer_heads,
             layer_ffn=pruned.config.layer_ffn,
             params_ratio=round(after["params"] / before["params"], 4),
