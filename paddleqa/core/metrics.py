@@ -108,6 +108,23 @@ def exact_match(references: Iterable[str], prediction: str) -> float:
     return float(any(strip_punctuation(ref) == pred for ref in references))
 
 
+def question_scores(
+    references: Mapping[str, Sequence[str]], predictions: Mapping[str, str]
+) -> dict[str, tuple[float, float]]:
+    """Question id -> (EM, F1), each 0..1, for every question in ``references``; a missing
+    prediction scores (0, 0). Sums of these, times 100 over the question count, are the official
+    EM and F1 (summed as the official script sums them, so the rounding matches)."""
+    out = {}
+    for qid, refs in references.items():
+        key = str(qid).strip()
+        if key not in predictions:
+            out[key] = (0.0, 0.0)
+            continue
+        pred = str(predictions[key])
+        out[key] = (exact_match(refs, pred), f1_score(refs, pred))
+    return out
+
+
 def cmrc_scores(
     references: Mapping[str, Sequence[str]], predictions: Mapping[str, str]
 ) -> dict[str, float | int]:
@@ -117,17 +134,12 @@ def cmrc_scores(
     predicted text (leaderboard format). Missing predictions score 0 and are counted; predictions
     for unknown ids are ignored (and counted in ``extra``).
     """
-    em = f1 = 0.0
-    missing = 0
-    for qid, refs in references.items():
-        key = str(qid).strip()
-        if key not in predictions:
-            missing += 1
-            continue
-        pred = str(predictions[key])
-        em += exact_match(refs, pred)
-        f1 += f1_score(refs, pred)
+    scores = question_scores(references, predictions)
     total = len(references)
+    em = f1 = 0.0
+    for q_em, q_f1 in scores.values():
+        em += q_em
+        f1 += q_f1
     em_pct = 100.0 * em / total if total else 0.0
     f1_pct = 100.0 * f1 / total if total else 0.0
     return {
@@ -135,6 +147,6 @@ def cmrc_scores(
         "f1": round(f1_pct, 3),
         "average": round((em_pct + f1_pct) / 2, 3),
         "total": total,
-        "missing": missing,
+        "missing": sum(str(q).strip() not in predictions for q in references),
         "extra": len(set(map(str, predictions)) - {str(q).strip() for q in references}),
     }

@@ -333,24 +333,43 @@ def references(examples: Iterable[QAExample]) -> dict[str, list[str]]:
     return {ex.qid: list(ex.answers) for ex in examples}
 
 
-def gold_references(path: str | Path) -> dict[str, list[str]]:
-    """Question id -> reference texts straight from a gold file, as the official script reads it.
+@dataclasses.dataclass
+class GoldQuestion:
+    """One question of a gold file as the official script reads it (nothing repaired or dropped)."""
+
+    qid: str
+    question: str
+    context: str
+    references: list[str]
+
+
+def gold_questions(path: str | Path) -> list[GoldQuestion]:
+    """Every question of a gold file, straight from the JSON, as the official script reads it.
 
     Every question counts (none is dropped), so scores match the official evaluation; questions
     whose record is unusable get an empty reference list (and can only score 0).
     """
     doc, _ = read_squad_json(path)
-    refs: dict[str, list[str]] = {}
+    out: list[GoldQuestion] = []
     for article in doc["data"]:
         for para in (article.get("paragraphs") or []) if isinstance(article, dict) else []:
+            context = para.get("context") if isinstance(para, dict) else None
             for qa in (para.get("qas") or []) if isinstance(para, dict) else []:
                 if not isinstance(qa, dict) or not isinstance(qa.get("id"), (str, int)):
                     continue
                 answers = qa.get("answers") if isinstance(qa.get("answers"), list) else []
-                refs[str(qa["id"]).strip()] = [
-                    a["text"] for a in answers if isinstance(a, dict) and isinstance(a.get("text"), str)
-                ]
-    return refs
+                out.append(GoldQuestion(
+                    qid=str(qa["id"]).strip(),
+                    question=qa["question"] if isinstance(qa.get("question"), str) else "",
+                    context=context if isinstance(context, str) else "",
+                    references=[a["text"] for a in answers
+                                if isinstance(a, dict) and isinstance(a.get("text"), str)]))
+    return out
+
+
+def gold_references(path: str | Path) -> dict[str, list[str]]:
+    """Question id -> reference texts of a gold file (see :func:`gold_questions`)."""
+    return {q.qid: q.references for q in gold_questions(path)}
 
 
 def to_squad_json(examples: Iterable[QAExample], version: str = "v1.0") -> dict[str, Any]:
