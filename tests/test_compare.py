@@ -92,6 +92,9 @@ def test_bad_prediction_files_name_the_file(tmp_path):
     bad.write_text('{"q1": ["list"]}', encoding="utf-8")
     with pytest.raises(DataError, match="p.json"):
         read_predictions(bad)
-    bad.write_text("[" * 100_000, encoding="utf-8")
-    with pytest.raises(DataError, match="nested too deeply|malformed"):
+    bad.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(DataError, match="nested too deeply"):
+        read_predictions(bad)
+    bad.write_text('{"q1": ' + "9" * 5000 + "}", encoding="utf-8")
+    with pytest.raises(DataError, match="p.json: unreadable JSON value"):
         read_predictions(bad)

@@ -93,6 +93,17 @@ def test_malformed_json_names_file_line_and_fix(tmp_path, capsys):
     assert code == 2 and "malformed JSON at line 3" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("text,message", [
+    ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
+    ('{"data": [], "version": ' + "9" * 5000 + "}", "unreadable JSON value"),
+])
+def test_hostile_json_is_a_clear_error_not_a_traceback(tmp_path, capsys, text, message):
+    path = tmp_path / "hostile.json"
+    path.write_text(text, encoding="utf-8")
+    code, _, err = _check(capsys, path)
+    assert code == 2 and f"hostile.json: {message}" in err and "Traceback" not in err
+
+
 def test_wrong_schema(tmp_path, capsys):
     path = write_json(tmp_path / "list.json", [{"question": "x"}])
     code, _, err = _check(capsys, path)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
 
 from ..core.config import opt
 from ..core.errors import DataError, PaddleQAError
-from ..core.io import atomic_write_text, write_json
+from ..core.io import atomic_write_text, read_json, write_json
 from ..core.metrics import question_scores
 from ..core.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_ci, paired_bootstrap
 from ..text.dataset import GoldQuestion, gold_questions
@@ -93,20 +92,7 @@ def error_kind(em: float, f1: float, prediction: str | None) -> str:
 def read_predictions(path: str | Path) -> dict[str, str]:
     """A leaderboard-format predictions file, with errors that name the file and the fix."""
     p = Path(path)
-    if p.is_dir():
-        raise DataError(p, "is a folder, not a predictions file",
-                        "pass the predictions.json inside it (as `paddleqa evaluate` writes)")
-    if not p.is_file():
-        raise DataError(p, "file not found", "pass the predictions JSON file")
-    try:
-        preds = json.loads(p.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise DataError(p, f"not UTF-8 (byte offset {exc.start})", "re-encode it as UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(p, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                        "fix the JSON syntax there") from None
-    except RecursionError:
-        raise DataError(p, "JSON nested too deeply", "write one flat object of answers") from None
+    preds, _ = read_json(p, fix="pass the predictions JSON file (as `paddleqa evaluate` writes)")
     if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
         raise DataError(p, 'predictions must be one object {"question_id": "answer text", ...}',
                         "write the leaderboard format (as `paddleqa evaluate` does)")

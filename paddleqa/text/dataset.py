@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from ..core.errors import DataError
+from ..core.io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -124,34 +124,7 @@ class LoadReport:
 def read_squad_json(path: str | Path) -> tuple[dict[str, Any], bool]:
     """Parse a SQuAD/CMRC file; returns (document, bom_removed). Whole-file problems raise."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(p, "file not found", "check the path (CMRC 2018: see data/README.md)")
-    if p.is_dir():
-        raise DataError(p, "is a folder, not a JSON file", "pass the .json file inside it")
-    raw = p.read_bytes()
-    bom = raw.startswith(b"\xef\xbb\xbf")
-    if bom:
-        raw = raw[3:]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            p,
-            f"not UTF-8: byte 0x{raw[exc.start]:02x} at byte offset {exc.start} (line {line})",
-            "re-encode the file as UTF-8, e.g. `iconv -f GB18030 -t UTF-8 IN.json > OUT.json`",
-        ) from None
-    if not text.strip():
-        raise DataError(p, "file is empty", "pass a SQuAD/CMRC JSON file")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        snippet = text[max(0, exc.pos - 30): exc.pos + 30].replace("\n", " ")
-        raise DataError(
-            p,
-            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg} (near {snippet!r})",
-            "fix the JSON syntax there (a validator such as `python -m json.tool FILE` shows it)",
-        ) from None
+    doc, bom = read_json(p, fix="check the path (CMRC 2018: see data/README.md)")
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         got = type(doc).__name__ if not isinstance(doc, dict) else f"keys {sorted(doc)[:8]}"
         raise DataError(
