@@ -23,6 +23,7 @@ from ..core.config import opt
 from ..core.errors import PaddleQAError, PaddleQAError as _Err
 from ..core.io import write_json
 from ..core.manifest import versions
+from ..core.settings import Int8Settings
 from ..models.build import _architecture, _own_class, count_params
 from ..models.flops import flops_per_query
 from .artifacts import artifact_kind, explicit_inputs, open_artifact
@@ -32,17 +33,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class BenchConfig:
+class BenchConfig(Int8Settings):
     """Benchmark artifacts: batch-1 latency, batch-N throughput, peak RSS, CPU use, FLOP floor."""
 
     artifacts: list[str] = opt(factory=list, help="model folders, inference models, .nb files")
     seq_lens: list[int] = opt(factory=lambda: [128, 384], help="window lengths to time")
+    # Not ThreadSettings.threads: a list of thread counts to sweep, one child process each.
     threads: list[int] = opt(factory=lambda: [1, 2], help="CPU thread counts (one child process each)")
     repeats: int = opt(20, help="timed batch-1 runs per setting (after warmup)")
     warmup: int = opt(3, help="untimed runs first")
     throughput_batch: int = opt(8, help="batch size of the throughput measurement")
     throughput_repeats: int = opt(5, help="timed runs at throughput_batch")
-    int8_ops: list[str] = opt(factory=lambda: ["fc"], help="ops run in int8 for quantized models (\"all\" = every op MKLDNN supports)")
+    # int8_ops: inherited from Int8Settings (core/settings.py)
     mkl_debug_cpu_type: str = opt("5", help="MKL_DEBUG_CPU_TYPE for the children ('' = leave unset); "
                                   "5 makes Paddle's MKL use its AVX2 path on AMD CPUs")
     out: str = opt("", help="write the results JSON here ('' = only print)")

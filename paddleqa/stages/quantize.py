@@ -28,6 +28,7 @@ import numpy as np
 from ..core.config import opt, to_dict
 from ..core.errors import PaddleQAError
 from ..core.manifest import write_manifest
+from ..core.settings import FeatureSettings, Int8Settings
 from ..models import INPUT_NAMES
 from ..models.build import load_model
 from ..runtime.artifacts import explicit_inputs
@@ -44,7 +45,7 @@ PTQ_ALGOS = ("abs_max", "avg", "KL", "hist", "mse", "emd")
 
 
 @dataclasses.dataclass
-class QuantizeConfig:
+class QuantizeConfig(Int8Settings, FeatureSettings):
     """Quantize a QA model (PTQ/QAT -> int8 inference model; kmeans -> codebook weights)."""
 
     model: str = opt("", help="fp32 model folder (or a training stage's output folder)")
@@ -57,8 +58,6 @@ class QuantizeConfig:
     calib_windows: int = opt(256, help="calibration windows (ptq)")
     algo: str = opt("abs_max", help=f"PTQ activation-range algorithm: {', '.join(PTQ_ALGOS)}")
     weight_bits: int = opt(8, help="bits per weight (ptq/qat: 8; kmeans: 1-8, codebook of 2^bits)")
-    int8_ops: list[str] = opt(factory=lambda: ["fc"], help="ops Paddle Inference runs in int8 "
-                              "(MKLDNN) when scoring; the rest stays fp32; \"all\" = every op MKLDNN supports")
     qat_steps: int = opt(100, help="QAT fine-tuning steps")
     qat_learning_rate: float = opt(2e-5, help="QAT fine-tuning learning rate")
     qat_batch_size: int = opt(8, help="QAT windows per step")
@@ -68,8 +67,7 @@ class QuantizeConfig:
     kmeans_iters: int = opt(25, help="Lloyd iterations per matrix (kmeans)")
     batch_size: int = opt(32, help="windows per forward pass when scoring")
     seed: int = opt(0, help="seed for sampling calibration windows and k-means init")
-    cache_dir: str = opt("", help="feature cache folder; '' = ~/.cache/paddleqa (PADDLEQA_CACHE)")
-    progress: bool = opt(True, help="show progress bars")
+    # int8_ops (used when scoring), cache_dir, progress: inherited (core/settings.py)
 
     def __post_init__(self) -> None:
         for name in ("model", "out_dir"):
