@@ -1,28 +1,25 @@
 """Export: a QA model -> Paddle inference model -> Paddle Lite ``.nb`` per target and precision.
 
-The one export wrapper lives here (:class:`QAExportWrapper`): every input the model reads is an
+The export wrapper (:class:`paddleqa.models.graph.QAExportWrapper`) makes every input the model reads an
 explicit graph input (``input_ids, token_type_ids, position_ids, attention_mask``), because
 PaddleNLP's ERNIE builds position ids with ``paddle.ones(dynamic_shape)`` which Lite cannot
 place ("no valid out_shape" at ``fill_constant``). Dropout is removed before tracing (Lite's
 dropout-elimination pass leaves inference dropouts in the graph).
 
-Lite conversion goes through ``paddlelite.lite.Opt`` (the Python binding of ``paddle_lite_opt``).
-For each target a fused-op report compares op counts by type in the inference model and in the
-optimised model: ``Opt`` writes the optimised program once more as protobuf for that, since a
-``.nb`` file cannot be read back from Python.
+Lite conversion (``opt``, its targets and the fused-op report) lives in :mod:`.lite`; here each
+target and precision becomes one bundle folder (:func:`write_bundle`), and :func:`run` reads as
+the steps: trace (or take) the inference model, the bundles, ONNX, metrics and manifest.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from ..core.config import opt, to_dict
 from ..core.errors import PaddleQAError
@@ -40,32 +37,11 @@ from ..runtime.bundle import (
     resolve_model_dir,
     stdout_to_stderr,
 )
-from ..text.features import feature_params_for
+from ..text.features import FeatureParams, feature_params_for
 from ..text.tokenizer import load_tokenizer
+from .lite import TARGETS, fusion_report, lite_op_counts, lite_optimize, same_as_fp32
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """A Paddle Lite target: the ``valid_places`` given to ``Opt`` and the precisions it takes."""
-
-    places: str
-    precisions: tuple[str, ...]
-    runs_here: bool  # can this machine (x86 Linux) execute its .nb through paddlelite?
-    note: str
-
-
-# Strategies by name. ``int8``/``int16`` are opt's weight-only quantization (weights stored in
-# int8/int16, dequantized at load); ``fp16`` runs fp16 kernels and exists for ARM only.
-TARGETS: dict[str, Target] = {
-    "arm": Target("arm", ("fp32", "fp16", "int8", "int16"), False,
-                  "ARM CPU (phones, boards); no ARM runtime on this x86 machine: check its x86 "
-                  "twin and the op report"),
-    "x86": Target("x86", ("fp32", "int8", "int16"), True,
-                  "x86 CPU; runs here through paddlelite.lite.MobileConfig"),
-}
-WEIGHT_QUANT = {"int8": "QUANT_INT8", "int16": "QUANT_INT16"}
 
 
 @dataclasses.dataclass
@@ -106,88 +82,6 @@ class ExportConfig:
             raise ValueError(f"no target among {self.targets} takes precisions {self.precisions}")
         if self.max_seq_len < 0:
             raise ValueError(f"max_seq_len must be >= 0, got {self.max_seq_len}")
-
-
-_OPT_CHILD = """
-import json, sys
-import zlib  # noqa: before paddle's bundled zlib (see paddleqa/__init__.py)
-from paddlelite.lite import Opt
-a = json.loads(sys.argv[1])
-o = Opt()
-o.set_model_file(a["model"]); o.set_param_file(a["params"]); o.set_valid_places(a["places"])
-o.set_model_type(a["type"]); o.set_optimize_out(a["out"])
-if a["fp16"]:
-    o.enable_fp16()
-if a["quant"]:
-    o.set_quant_model(True); o.set_quant_type(a["quant"])
-o.run()
-"""
-
-
-def lite_optimize(pdmodel: Path, pdiparams: Path, target: str, precision: str, out_prefix: Path,
-                  *, model_type: str = "naive_buffer") -> Path:
-    """Run ``paddlelite.lite.Opt`` once; returns the written ``.nb`` file (or protobuf folder)."""
-    spec = TARGETS[target]
-    if precision not in spec.precisions:
-        raise PaddleQAError(f"target {target} does not take precision {precision}; "
-                            f"it takes {', '.join(spec.precisions)}")
-    spec_args = {"model": str(pdmodel), "params": str(pdiparams), "places": spec.places,
-                 "type": model_type, "out": str(out_prefix), "fp16": precision == "fp16",
-                 "quant": WEIGHT_QUANT.get(precision, "")}
-    out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    # opt runs in a child process: it can crash outright (SIGSEGV in an ARM pass was seen on a
-    # conv graph), which would otherwise kill this process without a word.
-    res = subprocess.run([sys.executable, "-c", _OPT_CHILD, json.dumps(spec_args)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if res.returncode != 0:
-        how = f"signal {-res.returncode}" if res.returncode < 0 else f"exit {res.returncode}"
-        last = [ln for ln in (res.stderr or "").strip().splitlines() if ln.strip()][-3:]
-        raise PaddleQAError(
-            f"Paddle Lite opt failed ({how}) converting {pdmodel} for {target} ({precision}): "
-            f"{' | '.join(last)[:500] or 'no message'}. Re-run with GLOG_v=1 to see the last pass; "
-            "an op or pass of this graph is not supported for that target")
-    log.debug("opt output: %s", res.stdout[-2000:])
-    if model_type == "naive_buffer":
-        nb = Path(str(out_prefix) + ".nb")
-        if not nb.exists() or nb.stat().st_size == 0:
-            raise PaddleQAError(f"Paddle Lite opt wrote no {nb} for target {target} ({precision}); "
-                                "run with -v to see opt's log")
-        return nb
-    return out_prefix
-
-
-def lite_op_counts(pdmodel: Path, pdiparams: Path, target: str, precision: str) -> dict[str, int]:
-    """Op counts of the program ``opt`` produces for ``target`` (same passes as the ``.nb``)."""
-    with tempfile.TemporaryDirectory(prefix="paddleqa-opt-") as tmp:
-        out = lite_optimize(pdmodel, pdiparams, target, precision, Path(tmp) / "model",
-                            model_type="protobuf")
-        candidates = [p for p in [out / "model", *out.glob("*model*")] if p.is_file()] if out.is_dir() else []
-        if not candidates:
-            found = [str(p) for p in Path(tmp).rglob("*")]
-            raise PaddleQAError(f"Paddle Lite opt wrote no protobuf program (found: {found})")
-        return program_op_counts(candidates[0])
-
-
-def _same_as_fp32(nb: Path, pdmodel: Path, pdiparams: Path, target: str) -> bool:
-    """True when an "fp16" ``.nb`` stores its weights as fp32 (same size as the fp32 file).
-
-    Sizes, not hashes: two opt runs in one process do not always write identical bytes.
-    """
-    with tempfile.TemporaryDirectory(prefix="paddleqa-opt-") as tmp:
-        ref = lite_optimize(pdmodel, pdiparams, target, "fp32", Path(tmp) / "model")
-        return nb.stat().st_size > 0.9 * ref.stat().st_size
-
-
-def fusion_report(before: dict[str, int], after: dict[str, int]) -> dict:
-    """What ``opt`` changed: op totals, op types that appeared (fusions) or vanished."""
-    types = sorted(set(before) | set(after))
-    delta = {t: after.get(t, 0) - before.get(t, 0) for t in types if after.get(t, 0) != before.get(t, 0)}
-    return {
-        "ops_before": sum(before.values()), "ops_after": sum(after.values()),
-        "new_op_types": sorted(t for t in after if t not in before),
-        "removed_op_types": sorted(t for t in before if t not in after),
-        "delta_by_type": delta,
-    }
 
 
 def export_onnx(pdmodel: Path, pdiparams: Path, dest: Path, *, opset: int = 13) -> Path:
@@ -274,17 +168,35 @@ Use the Paddle Lite runtime of the version that wrote this file ({bundle['paddle
 """
 
 
-def run(config: ExportConfig) -> dict:
-    """Export; writes inference/, TARGET-PRECISION/ bundles, metrics.json (op report), manifest."""
-    from importlib import metadata
+@dataclasses.dataclass
+class ExportSource:
+    """What every bundle of one export is made from: the model folder and its inference model."""
+
+    model_dir: Path  # the model folder (tokenizer files, vocab)
+    pdmodel: Path
+    pdiparams: Path
+    params: FeatureParams  # the windows the bundle is tokenized with
+    pad_token_id: Any  # the tokenizer's
+    ops: dict[str, int]  # op counts of the inference model, before opt
+    int8_graph: bool  # a PTQ/QAT graph (its "fp32" bundle is an int8 model)
+    vocab_sha256: str | None
+    paddlelite_version: str
 
 
-    started = time.time()
-    model_dir = resolve_model_dir(config.model)
-    tokenizer = load_tokenizer(str(model_dir))
-    params = feature_params_for(str(model_dir), max_seq_len=config.max_seq_len)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+@dataclasses.dataclass
+class Bundle:
+    """One bundle written (``nb``, ``ops``) or skipped (``skipped`` says why)."""
+
+    name: str  # TARGET-PRECISION, also its folder
+    nb: Path | None = None
+    ops: dict[str, int] | None = None  # op counts of the optimised program
+    skipped: str = ""
+
+
+def _inference_model(config: ExportConfig, model_dir: Path, params: FeatureParams,
+                     out: Path) -> tuple[Path, Path, dict]:
+    """(pdmodel, pdiparams, parameter counts): ``config.inference_model`` as given, else the
+    model traced into ``OUT/inference/`` with its tokenizer beside it."""
     if config.inference_model:
         pdmodel = Path(config.inference_model + ".pdmodel")
         pdiparams = Path(config.inference_model + ".pdiparams")
@@ -292,16 +204,20 @@ def run(config: ExportConfig) -> dict:
             if not f.is_file():
                 raise PaddleQAError(f"inference model file {f} not found; pass the PREFIX of "
                                     "PREFIX.pdmodel and PREFIX.pdiparams")
-        sizes = {}
-    else:
-        from ..models.graph import export_inference  # imports paddle: deferred on purpose
+        return pdmodel, pdiparams, {}
+    from ..models.graph import export_inference  # imports paddle: deferred on purpose
 
-        model = load_model(str(model_dir))
-        sizes = count_params(model)
-        files = export_inference(model, out / INFERENCE_PREFIX,
-                                 static_seq_len=params.max_seq_len if config.static_seq_len else 0)
-        pdmodel, pdiparams = files["pdmodel"], files["pdiparams"]
-        copy_tokenizer(model_dir, pdmodel.parent)  # the inference folder is self-contained
+    model = load_model(str(model_dir))
+    sizes = count_params(model)
+    files = export_inference(model, out / INFERENCE_PREFIX,
+                             static_seq_len=params.max_seq_len if config.static_seq_len else 0)
+    copy_tokenizer(model_dir, files["pdmodel"].parent)  # the inference folder is self-contained
+    return files["pdmodel"], files["pdiparams"], sizes
+
+
+def _export_source(model_dir: Path, pdmodel: Path, pdiparams: Path, params: FeatureParams,
+                   pad_token_id: Any) -> ExportSource:
+    """Describe the inference model once for all its bundles (op counts, int8 or not, versions)."""
     before = program_op_counts(pdmodel)
     graph_int8 = any("quantize" in op for op in before)  # a PTQ/QAT graph
     log.info("inference model: %d ops%s", sum(before.values()), " (int8 graph)" if graph_int8 else "")
@@ -310,77 +226,112 @@ def run(config: ExportConfig) -> dict:
         lite_version = metadata.version("paddlelite")
     except metadata.PackageNotFoundError:
         lite_version = "unknown"
+    return ExportSource(model_dir, pdmodel, pdiparams, params, pad_token_id, before, graph_int8,
+                        vocab_hash, lite_version)
+
+
+def _bundle_json(src: ExportSource, target: str, label: str, nb: Path, folder: Path) -> dict:
+    """The bundle's ``bundle.json``: inputs, outputs, windows, tokenizer and provenance."""
+    params = src.params
+    return {
+        "format": "paddle-lite-naive-buffer", "target": target, "precision": label,
+        "int8_graph": src.int8_graph,
+        "runs_on_this_machine": TARGETS[target].runs_here, "model_file": "model.nb",
+        "model_bytes": nb.stat().st_size, "model_sha256": sha256_path(nb),
+        "inputs": [{"name": n, "dtype": INPUT_DTYPES[n], "shape": [-1, -1]} for n in INPUT_NAMES],
+        "outputs": [{"name": n, "dtype": "float32", "shape": [-1, -1]} for n in OUTPUT_NAMES],
+        "max_seq_len": params.max_seq_len, "doc_stride": params.doc_stride,
+        "max_query_length": params.max_query_length, "overlap_types": params.overlap_types,
+        "pad_token_id": int(src.pad_token_id), "vocab_sha256": src.vocab_sha256,
+        "tokenizer_files": [f for f in TOKENIZER_FILES if (folder / f).exists()],
+        "paddlelite_version": src.paddlelite_version,
+        "source": {"model": str(src.model_dir), "model_sha256": sha256_path(src.model_dir),
+                   "inference_model": str(src.pdmodel), "pdmodel_sha256": sha256_path(src.pdmodel)},
+    }
+
+
+def write_bundle(src: ExportSource, target: str, precision: str, out: Path) -> Bundle:
+    """Write the bundle folder ``OUT/TARGET-PRECISION/``: the ``.nb``, the tokenizer,
+    ``bundle.json``, a README, and its op counts for the report.
+
+    It is written as a hidden temp folder and renamed when complete. An fp16 request that ``opt``
+    silently compiles as fp32 is skipped with the reason instead.
+    """
+    # A quantized graph converted "as is" is an int8 model: name its bundle so.
+    label = "int8" if src.int8_graph and precision == "fp32" else precision
+    name = f"{target}-{label}"
+    folder = out / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp = out / f".{name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    log.info("Paddle Lite opt: %s", name)
+    nb = lite_optimize(src.pdmodel, src.pdiparams, target, precision, tmp / "model")
+    if precision == "fp16" and same_as_fp32(nb, src.pdmodel, src.pdiparams, target):
+        # The pip build of opt has no ARM fp16 kernels: enable_fp16() is silently a
+        # no-op there. Say so instead of shipping an fp32 file named fp16.
+        reason = ("this paddlelite build's opt ignores enable_fp16() (no ARM fp16 "
+                  "kernels compiled in): the output was as large as the fp32 file (weights still fp32). Use an "
+                  "opt built with ARM fp16 support (LITE_WITH_ARM8_SVE2/ARM82_FP16)")
+        log.warning("%s skipped: %s", name, reason)
+        shutil.rmtree(tmp)
+        return Bundle(name, skipped=reason)
+    after = lite_op_counts(src.pdmodel, src.pdiparams, target, precision)
+    copy_tokenizer(src.model_dir, tmp)
+    bundle = _bundle_json(src, target, label, nb, tmp)
+    write_json(tmp / BUNDLE, bundle)
+    (tmp / "README.md").write_text(_bundle_readme(target, precision, bundle), encoding="utf-8")
+    tmp.rename(folder)
+    nb = folder / nb.name
+    log.info("%s: %s (%.2f MiB), ops %d -> %d", name, nb, nb.stat().st_size / 2**20,
+             sum(src.ops.values()), sum(after.values()))
+    return Bundle(name, nb=nb, ops=after)
+
+
+def run(config: ExportConfig) -> dict:
+    """Export; writes inference/, TARGET-PRECISION/ bundles, metrics.json (op report), manifest."""
+    started = time.time()
+    model_dir = resolve_model_dir(config.model)
+    tokenizer = load_tokenizer(str(model_dir))
+    params = feature_params_for(str(model_dir), max_seq_len=config.max_seq_len)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pdmodel, pdiparams, sizes = _inference_model(config, model_dir, params, out)
+    src = _export_source(model_dir, pdmodel, pdiparams, params, tokenizer.pad_token_id)
+
     bundles, ops_report, outputs, skipped = {}, {}, {"inference_model": pdmodel}, {}
     for target in config.targets:
-        spec = TARGETS[target]
         for precision in config.precisions:
-            if precision not in spec.precisions:
+            if precision not in TARGETS[target].precisions:
                 log.info("target %s does not take %s: skipped", target, precision)
                 continue
-            # A quantized graph converted "as is" is an int8 model: name its bundle so.
-            label = "int8" if graph_int8 and precision == "fp32" else precision
-            name = f"{target}-{label}"
-            folder = out / name
-            if folder.exists():
-                shutil.rmtree(folder)
-            tmp = out / f".{name}.tmp"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            log.info("Paddle Lite opt: %s", name)
-            nb = lite_optimize(pdmodel, pdiparams, target, precision, tmp / "model")
-            if precision == "fp16" and _same_as_fp32(nb, pdmodel, pdiparams, target):
-                # The pip build of opt has no ARM fp16 kernels: enable_fp16() is silently a
-                # no-op there. Say so instead of shipping an fp32 file named fp16.
-                reason = ("this paddlelite build's opt ignores enable_fp16() (no ARM fp16 "
-                          "kernels compiled in): the output was as large as the fp32 file (weights still fp32). Use an "
-                          "opt built with ARM fp16 support (LITE_WITH_ARM8_SVE2/ARM82_FP16)")
-                log.warning("%s skipped: %s", name, reason)
-                skipped[name] = reason
-                shutil.rmtree(tmp)
+            b = write_bundle(src, target, precision, out)
+            if b.skipped:
+                skipped[b.name] = b.skipped
                 continue
-            after = lite_op_counts(pdmodel, pdiparams, target, precision)
-            copy_tokenizer(model_dir, tmp)
-            bundle = {
-                "format": "paddle-lite-naive-buffer", "target": target, "precision": label,
-                "int8_graph": graph_int8,
-                "runs_on_this_machine": spec.runs_here, "model_file": "model.nb",
-                "model_bytes": nb.stat().st_size, "model_sha256": sha256_path(nb),
-                "inputs": [{"name": n, "dtype": INPUT_DTYPES[n], "shape": [-1, -1]} for n in INPUT_NAMES],
-                "outputs": [{"name": n, "dtype": "float32", "shape": [-1, -1]} for n in OUTPUT_NAMES],
-                "max_seq_len": params.max_seq_len, "doc_stride": params.doc_stride,
-                "max_query_length": params.max_query_length, "overlap_types": params.overlap_types,
-                "pad_token_id": int(tokenizer.pad_token_id), "vocab_sha256": vocab_hash,
-                "tokenizer_files": [f for f in TOKENIZER_FILES if (tmp / f).exists()],
-                "paddlelite_version": lite_version,
-                "source": {"model": str(model_dir), "model_sha256": sha256_path(model_dir),
-                           "inference_model": str(pdmodel), "pdmodel_sha256": sha256_path(pdmodel)},
-            }
-            write_json(tmp / BUNDLE, bundle)
-            (tmp / "README.md").write_text(_bundle_readme(target, precision, bundle), encoding="utf-8")
-            tmp.rename(folder)
-            nb = folder / nb.name
-            bundles[name] = {"path": str(nb), "bytes": nb.stat().st_size,
-                             "runs_on_this_machine": spec.runs_here}
-            ops_report[name] = {"ops": after, **fusion_report(before, after)}
-            outputs[name] = nb
-            log.info("%s: %s (%.2f MiB), ops %d -> %d", name, nb, nb.stat().st_size / 2**20,
-                     sum(before.values()), sum(after.values()))
+            bundles[b.name] = {"path": str(b.nb), "bytes": b.nb.stat().st_size,
+                               "runs_on_this_machine": TARGETS[target].runs_here}
+            ops_report[b.name] = {"ops": b.ops, **fusion_report(src.ops, b.ops)}
+            outputs[b.name] = b.nb
     if not bundles:
         raise PaddleQAError(f"no bundle written for targets {config.targets} and precisions "
                             f"{config.precisions}" + "".join(f"; {k}: {v}" for k, v in skipped.items()))
+
     onnx = None
     if config.onnx:
-        if graph_int8:
+        if src.int8_graph:
             raise PaddleQAError("onnx: only fp32 graphs are converted (this inference model is "
                                 "int8); export the fp32 model with onnx: true instead")
         onnx_file = export_onnx(pdmodel, pdiparams, out / ONNX_FILE, opset=config.onnx_opset)
         copy_tokenizer(model_dir, onnx_file.parent)
         onnx = {"path": str(onnx_file), "bytes": onnx_file.stat().st_size, "opset": config.onnx_opset}
         outputs["onnx"] = onnx_file
+
     metrics = {
         **sizes,
         "inference_model_bytes": pdmodel.stat().st_size + pdiparams.stat().st_size,
-        "inference_ops": before,
+        "inference_ops": src.ops,
         "bundles": bundles,
         "op_report": ops_report,
         "skipped": skipped,
@@ -390,8 +341,7 @@ def run(config: ExportConfig) -> dict:
     inputs = {"model": model_dir}
     if config.inference_model:
         inputs["inference_model"] = pdmodel
-    write_manifest(out, "export", to_dict(config), inputs, outputs, metrics,
-                   started=started)
+    write_manifest(out, "export", to_dict(config), inputs, outputs, metrics, started=started)
     return metrics
 
 

@@ -1,4 +1,8 @@
-"""Fine-tune a teacher QA model on SQuAD/CMRC data with PaddleNLP's Trainer."""
+"""Fine-tune a teacher QA model on SQuAD/CMRC data with PaddleNLP's Trainer.
+
+Also the training loop every training stage shares (:func:`train`, given a :class:`Recipe`): the
+resume checks, the data, the Trainer run (its pieces are in :mod:`.trainer`), then save-and-score.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -11,12 +15,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..core.config import opt, read_yaml, to_dict
-from ..core.distributed import world_size
 from ..core.errors import ConfigError, PaddleQAError
 from ..core.io import write_json, write_yaml
 from ..core.manifest import RESOLVED_CONFIG, sha256_path, write_manifest
 from ..core.metrics import cmrc_scores
 from ..core.postprocess import predictions_from_spans
+from ..core.settings import AnswerSettings, FeatureSettings
 from ..models.build import ArchConfig, build_from_scratch, count_params, load_model
 from ..models.flops import flops_per_query
 from ..runtime.evaluate import answer
@@ -31,7 +35,7 @@ RUN_INPUTS = "run_inputs.json"  # sha256 of the inputs the checkpoints were trai
 
 
 @dataclasses.dataclass
-class TrainSettings:
+class TrainSettings(FeatureSettings, AnswerSettings):
     """What every training stage (finetune, distill) shares: data, schedule, checkpoints, scoring."""
 
     train_file: str = opt("", help="SQuAD/CMRC training JSON")
@@ -49,11 +53,7 @@ class TrainSettings:
     save_total_limit: int = opt(2, help="checkpoints kept")
     eval_each_epoch: bool = opt(True, help="score the dev file after every epoch (learning curve)")
     eval_max_questions: int = opt(0, help="questions used for per-epoch scores (0 = all)")
-    n_best: int = opt(20, help="n-best candidates in post-processing")
-    max_answer_length: int = opt(64, help="longest answer in tokens at prediction time")
-    max_context_chars: int = opt(5000, help="drop paragraphs longer than this (with a message)")
-    cache_dir: str = opt("", help="feature cache folder; '' = ~/.cache/paddleqa (PADDLEQA_CACHE)")
-    progress: bool = opt(True, help="show progress bars")
+    # n_best, max_answer_length, max_context_chars, cache_dir, progress: inherited (core/settings.py)
     device: str = opt("cpu", help="cpu or gpu (a CUDA build of paddlepaddle is needed for gpu)")
 
     def __post_init__(self) -> None:
@@ -125,103 +125,6 @@ class Recipe:
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra metrics (build may fill)
 
 
-class _WindowDataset:
-    """Training windows as dicts of numpy rows, trimmed to their true length.
-
-    Rows are visited through a fixed permutation drawn from ``seed``, so the seed decides the
-    batch order even though the sampler below shuffles by epoch number alone.
-    """
-
-    def __init__(self, feats: dict[str, np.ndarray], seed: int):
-        self.feats = feats
-        self.order = np.random.RandomState(seed).permutation(len(feats["input_ids"]))
-
-    def __len__(self) -> int:
-        return len(self.feats["input_ids"])
-
-    def __getitem__(self, j: int) -> dict[str, Any]:
-        i = int(self.order[j])
-        n = int(self.feats["length"][i])
-        return {
-            "input_ids": self.feats["input_ids"][i, :n],
-            "token_type_ids": self.feats["token_type_ids"][i, :n],
-            "start_positions": self.feats["start_positions"][i],
-            "end_positions": self.feats["end_positions"][i],
-        }
-
-
-def _collate(pad_id: int):
-    # Written by hand because PaddleNLP's DataCollatorWithPadding pads through the tokenizer, which
-    # does not know the scalar span labels; this pads ids to the batch's longest row and stacks labels.
-    def collate(rows: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-        types = np.zeros((len(rows), width), dtype=np.int64)
-        for k, r in enumerate(rows):
-            ids[k, : len(r["input_ids"])] = r["input_ids"]
-            types[k, : len(r["token_type_ids"])] = r["token_type_ids"]
-        return {
-            "input_ids": ids,
-            "token_type_ids": types,
-            "start_positions": np.asarray([r["start_positions"] for r in rows], dtype=np.int64),
-            "end_positions": np.asarray([r["end_positions"] for r in rows], dtype=np.int64),
-        }
-
-    return collate
-
-
-def replica_fingerprints(model) -> list[str]:
-    """sha256 of the weights on every data-parallel rank ([] outside data-parallel runs).
-
-    Each rank hashes its own parameters; the digests are exchanged with ``all_gather``, so rank 0
-    can record whether the replicas stayed identical.
-    """
-    import hashlib
-
-    import numpy as np
-    import paddle
-    import paddle.distributed as dist
-
-
-    if world_size() < 2:
-        return []
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode("utf-8"))
-        h.update(np.ascontiguousarray(p.numpy()).tobytes())
-    mine = paddle.to_tensor(np.frombuffer(h.digest(), dtype=np.int32).copy())
-    try:
-        gathered: list = []
-        dist.all_gather(gathered, mine)
-    except Exception as exc:  # noqa: BLE001 -- a failed check must not lose the trained model
-        log.warning("could not compare replica weights (%s: %s)", type(exc).__name__, exc)
-        return []
-    return [t.numpy().astype(np.int32).tobytes().hex() for t in gathered]
-
-
-def _trainer_class():
-    from paddle.io import DistributedBatchSampler
-    from paddlenlp.trainer import Trainer
-
-    class ResumableTrainer(Trainer):
-        """PaddleNLP's Trainer with an epoch-seeded sampler.
-
-        With one process the stock Trainer shuffles through ``paddle.io.BatchSampler``, which draws
-        each epoch's order from the global RNG; a run resumed mid-way cannot replay those draws and
-        trains on different batches. ``DistributedBatchSampler`` orders by epoch number (the Trainer
-        calls its ``set_epoch``), so a resumed run sees exactly the batches of an uninterrupted one.
-        """
-
-        def _get_train_sampler(self):
-            return DistributedBatchSampler(
-                self.train_dataset, batch_size=self.args.per_device_train_batch_size, shuffle=True,
-                num_replicas=self.args.dataset_world_size, rank=self.args.dataset_rank,
-                drop_last=self.args.dataloader_drop_last,
-            )
-
-    return ResumableTrainer
-
-
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """Config fields that decide the result (progress display and eval extras do not)."""
     skip = {"progress", "cache_dir", "eval_each_epoch", "eval_max_questions", "logging_steps", "device"}
@@ -256,7 +159,7 @@ def stale_reason(config: TrainSettings, inputs: dict[str, str]) -> str | None:
 
 def _check_output_dir(config: TrainSettings, resume: bool, inputs: dict[str, str]) -> str | None:
     """Refuse to mix runs: returns the checkpoint to resume from, if any."""
-    from paddlenlp.trainer.trainer_utils import get_last_checkpoint
+    from paddlenlp.trainer.trainer_utils import get_last_checkpoint  # paddlenlp: deferred on purpose
 
     out = Path(config.output_dir)
     ckpt_dir = out / "checkpoints"
@@ -306,21 +209,73 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
           callbacks: Sequence[Any] = ()) -> dict:
     """The training loop every stage shares: PaddleNLP's Trainer over cached window features,
     resumable checkpoints, per-epoch dev points, ``model/`` + records + manifest at the end."""
-    import paddle
-    from paddlenlp.trainer import TrainerCallback, TrainingArguments
+    import paddle  # deferred on purpose: the stages load without paddle
 
+    from . import trainer as tr  # imports paddle and paddlenlp at load: deferred on purpose
 
     started = time.time()
     out = Path(config.output_dir)
-    last_checkpoint = _check_output_dir(config, resume, recipe.inputs)
-    out.mkdir(parents=True, exist_ok=True)
-    # Written first: --resume compares the config and the inputs with these.
-    write_yaml(to_dict(config), out / RESOLVED_CONFIG)
-    write_json(out / RUN_INPUTS, _input_hashes(config, recipe.inputs))
+    last_checkpoint = _start_run(config, resume, recipe.inputs)
     paddle.set_device(config.device)
+    data = load_training_data(config, recipe)
 
-    tokenizer, params = recipe.tokenizer, recipe.params
-    cache = config.cache_dir or None
+    paddle.seed(config.seed)
+    trainable, model = recipe.build()
+    sizes = count_params(model)
+    log.info("model: %s params (%s non-embedding)", f"{sizes['params']:,}",
+             f"{sizes['non_embedding_params']:,}")
+    predict = _predictor(config, recipe, model)
+    dev_subset = data.dev_examples[: config.eval_max_questions] if config.eval_max_questions else data.dev_examples
+    epoch_eval = tr.EpochEval(dev_subset if config.eval_each_epoch else [], predict, trainable,
+                              _learning_curve(out, last_checkpoint), out / CURVE, started)
+    trainer = tr.make_trainer(config, trainable, recipe.tokenizer, data.train_feats,
+                              [tr.StepSeed(config.seed), epoch_eval, *callbacks])
+    t_train = time.time()
+    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    train_seconds = time.time() - t_train
+
+    replicas = tr.replica_fingerprints(model)  # every rank takes part (a collective)
+    if not trainer.is_world_process_zero():
+        return {}  # data-parallel: rank 0 alone saves, scores and writes the records
+    model_dir = _save_model(config, recipe, model, out)
+    write_json(out / "train_log.json", trainer.state.log_history)
+    metrics: dict[str, Any] = {
+        **sizes,
+        **_training_metrics(data, trainer.state, result, train_seconds, last_checkpoint),
+    }
+    metrics.update(recipe.metrics)
+    _save_and_score(config, recipe, model, model_dir, metrics, replicas, predict, data.dev_examples)
+    inputs = {"train_file": config.train_file, "dev_file": config.dev_file or None}
+    inputs.update({k: p for k, p in recipe.inputs.items() if p and Path(p).exists()})
+    write_manifest(out, recipe.stage, to_dict(config), inputs, {"model": model_dir}, metrics,
+                   started=started)
+    return metrics
+
+
+def _start_run(config: TrainSettings, resume: bool, inputs: dict[str, str]) -> str | None:
+    """Check the output folder (see :func:`_check_output_dir`), then record the config and the
+    input hashes first: ``--resume`` compares the next run with these. Returns the checkpoint."""
+    last_checkpoint = _check_output_dir(config, resume, inputs)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(to_dict(config), out / RESOLVED_CONFIG)
+    write_json(out / RUN_INPUTS, _input_hashes(config, inputs))
+    return last_checkpoint
+
+
+# ---------------------------------------------------------------- data
+@dataclasses.dataclass
+class TrainingData:
+    """The questions one training run reads, and the training windows built from them."""
+
+    train_examples: list  # QAExample
+    train_report: Any  # what loading the training file dropped and repaired
+    dev_examples: list  # QAExample ([] without a dev file)
+    train_feats: dict[str, np.ndarray]  # training windows with their span labels
+
+
+def load_training_data(config: TrainSettings, recipe: Recipe) -> TrainingData:
+    """Training and dev questions, and the training windows (from the feature cache)."""
     train_examples, train_report = load_examples(config.train_file, mode="train",
                                                  max_context_chars=config.max_context_chars)
     if not train_examples:
@@ -330,121 +285,75 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
     if config.dev_file:
         dev_examples, _ = load_examples(config.dev_file, mode="eval",
                                         max_context_chars=config.max_context_chars)
-    train_feats = cached_features(train_examples, tokenizer, params, train=True, cache_dir=cache,
-                                  progress=config.progress)
+    train_feats = cached_features(train_examples, recipe.tokenizer, recipe.params, train=True,
+                                  cache_dir=config.cache_dir or None, progress=config.progress)
     log.info("training on %d questions -> %d windows (%d without the answer inside)",
              len(train_examples), len(train_feats["input_ids"]),
              int((train_feats["start_positions"] == 0).sum()))
+    return TrainingData(train_examples, train_report, dev_examples, train_feats)
 
-    paddle.seed(config.seed)
-    trainable, model = recipe.build()
-    sizes = count_params(model)
-    log.info("model: %s params (%s non-embedding)", f"{sizes['params']:,}",
-             f"{sizes['non_embedding_params']:,}")
 
+def _learning_curve(out: Path, last_checkpoint: str | None) -> list[dict[str, Any]]:
+    """The per-epoch dev points so far: kept when resuming, else a new curve."""
     curve_path = out / CURVE
-    curve: list[dict[str, Any]] = []
     if last_checkpoint and curve_path.exists():
-        curve = json.loads(curve_path.read_text(encoding="utf-8"))
-    dev_subset = dev_examples[: config.eval_max_questions] if config.eval_max_questions else dev_examples
+        return json.loads(curve_path.read_text(encoding="utf-8"))
+    return []
+
+
+def _predictor(config: TrainSettings, recipe: Recipe, model) -> Callable[[list], dict[str, str]]:
+    """``predict(examples) -> {qid: answer text}`` with ``model`` as it is when called."""
 
     def predict(examples) -> dict[str, str]:
-        spans = answer(model, tokenizer, examples, params, n_best=config.n_best,
-                       max_answer_length=config.max_answer_length, cache_dir=cache,
+        spans = answer(model, recipe.tokenizer, examples, recipe.params, n_best=config.n_best,
+                       max_answer_length=config.max_answer_length, cache_dir=config.cache_dir or None,
                        progress=config.progress)
         return predictions_from_spans([ex.qid for ex in examples], spans)
 
-    class EpochEval(TrainerCallback):
-        # Every rank scores (the same questions): a rank that waited instead would sit in the next
-        # gradient all-reduce until gloo's timeout kills it. Only rank 0 records the point.
-        def on_epoch_end(self, args, state, control, **kwargs):
-            if not (config.eval_each_epoch and dev_subset):
-                return
-            s = cmrc_scores({ex.qid: ex.answers for ex in dev_subset}, predict(dev_subset))
-            trainable.train()
-            if not state.is_world_process_zero:
-                return
-            losses = [h["loss"] for h in state.log_history if "loss" in h]
-            entry = {"epoch": round(state.epoch or 0, 3), "step": state.global_step,
-                     "seconds": round(time.time() - started, 1),
-                     "train_loss": losses[-1] if losses else None,
-                     "dev_em": s["em"], "dev_f1": s["f1"], "dev_questions": s["total"]}
-            curve.append(entry)
-            write_json(curve_path, curve)
-            log.info("epoch %.2f: dev EM %.2f F1 %.2f", entry["epoch"], s["em"], s["f1"])
+    return predict
 
-    class StepSeed(TrainerCallback):
-        """Reseed Paddle before every step from (seed, step, rank).
 
-        The Trainer saves and restores the CPU generator's state with each checkpoint, but on CPU
-        that state does not capture the engine's position, so dropout masks after a resume differ
-        from an uninterrupted run. Seeding per step makes them a function of the step alone.
-        """
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            paddle.seed(config.seed + 1_000_003 * args.process_index + state.global_step)
-
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        device=config.device,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        warmup_ratio=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        disable_tqdm=not config.progress,
-        report_to=["none"],
-        dataloader_num_workers=0,
-        do_train=True,
-    )
-    trainer = _trainer_class()(
-        model=trainable,
-        args=args,
-        train_dataset=_WindowDataset(train_feats, config.seed),
-        data_collator=_collate(tokenizer.pad_token_id or 0),
-        tokenizer=tokenizer,
-        callbacks=[StepSeed(), EpochEval(), *callbacks],
-    )
-    t_train = time.time()
-    result = trainer.train(resume_from_checkpoint=last_checkpoint)
-    train_seconds = time.time() - t_train
-
-    replicas = replica_fingerprints(model)  # every rank takes part (a collective)
+# ---------------------------------------------------------------- save and score
+def _save_model(config: TrainSettings, recipe: Recipe, model, out: Path) -> Path:
+    """Save ``out/model/``: the QA model itself (not a distillation wrapper) with its tokenizer,
+    a plain model folder, and the training record (feature params, source)."""
     model_dir = out / "model"
-    if not trainer.is_world_process_zero():
-        return {}  # data-parallel: rank 0 alone saves, scores and writes the records
-    # The QA model itself (not a distillation wrapper) with its tokenizer: a plain model folder.
     model.save_pretrained(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
+    recipe.tokenizer.save_pretrained(str(model_dir))
     write_json(model_dir / TRAINING_INFO, {
-        "feature_params": dataclasses.asdict(params),
+        "feature_params": dataclasses.asdict(recipe.params),
         "train_file": config.train_file,
         "source": f"paddleqa {recipe.stage}",
         **recipe.info,
     })
-    write_json(out / "train_log.json", trainer.state.log_history)
+    return model_dir
 
-    metrics: dict[str, Any] = {
-        **sizes,
-        "train_questions": len(train_examples),
-        "train_windows": int(len(train_feats["input_ids"])),
-        "train_dropped": train_report.dropped,
-        "train_repaired": train_report.repaired,
-        "global_step": trainer.state.global_step,
-        "epochs": round(trainer.state.epoch or 0, 3),
+
+def _training_metrics(data: TrainingData, state, result, train_seconds: float,
+                      last_checkpoint: str | None) -> dict[str, Any]:
+    """What the training run did: data, steps, loss, time, where it resumed from."""
+    return {
+        "train_questions": len(data.train_examples),
+        "train_windows": int(len(data.train_feats["input_ids"])),
+        "train_dropped": data.train_report.dropped,
+        "train_repaired": data.train_report.repaired,
+        "global_step": state.global_step,
+        "epochs": round(state.epoch or 0, 3),
         "train_loss": round(float(result.training_loss), 5) if result.training_loss is not None else None,
         "train_seconds": round(train_seconds, 1),
         "train_windows_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
         "resumed_from": Path(last_checkpoint).name if last_checkpoint else None,
-        "steps_this_run": trainer.state.global_step - (
+        "steps_this_run": state.global_step - (
             int(Path(last_checkpoint).name.rsplit("-", 1)[-1]) if last_checkpoint else 0),
     }
-    metrics.update(recipe.metrics)
+
+
+def _save_and_score(config: TrainSettings, recipe: Recipe, model, model_dir: Path,
+                    metrics: dict[str, Any], replicas: list[str],
+                    predict: Callable[[list], dict[str, str]], dev_examples: list) -> None:
+    """Add to ``metrics``: the replica check, FLOPs, the model's size, and the dev scores (the
+    predictions are written to ``dev_predictions.json``)."""
+    params = recipe.params
     if replicas:
         metrics["replica_weight_sha256"] = replicas
         metrics["replicas_identical"] = len(set(replicas)) == 1
@@ -456,14 +365,9 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
     metrics["model_bytes"] = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
     if dev_examples:
         preds = predict(dev_examples)
-        write_json(out / "dev_predictions.json", preds)
+        write_json(model_dir.parent / "dev_predictions.json", preds)
         dev = cmrc_scores(gold_references(config.dev_file), preds)
         metrics.update({f"dev_{k}": v for k, v in dev.items()})
         if recipe.metrics.get("teacher_dev_f1"):
             metrics["f1_retention"] = round(dev["f1"] / recipe.metrics["teacher_dev_f1"], 4)
         log.info("dev: EM %.3f F1 %.3f (%d questions)", dev["em"], dev["f1"], dev["total"])
-    inputs = {"train_file": config.train_file, "dev_file": config.dev_file or None}
-    inputs.update({k: p for k, p in recipe.inputs.items() if p and Path(p).exists()})
-    write_manifest(out, recipe.stage, to_dict(config), inputs, {"model": model_dir}, metrics,
-                   started=started)
-    return metrics
