@@ -34,7 +34,7 @@ from benchmarks.report import machine_info, replace_section  # noqa: E402
 from benchmarks.teacher import _run  # noqa: E402
 
 CONFIG = "configs/cmrc2018.yaml"
-AUG_FILE = "augment/train.json"  # inside the run folder
+AUG_SET = "augment.variants=1"  # the augmented training file: one synonym variant per question
 # Shared by every student: learning rate, logging, and the learning-curve subset of dev.
 COMMON = ["learning_rate=0.001", "batch_size=16", "logging_steps=50", "save_steps=200",
           "eval_each_epoch=false"]
@@ -80,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.dev_questions < 0:
         args.dev_questions = SWEEP_DEV_QUESTIONS if args.sweep else 0
 
-    from paddleqa.core.config import read_yaml
+    from paddleqa import pipeline
+    from paddleqa.core.config import merge, parse_overrides, read_yaml
 
-    run_dir = ROOT / read_yaml(ROOT / args.config)["run_dir"]
+    doc = merge(read_yaml(ROOT / args.config), parse_overrides([AUG_SET]))
+    run_dir = ROOT / doc["run_dir"]
+    layout = pipeline.run_layout(pipeline.stage_configs(doc))  # the run folder's stage folders
     table = SWEEP if args.sweep else STUDENTS
     args.dev_subset = dev_subset(ROOT / args.config, run_dir, args.dev_questions)
     names = [n for n in args.only.split(",") if n] or list(table)
@@ -90,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         sys.exit(f"unknown student(s) {', '.join(unknown)}; valid: {', '.join(table)}")
     if not args.report_only:
-        if not (run_dir / "teacher" / "model").is_dir():
-            sys.exit(f"no teacher in {run_dir / 'teacher' / 'model'}: run `python benchmarks/teacher.py` first")
-        train(run_dir, names, table, args)
-    record = collect(run_dir, table, args)
+        if not layout.model_dir(run_dir, "teacher").is_dir():
+            sys.exit(f"no teacher in {layout.model_dir(run_dir, 'teacher')}: run `python benchmarks/teacher.py` first")
+        train(run_dir, names, table, args, layout.file(run_dir, "augmented_train"))
+    record = collect(run_dir, table, args, layout.folder(run_dir, "finetune"))
     record_path = args.record or ("benchmarks/kd_sweep.json" if args.sweep else "benchmarks/compress.json")
     record["record"] = record_path
     (ROOT / record_path).write_text(
@@ -105,14 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def train(run_dir: Path, names: list[str], table: dict, args) -> None:
+def train(run_dir: Path, names: list[str], table: dict, args, aug_file: Path) -> None:
     base_env = {**os.environ, "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE", "5"),
                 "PYTHONUNBUFFERED": "1"}
     one_thread = {**base_env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     log_path = run_dir / "compress.log"
     paddleqa = [sys.executable, "-m", "paddleqa.cli"]
     if any(table[n][2] for n in names):
-        _run(paddleqa + ["run", args.config, "--only", "augment", "--set", "augment.variants=1"],
+        _run(paddleqa + ["run", args.config, "--only", "augment", "--set", AUG_SET],
              {**base_env, "OMP_NUM_THREADS": str(os.cpu_count() or 1)}, log_path)
     for name in names:
         stage, sets, aug = table[name]
@@ -124,7 +127,7 @@ def train(run_dir: Path, names: list[str], table: dict, args) -> None:
             shutil.rmtree(out)
         overrides = COMMON + sets + [f"output_dir={out}", f"max_steps={args.steps}"]
         if aug:
-            overrides.append(f"train_file={run_dir / AUG_FILE}")
+            overrides.append(f"train_file={aug_file}")
         if args.dev_subset:
             overrides.append(f"dev_file={args.dev_subset}")
         cli_sets = [x for o in overrides for x in ("--set", f"{stage}.{o}")]
@@ -174,21 +177,21 @@ def _flops_384(m: dict) -> int | None:
     return m.get("flops_per_query_384")
 
 
-def collect(run_dir: Path, table: dict, args) -> dict:
-    teacher = json.loads((run_dir / "teacher" / "metrics.json").read_text(encoding="utf-8"))
+def collect(run_dir: Path, table: dict, args, teacher_dir: Path) -> dict:
+    teacher = json.loads((teacher_dir / "metrics.json").read_text(encoding="utf-8"))
     teacher["flops_per_query_384"] = _flops_384(teacher)
     if teacher.get("flops_per_query_384") is None:  # runs recorded before these fields existed
         from paddlenlp.transformers import AutoConfig
 
         from paddleqa.models.flops import flops_per_query
 
-        model_dir = run_dir / "teacher" / "model"
+        model_dir = teacher_dir / "model"
         teacher["flops_per_query_384"] = flops_per_query(AutoConfig.from_pretrained(str(model_dir)), 384)
         teacher["model_bytes"] = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
     if args.dev_subset:  # students scored on a subset: score the teacher on the same questions
         sub = run_dir / f"teacher_eval_first{args.dev_questions}"
         if not (sub / "metrics.json").exists():
-            _run([sys.executable, "-m", "paddleqa.cli", "evaluate", str(run_dir / "teacher" / "model"),
+            _run([sys.executable, "-m", "paddleqa.cli", "evaluate", str(teacher_dir / "model"),
                   args.dev_subset, "--out", str(sub), "--no-progress"],
                  {**os.environ, "MKL_DEBUG_CPU_TYPE": "5"}, run_dir / "compress.log")
         sub_m = json.loads((sub / "metrics.json").read_text(encoding="utf-8"))

@@ -165,10 +165,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from paddleqa import pipeline
     from paddleqa.core.config import read_yaml
+    from paddleqa.stages.runner import training_done
 
     doc = read_yaml(ROOT / args.config)
     cfg = pipeline.stage_configs(doc)
     run_dir = ROOT / cfg["run_dir"]
+    layout = pipeline.run_layout(cfg)  # what `paddleqa run` writes to RUN_DIR/layout.json
+    report_dir = layout.folder(run_dir, "report")
     if cfg["bench"] is None or cfg["export"] is None:
         sys.exit(f"{args.config} needs export and bench sections for the headline benchmark")
     started = time.time()
@@ -179,13 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         base_env = {**os.environ, "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE", "5"),
                     "PYTHONUNBUFFERED": "1"}
         one_thread = {**base_env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        if pipeline.training_done(cfg["finetune"]):
+        if training_done(cfg["finetune"]):
             skipped.append("teacher")
         else:
             _run([sys.executable, "benchmarks/teacher.py", "--config", args.config,
                   "--nproc", str(args.nproc)], base_env, log_path)
         di = cfg["distill"]
-        if di is not None and pipeline.training_done(di):
+        if di is not None and training_done(di):
             skipped.append("student")
         elif di is not None:
             cmd = ["distill", "--config", args.config, "--resume"]
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             _run([sys.executable, "-m", "paddleqa.cli", "run", args.config, "--only", stage],
                  all_threads, log_path)
         _run([sys.executable, "-m", "paddleqa.cli", "report", str(run_dir)], all_threads, log_path)
-    results = json.loads((run_dir / "report" / "results.json").read_text(encoding="utf-8"))
+    results = json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
     rows = [{k: r.get(k) for k in RESULT_KEYS} for r in results]
     (ROOT / "benchmarks" / "results.json").write_text(
         json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -211,13 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
     wall = (time.time() - started) / 60 if not args.report_only else previous.get("wall_minutes", 0.0)
     command = "python benchmarks/pipeline.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    bench = json.loads((run_dir / "bench" / "results.json").read_text(encoding="utf-8"))
+    bench = json.loads(layout.file(run_dir, "bench_results").read_text(encoding="utf-8"))
     record = {"command": command.strip() if not args.report_only else previous.get("command", command),
               "config": args.config, "nproc": args.nproc, "machine": machine_info(),
               "seq_len": cfg["bench"].seq_lens[-1], "wall_minutes": round(wall, 1),
               "skipped_steps": skipped if not args.report_only else previous.get("skipped_steps", []),
               "mkl_debug_cpu_type": bench.get("mkl_debug_cpu_type"),
-              "report": str((run_dir / "report" / "report.md").relative_to(ROOT)),
+              "report": str((report_dir / "report.md").relative_to(ROOT)),
               "rows": rows, "headline": headline(rows)}
     student = cfg["distill"] or cfg["prune"]
     sm = ROOT / student.output_dir / "metrics.json" if student else None

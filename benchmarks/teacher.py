@@ -51,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         replace_section(ROOT / args.out, "teacher", render(json.loads(record.read_text(encoding="utf-8"))))
         return 0
 
+    from paddleqa import pipeline
     from paddleqa.core.config import merge, parse_overrides, read_yaml
 
     doc = merge(read_yaml(ROOT / args.config), parse_overrides(args.set))
     run_dir = ROOT / doc["run_dir"]
+    teacher_dir = pipeline.run_layout(pipeline.stage_configs(doc)).folder(run_dir, "finetune")
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "benchmark.log"
     sets = [x for s in args.set for x in ("--set", s)]
@@ -80,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     train_wall = _run(train_cmd, one_thread if args.nproc > 1 else all_threads, log_path)
     total_wall = time.time() - started
 
-    ft = json.loads((run_dir / "teacher" / "metrics.json").read_text(encoding="utf-8"))
-    cfg = json.loads((run_dir / "teacher" / "manifest.json").read_text(encoding="utf-8"))["config"]
-    curve_file = run_dir / "teacher" / "learning_curve.json"
+    ft = json.loads((teacher_dir / "metrics.json").read_text(encoding="utf-8"))
+    cfg = json.loads((teacher_dir / "manifest.json").read_text(encoding="utf-8"))["config"]
+    curve_file = teacher_dir / "learning_curve.json"
     curve = json.loads(curve_file.read_text(encoding="utf-8")) if curve_file.exists() else []
     command = "python benchmarks/teacher.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     result = {

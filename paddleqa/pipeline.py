@@ -13,40 +13,36 @@ is configured, else the pruned one, else the teacher; ``quantize.model``/``expor
 override it.
 
 A pipeline YAML has ``run_dir`` and one section per stage holding only overrides of that stage's
-defaults; the wiring between stages (which folder feeds which) is done here. ``augment`` and
+defaults; the wiring between stages (which folder feeds which) is done here, and recorded as the
+run's layout in ``RUN_DIR/layout.json`` (``runtime.layout``: stage -> folder, deployed model,
+export folders, bench artifacts), which ``report`` and the benchmarks read. ``augment`` and
 ``distill`` and ``prune`` run only when the YAML has their section (``distill: {}`` takes every default); the
 students train on the augmented file when ``augment`` is on. A stage whose
-``manifest.json`` records the same config and the same input hashes is skipped, so re-running a
-finished or interrupted run only does what is left.
+``manifest.json`` records the same config and the same input hashes is skipped
+(``stages.runner``), so re-running a finished or interrupted run only does what is left.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
-from .core.config import ConfigError, from_dict, opt, to_dict
-from .core.manifest import MANIFEST, sha256_path, write_manifest
-from .runtime import bench as bench_stage, evaluate as evaluate_stage, report as report_stage
+from .core.config import ConfigError, from_dict, opt
+from .core.settings import ContextLimit
+from .runtime import report as report_stage
 from .runtime.bench import BenchConfig
 from .runtime.evaluate import EvaluateConfig
-from .stages import (
-    distill as distill_stage,
-    export as export_stage,
-    finetune as finetune_stage,
-    prune as prune_stage,
-    quantize as quantize_stage,
+from .runtime.layout import (
+    DEFAULT_FOLDERS, MODEL_STAGES, ExportFolder, RunLayout, relative_to_run, same_path,
 )
 from .stages.distill import DistillConfig
 from .stages.export import ExportConfig
-from .stages.finetune import FinetuneConfig, stale_reason
+from .stages.finetune import FinetuneConfig
 from .stages.prune import PruneConfig
 from .stages.quantize import QuantizeConfig
-from .text import augment as augment_stage, tokenizer as vocab_stage
+from .stages.runner import int8_export_config, run_stages
 from .text.augment import AugmentConfig
-from .text.dataset import load_examples
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +53,12 @@ OPTIONAL = ("augment", "distill", "prune", "quantize", "export", "bench")
 
 
 @dataclasses.dataclass
-class DataSection:
+class DataSection(ContextLimit):
     """Where the data comes from (paths may use ${VAR:-default})."""
 
     train_file: str = opt("", help="SQuAD/CMRC training JSON")
     dev_file: str = opt("", help="SQuAD/CMRC dev JSON")
-    max_context_chars: int = opt(5000, help="paragraphs longer than this are dropped (reported)")
+    # max_context_chars: inherited from ContextLimit (core/settings.py)
 
     def __post_init__(self) -> None:
         if not self.train_file or not self.dev_file:
@@ -95,91 +91,36 @@ def _sections(doc: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
 
 
 def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
-    """Typed config of every stage: defaults <- wiring from earlier stages <- YAML overrides."""
+    """Typed config of every stage: defaults <- wiring from earlier stages <- YAML overrides.
 
+    Returns a dict: ``run_dir`` (a Path), ``data``, ``vocab`` (None when a tokenizer or model is
+    given), ``finetune``, ``evaluate``, ``augment``, ``distill``/``prune`` (None when not
+    configured) with ``distill_config``/``prune_config`` (always, for running them by name),
+    ``quantize``, ``export``, ``export_teacher`` and ``bench`` (None when not configured).
+    """
     run_dir, sec = _sections(doc)
     root = Path(run_dir)
     data = from_dict(DataSection, sec["data"], where="data")
     vocab = from_dict(VocabSection, sec["vocab"], where="vocab")
-    ft_over = dict(sec["finetune"])
-    needs_vocab = not ft_over.get("model") and not ft_over.get("tokenizer")
-    wired_ft = {
-        "train_file": data.train_file,
-        "dev_file": data.dev_file,
-        "output_dir": str(root / "teacher"),
-        "max_context_chars": data.max_context_chars,
-        "tokenizer": str(root / "vocab") if needs_vocab else "",
-    }
-    finetune = from_dict(FinetuneConfig, {**wired_ft, **ft_over}, where="finetune")
-    wired_ev = {
-        "model": str(root / "teacher" / "model"),
-        "data_file": data.dev_file,
-        "out_dir": str(root / "evaluate"),
-        "max_context_chars": data.max_context_chars,
-        "n_best": finetune.n_best,
-        "max_answer_length": finetune.max_answer_length,
-        "cache_dir": finetune.cache_dir,
-        "progress": finetune.progress,
-    }
-    evaluate = from_dict(EvaluateConfig, {**wired_ev, **sec["evaluate"]}, where="evaluate")
-    augment = None
-    if "augment" in doc:
-        wired_aug = {"input_file": data.train_file, "output_file": str(root / "augment" / "train.json")}
-        augment = from_dict(AugmentConfig, {**wired_aug, **sec["augment"]}, where="augment")
-    shared = ("dev_file", "max_context_chars", "cache_dir", "progress", "device", "n_best",
-              "max_answer_length", "eval_max_questions", "seed")
-    wired_di = {
-        **{k: getattr(finetune, k) for k in shared},
-        "train_file": augment.output_file if augment else data.train_file,
-        "teacher": str(Path(finetune.output_dir) / "model"),
-        "output_dir": str(root / "distill"),
-    }
-    distill = from_dict(DistillConfig, {**wired_di, **sec["distill"]}, where="distill")
-    wired_pr = {**wired_di, "output_dir": str(root / "prune")}
-    prune = from_dict(PruneConfig, {**wired_pr, **sec["prune"]}, where="prune")
-    deployed = (distill.output_dir if "distill" in doc else prune.output_dir if "prune" in doc
-                else finetune.output_dir)
-    deployed = str(Path(deployed) / "model")
-    wired_q = {"model": deployed, "out_dir": str(root / "quantize"), "dev_file": data.dev_file,
-               "calib_file": data.train_file, "cache_dir": finetune.cache_dir,
-               "progress": finetune.progress}
-    quantize = from_dict(QuantizeConfig, {**wired_q, **sec["quantize"]}, where="quantize") \
-        if "quantize" in doc else None
-    export = None
+    needs_vocab = not sec["finetune"].get("model") and not sec["finetune"].get("tokenizer")
+    finetune = _wire_finetune(root, data, sec["finetune"], needs_vocab)
+    evaluate = _wire_evaluate(root, data, finetune, sec["evaluate"])
+    augment = _wire_augment(root, data, sec["augment"]) if "augment" in doc else None
+    distill, prune = _wire_students(root, data, finetune, augment, sec)
+    deployed = str(Path(_deployed_stage(finetune, distill if "distill" in doc else None,
+                                        prune if "prune" in doc else None).output_dir) / "model")
+    quantize = export = export_teacher = bench = None
+    if "quantize" in doc:
+        quantize = _wire_quantize(root, data, finetune, deployed, sec["quantize"])
     if "export" in doc:
         export = from_dict(ExportConfig, {"model": quantize.model if quantize else deployed,
-                                          "out_dir": str(root / "export"), **sec["export"]},
-                           where="export")
-    bench = export_teacher = None
+                                          "out_dir": str(root / DEFAULT_FOLDERS["export"]),
+                                          **sec["export"]}, where="export")
     if "bench" in doc:
-        teacher_model = str(Path(finetune.output_dir) / "model")
-        arts = [teacher_model]
-        # Model folders whose own stage scored them on this dev file are timed, not re-scored.
-        no_score = [teacher_model]
-        if export and export.model != teacher_model:
-            arts.append(export.model)
-            if export.model == deployed and deployed != teacher_model:
-                no_score.append(deployed)
-            # The teacher's own fp32 inference model and x86 .nb: the latency baseline the
-            # students are compared with on the same backends (not only against dygraph).
-            export_teacher = dataclasses.replace(export, model=teacher_model, targets=["x86"],
-                                                 precisions=["fp32"], inference_model="",
-                                                 out_dir=str(root / "export-teacher"))
-            baseline = [str(Path(export_teacher.out_dir) / "inference"),
-                        str(Path(export_teacher.out_dir) / "x86-fp32")]
-            if export.onnx:
-                baseline.append(str(Path(export_teacher.out_dir) / "onnx"))
-            arts += baseline
-            no_score += baseline  # the same graph as the teacher (export is tested to agree)
-        if export:
-            arts += [str(Path(export.out_dir) / "inference")]
-            if "x86" in export.targets and "fp32" in export.precisions:
-                arts.append(str(Path(export.out_dir) / "x86-fp32"))
-            if export.onnx:
-                arts.append(str(Path(export.out_dir) / "onnx"))
-        if quantize and quantize.method in ("ptq", "qat"):
-            arts.append(str(Path(quantize.out_dir) / "inference"))
-        wired_b = {"artifacts": arts, "no_score": no_score, "out": str(root / "bench" / "results.json"),
+        export_teacher = _teacher_export(root, finetune, export)
+        arts, no_score = _bench_artifacts(finetune, deployed, quantize, export, export_teacher)
+        wired_b = {"artifacts": arts, "no_score": no_score,
+                   "out": str(root / DEFAULT_FOLDERS["bench"] / "results.json"),
                    "seq_lens": [finetune.max_seq_len], "threads": [1], "score_file": data.dev_file}
         bench = from_dict(BenchConfig, {**wired_b, **sec["bench"]}, where="bench")
     return {"run_dir": root, "data": data, "vocab": vocab if needs_vocab else None,
@@ -189,68 +130,197 @@ def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
             "quantize": quantize, "export": export, "export_teacher": export_teacher, "bench": bench}
 
 
-def training_inputs(config: Any) -> dict[str, str]:
-    """The inputs a training stage (finetune, distill, prune) records in its manifest."""
-    inputs = {"train_file": config.train_file, "dev_file": config.dev_file}
-    if getattr(config, "teacher", ""):
-        inputs["teacher"] = config.teacher
-    return inputs
+def _wire_finetune(root: Path, data: DataSection, over: dict[str, Any], needs_vocab: bool
+                   ) -> FinetuneConfig:
+    """The teacher: trained on the data section's files, with the run's vocab when it needs one."""
+    wired = {
+        "train_file": data.train_file,
+        "dev_file": data.dev_file,
+        "output_dir": str(root / DEFAULT_FOLDERS["finetune"]),
+        "max_context_chars": data.max_context_chars,
+        "tokenizer": str(root / DEFAULT_FOLDERS["vocab"]) if needs_vocab else "",
+    }
+    return from_dict(FinetuneConfig, {**wired, **over}, where="finetune")
 
 
-def training_done(config: Any) -> bool:
-    """True when a training stage's folder already holds a finished run of this config."""
-    return _up_to_date(Path(config.output_dir), config, training_inputs(config))
+def _wire_evaluate(root: Path, data: DataSection, finetune: FinetuneConfig, over: dict[str, Any]
+                   ) -> EvaluateConfig:
+    """Scores the teacher's saved model on dev with the teacher's inference settings."""
+    wired = {
+        "model": str(Path(finetune.output_dir) / "model"),
+        "data_file": data.dev_file,
+        "out_dir": str(root / DEFAULT_FOLDERS["evaluate"]),
+        "max_context_chars": data.max_context_chars,
+        "n_best": finetune.n_best,
+        "max_answer_length": finetune.max_answer_length,
+        "cache_dir": finetune.cache_dir,
+        "progress": finetune.progress,
+    }
+    return from_dict(EvaluateConfig, {**wired, **over}, where="evaluate")
 
 
-def _up_to_date(out_dir: Path, config: Any, inputs: dict[str, str], prefix: str = "") -> bool:
-    """True when ``out_dir`` holds a manifest for this exact config and these exact inputs."""
-    path = out_dir / f"{prefix}{MANIFEST}"
-    if not path.exists():
-        return False
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    if manifest.get("config") != to_dict(config):
-        return False
-    recorded = manifest.get("inputs", {})
-    for name, p in inputs.items():
-        if not p:
-            continue
-        if name not in recorded or not Path(p).exists() or recorded[name]["sha256"] != sha256_path(p):
-            return False
-    for name, rec in manifest.get("outputs", {}).items():
-        if not Path(rec["path"]).exists() or rec["sha256"] != sha256_path(rec["path"]):
-            log.warning("%s: output %s changed since it was written; redoing the stage", out_dir, name)
-            return False
-    return True
+def _wire_augment(root: Path, data: DataSection, over: dict[str, Any]) -> AugmentConfig:
+    """Synonym variants of the training questions, written into the run folder."""
+    wired = {"input_file": data.train_file,
+             "output_file": str(root / DEFAULT_FOLDERS["augment"] / "train.json")}
+    return from_dict(AugmentConfig, {**wired, **over}, where="augment")
 
 
-def _set_aside_if_stale(out_dir: Path, config: Any, inputs: dict[str, str]) -> None:
-    """A training folder made with another config or other inputs cannot be resumed; rather than
-    refuse (as ``--resume`` on the command line does) or delete it, the pipeline renames it
-    ``<folder>.superseded-<time>`` and trains afresh, so nothing is lost."""
-    import datetime as _dt
+def _wire_students(root: Path, data: DataSection, finetune: FinetuneConfig,
+                   augment: AugmentConfig | None, sec: dict[str, dict[str, Any]]
+                   ) -> tuple[DistillConfig, PruneConfig]:
+    """Distill and prune configs (always built, so either can run by name with its defaults):
+    the teacher's shared settings, its saved model as teacher, the augmented file when on."""
+    shared = ("dev_file", "max_context_chars", "cache_dir", "progress", "device", "n_best",
+              "max_answer_length", "eval_max_questions", "seed")
+    wired = {
+        **{k: getattr(finetune, k) for k in shared},
+        "train_file": augment.output_file if augment else data.train_file,
+        "teacher": str(Path(finetune.output_dir) / "model"),
+        "output_dir": str(root / DEFAULT_FOLDERS["distill"]),
+    }
+    distill = from_dict(DistillConfig, {**wired, **sec["distill"]}, where="distill")
+    wired_pr = {**wired, "output_dir": str(root / DEFAULT_FOLDERS["prune"])}
+    prune = from_dict(PruneConfig, {**wired_pr, **sec["prune"]}, where="prune")
+    return distill, prune
 
 
-    if not out_dir.exists():
-        return
-    why = stale_reason(config, inputs)
-    if why is None:
-        return
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = out_dir.with_name(f"{out_dir.name}.superseded-{stamp}")
-    out_dir.rename(target)
-    log.warning("%s: %s; kept the old run as %s and training afresh", out_dir, why, target)
+def _deployed_stage(finetune: Any, distill: Any, prune: Any) -> Any:
+    """The stage whose saved model is deployed (what quantize and export take unless their
+    ``model`` is set): the distilled student when distill is configured (not None), else the
+    pruned model when prune is, else the teacher."""
+    return distill or prune or finetune
+
+
+def _wire_quantize(root: Path, data: DataSection, finetune: FinetuneConfig, deployed: str,
+                   over: dict[str, Any]) -> QuantizeConfig:
+    """Quantizes the deployed model, calibrated on training windows, scored on dev."""
+    wired = {"model": deployed, "out_dir": str(root / DEFAULT_FOLDERS["quantize"]),
+             "dev_file": data.dev_file, "calib_file": data.train_file,
+             "cache_dir": finetune.cache_dir, "progress": finetune.progress}
+    return from_dict(QuantizeConfig, {**wired, **over}, where="quantize")
+
+
+def _teacher_export(root: Path, finetune: FinetuneConfig, export: ExportConfig | None
+                    ) -> ExportConfig | None:
+    """The teacher's own fp32 inference model and x86 .nb: the latency baseline the students are
+    compared with on the same backends (not only against dygraph); None when export already
+    takes the teacher or there is no export."""
+    teacher_model = str(Path(finetune.output_dir) / "model")
+    if export is None or export.model == teacher_model:
+        return None
+    return dataclasses.replace(export, model=teacher_model, targets=["x86"], precisions=["fp32"],
+                               inference_model="",
+                               out_dir=str(root / DEFAULT_FOLDERS["export_teacher"]))
+
+
+def _bench_artifacts(finetune: FinetuneConfig, deployed: str, quantize: QuantizeConfig | None,
+                     export: ExportConfig | None, export_teacher: ExportConfig | None
+                     ) -> tuple[list[str], list[str]]:
+    """What the bench stage times, and which of those it does not score again: model folders
+    whose own stage scored them on this dev file, and the teacher's baseline graph."""
+    teacher_model = str(Path(finetune.output_dir) / "model")
+    arts, no_score = [teacher_model], [teacher_model]
+    if export and export.model != teacher_model:
+        arts.append(export.model)
+        if export.model == deployed and deployed != teacher_model:
+            no_score.append(deployed)
+    if export_teacher is not None:
+        baseline = [str(Path(export_teacher.out_dir) / "inference"),
+                    str(Path(export_teacher.out_dir) / "x86-fp32")]
+        if export.onnx:
+            baseline.append(str(Path(export_teacher.out_dir) / "onnx"))
+        arts += baseline
+        no_score += baseline  # the same graph as the teacher (export is tested to agree)
+    if export:
+        arts += [str(Path(export.out_dir) / "inference")]
+        if "x86" in export.targets and "fp32" in export.precisions:
+            arts.append(str(Path(export.out_dir) / "x86-fp32"))
+        if export.onnx:
+            arts.append(str(Path(export.out_dir) / "onnx"))
+    if quantize and quantize.method in ("ptq", "qat"):
+        arts.append(str(Path(quantize.out_dir) / "inference"))
+    return arts, no_score
+
+
+def run_layout(cfg: dict[str, Any]) -> RunLayout:
+    """The run folder's layout for ``stage_configs``' result: what ``run`` writes to
+    ``RUN_DIR/layout.json`` and what ``report`` and the benchmarks read."""
+    root: Path = cfg["run_dir"]
+    ft, ev, aug, qu, ex, be = (cfg[k] for k in ("finetune", "evaluate", "augment", "quantize",
+                                                 "export", "bench"))
+
+    def rel(path: str | Path) -> str:
+        return relative_to_run(path, root)
+
+    folders = {"data": root / DEFAULT_FOLDERS["data"], "finetune": ft.output_dir,
+               "evaluate": ev.out_dir, "distill": cfg["distill_config"].output_dir,
+               "prune": cfg["prune_config"].output_dir, "report": root / DEFAULT_FOLDERS["report"]}
+    if cfg["vocab"] is not None:
+        folders["vocab"] = root / DEFAULT_FOLDERS["vocab"]
+    files = {}
+    if aug is not None:
+        folders["augment"] = Path(aug.output_file).parent
+        files["augmented_train"] = aug.output_file
+    if qu is not None:
+        folders["quantize"] = qu.out_dir
+    if be is not None:
+        folders["bench"] = Path(be.out).parent
+        files["bench_results"] = be.out
+    exports = {}
+    if ex is not None:
+        exports["export"] = ExportFolder(rel(ex.out_dir), "deployed")
+        ex8 = int8_export_config(ex, qu)
+        if ex8 is not None:
+            exports["export_int8"] = ExportFolder(rel(ex8.out_dir), "int8")
+        if cfg["export_teacher"] is not None:
+            exports["export_teacher"] = ExportFolder(rel(cfg["export_teacher"].out_dir),
+                                                     "teacher_baseline")
+    folders = {k: rel(v) for k, v in folders.items()}
+    models = {name: root / folders[stage] / "model" for name, stage in MODEL_STAGES.items()}
+    default = _deployed_stage(ft, cfg["distill"], cfg["prune"]).output_dir
+    candidates = [c.model for c in (qu, ex) if c is not None] or [str(Path(default) / "model")]
+    deployed = next((name for c in candidates for name, m in models.items() if same_path(c, m)),
+                    None)
+    return RunLayout(folders=folders, files={k: rel(v) for k, v in files.items()},
+                     deployed=deployed, deployed_model=rel(candidates[0]), exports=exports,
+                     bench_artifacts=[rel(a) for a in be.artifacts] if be else [],
+                     no_score=[rel(a) for a in be.no_score] if be else [])
 
 
 def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
-        on_stage: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
-    """Run every stage (or ``only`` one) of a pipeline document; returns each stage's metrics."""
+        on_stage: Callable[[str, dict], None] | None = None,
+        callbacks: Mapping[str, Sequence[Any]] | None = None) -> dict[str, dict]:
+    """Run every stage (or ``only`` one) of a pipeline document; returns each stage's metrics.
 
+    ``on_stage(key, metrics)`` is called after each stage; ``callbacks`` maps a training stage
+    (``finetune``, ``distill``, ``prune``) to extra PaddleNLP ``TrainerCallback``s for its Trainer
+    (e.g. progress hooks; the kill/resume tests stop a run at a chosen step with one).
+    The run's layout (``RUN_DIR/layout.json``, see ``runtime.layout``) is written first.
+    """
+    callbacks = callbacks or {}
+    unknown = set(callbacks) - {"finetune", "distill", "prune"}
+    if unknown:
+        raise ValueError(f"callbacks are for finetune, distill and prune, not {sorted(unknown)}")
     if only is not None and only not in STAGES:
         raise ConfigError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
     cfg = stage_configs(doc)
+    layout = run_layout(cfg)
+    _select_only(cfg, only)
+    root: Path = cfg["run_dir"]
+    layout.write(root)
+    results = run_stages(cfg, layout, only=only, resume=resume, on_stage=on_stage,
+                         callbacks=callbacks, logger=log)
+    if only is None:
+        rep = report_stage.run(report_stage.ReportConfig(run_dir=str(root)))
+        results["report"] = {k: v for k, v in rep.items() if k != "rows"}
+        log.info("report: %s", rep["report_html"])
+    return results
+
+
+def _select_only(cfg: dict[str, Any], only: str | None) -> None:
+    """Check that stage ``only`` can run with this config; distill and prune asked for by name
+    run with their defaults even without a section."""
     for name in ("distill", "prune"):
         if only == name and cfg[name] is None:
             cfg[name] = cfg[f"{name}_config"]  # asked for by name: run it with its defaults
@@ -260,106 +330,3 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
     for name in ("quantize", "export", "bench"):
         if only == name and cfg[name] is None:
             raise ConfigError(f"stage {name} has no section in this config: add `{name}: {{}}`")
-    root: Path = cfg["run_dir"]
-    results: dict[str, dict] = {}
-
-    def wanted(name: str) -> bool:
-        return only is None or only == name
-
-    def stage(name: str, out_dir: Path, config: Any, inputs: dict[str, str], work: Callable[[], dict],
-              prefix: str = "", trained_from: dict[str, str] | None = None, key: str = ""):
-        """Run one stage unless its manifest shows it already ran with this config and inputs."""
-        if not wanted(name):
-            return
-        key = key or name
-        if _up_to_date(out_dir, config, inputs, prefix):
-            log.info("stage %s: up to date, skipped", name)
-            results[key] = json.loads((out_dir / f"{prefix}metrics.json").read_text(encoding="utf-8"))
-        else:
-            log.info("stage %s: running", name)
-            if trained_from is not None:
-                _set_aside_if_stale(out_dir, config, trained_from)
-            results[key] = work()
-        if on_stage:
-            on_stage(key, results[key])
-
-    data = cfg["data"]
-    data_files = {"train_file": data.train_file, "dev_file": data.dev_file}
-
-    def check_data() -> dict:
-        metrics = {}
-        for name, mode in (("train_file", "train"), ("dev_file", "eval")):
-            _, report = load_examples(data_files[name], mode=mode, max_context_chars=data.max_context_chars)
-            summary = report.summary()
-            summary.pop("findings")
-            metrics[name.replace("_file", "")] = summary
-        write_manifest(root / "data", "data", to_dict(data), data_files, {}, metrics)
-        return metrics
-
-    stage("data", root / "data", data, data_files, check_data)
-    if cfg["vocab"] is not None:
-        vcfg = vocab_stage.VocabConfig(data_files=[data.train_file], out_dir=str(root / "vocab"),
-                                       min_freq=cfg["vocab"].min_freq, max_size=cfg["vocab"].max_size)
-        stage("vocab", root / "vocab", vcfg, {"data_0": data.train_file}, lambda: vocab_stage.run(vcfg))
-    ft = cfg["finetune"]
-    stage("finetune", Path(ft.output_dir), ft, training_inputs(ft),
-          lambda: finetune_stage.run(ft, resume=resume),
-          trained_from={"model": ft.model, "tokenizer": ft.tokenizer})
-    ev = cfg["evaluate"]
-    stage("evaluate", Path(ev.out_dir), ev, {"model": ev.model, "data_file": ev.data_file},
-          lambda: evaluate_stage.run(ev))
-    aug = cfg["augment"]
-    if aug is not None:
-        out = Path(aug.output_file)
-        stage("augment", out.parent, aug, {"input_file": aug.input_file},
-              lambda: augment_stage.run(aug, progress=ft.progress), prefix=out.name[: -len("json")])
-    di = cfg["distill"]
-    if di is not None:
-        stage("distill", Path(di.output_dir), di,
-              training_inputs(di),
-              lambda: distill_stage.run(di, resume=resume), trained_from={"teacher": di.teacher})
-    pr = cfg["prune"]
-    if pr is not None:
-        stage("prune", Path(pr.output_dir), pr,
-              training_inputs(pr),
-              lambda: prune_stage.run(pr, resume=resume), trained_from={"teacher": pr.teacher})
-    qu = cfg["quantize"]
-    if qu is not None:
-
-        stage("quantize", Path(qu.out_dir), qu, {"model": qu.model, "dev_file": qu.dev_file,
-                                                 "calib_file": qu.calib_file},
-              lambda: quantize_stage.run(qu))
-    ex = cfg["export"]
-    if ex is not None:
-
-        stage("export", Path(ex.out_dir), ex, {"model": ex.model}, lambda: export_stage.run(ex))
-        if qu is not None and qu.method in ("ptq", "qat"):
-            # The int8 graph of the quantize stage, converted for the same targets.
-            # (ONNX is converted from the fp32 graph only.)
-            ex8 = dataclasses.replace(ex, out_dir=str(Path(ex.out_dir).with_name("export-int8")),
-                                      inference_model=str(Path(qu.out_dir) / "inference" / "model"),
-                                      precisions=["fp32"], onnx=False)
-            stage("export", Path(ex8.out_dir), ex8,
-                  {"model": ex8.model, "inference_model": ex8.inference_model + ".pdmodel"},
-                  lambda: export_stage.run(ex8), key="export_int8")
-        ext = cfg["export_teacher"]
-        if ext is not None:
-            stage("export", Path(ext.out_dir), ext, {"model": ext.model}, lambda: export_stage.run(ext),
-                  key="export_teacher")
-    be = cfg["bench"]
-    if be is not None:
-
-        def do_bench() -> dict:
-            result = bench_stage.run(be)
-            write_manifest(Path(be.out).parent, "bench", to_dict(be), {a: a for a in be.artifacts},
-                           {"results": be.out},
-                           {"rows": result["rows"]})
-            return {"rows": result["rows"]}
-
-        stage("bench", Path(be.out).parent, be, {a: a for a in be.artifacts}, do_bench)
-    if only is None:
-
-        rep = report_stage.run(report_stage.ReportConfig(run_dir=str(root)))
-        results["report"] = {k: v for k, v in rep.items() if k != "rows"}
-        log.info("report: %s", rep["report_html"])
-    return results

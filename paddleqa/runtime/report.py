@@ -1,8 +1,9 @@
 """``paddleqa report RUN_DIR``: the stage table and a Pareto plot, built from the run's manifests.
 
 Nothing in the report is typed by hand: every number comes from a stage's ``metrics.json`` or the
-bench results. Rows follow one schema (also written as ``results.json``): ``name``, ``source``
-(the row it was derived from), ``backend``, ``precision``, ``params``, ``flops``, ``file_bytes``,
+bench results, found through the run's layout (``RUN_DIR/layout.json``, ``runtime.layout``).
+Rows follow one schema (also written as ``results.json``): ``name``, ``source`` (the row it was
+derived from), ``backend``, ``precision``, ``params``, ``flops``, ``file_bytes``,
 ``latency_ms_p50`` (batch 1, the bench's window length, 1 thread; null where it cannot run here),
 ``dev_em``, ``dev_f1`` and ``f1_retention`` (vs the teacher).
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from ..core.config import opt
 from ..core.errors import PaddleQAError
 from ..core.io import atomic_write_text, write_json
+from .layout import MODEL_STAGES, RunLayout, same_path
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ class ReportConfig:
 
     run_dir: str = opt("", help="a `paddleqa run` folder")
     out_dir: str = opt("", help="where report.md, report.html, pareto.png, results.json go "
-                       "('' = RUN_DIR/report)")
+                       "('' = the run layout's report folder, RUN_DIR/report)")
 
     def __post_init__(self) -> None:
         if not self.run_dir:
@@ -42,13 +44,6 @@ def _read(path: Path) -> dict | None:
         return None
     except ValueError as exc:
         raise PaddleQAError(f"{path}: not valid JSON ({exc}); re-run the stage that wrote it") from None
-
-
-def _same(a: str, b: str) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return a == b
 
 
 TEACHER_BASELINE = "teacher "  # name prefix of the rows of the teacher's own exported graph
@@ -79,62 +74,25 @@ def _export_rows(exp: dict, folder: Path, prefix: str, source: str | None,
     return rows
 
 
-def collect_rows(run_dir: Path) -> list[dict]:
-    """One row per model or artifact of the run, from its metrics files."""
-    rows: list[dict] = []
-    teacher = _read(run_dir / "teacher" / "metrics.json")
-    if teacher is None:
-        raise PaddleQAError(f"{run_dir} has no teacher/metrics.json: is it a `paddleqa run` folder "
-                            "whose finetune stage finished?")
-    ev = _read(run_dir / "evaluate" / "metrics.json") or {}
-    bench = _read(run_dir / "bench" / "results.json") or {"rows": []}
-    model_rows = {"teacher": (run_dir / "teacher" / "model", teacher, None)}
-    for name in ("distill", "prune"):
-        m = _read(run_dir / name / "metrics.json")
-        if m is not None:
-            model_rows[name] = (run_dir / name / "model", m, "teacher")
-    for name, (path, m, source) in model_rows.items():
-        rows.append({
-            "name": name, "source": source, "backend": "dygraph", "precision": "fp32",
-            "path": str(path), "params": m.get("params"), "flops": m.get("flops_per_query", m.get("flops_per_query_384")),
-            "file_bytes": m.get("model_bytes"),
-            "dev_em": ev.get("em", m.get("dev_em")) if name == "teacher" else m.get("dev_em"),
-            "dev_f1": ev.get("f1", m.get("dev_f1")) if name == "teacher" else m.get("dev_f1"),
-        })
+def collect_rows(run_dir: Path, layout: RunLayout | None = None) -> list[dict]:
+    """One row per model or artifact of the run, from its metrics files; the folders come from
+    the run's layout (``RUN_DIR/layout.json``, written by ``paddleqa run``)."""
+    run_dir = Path(run_dir)
+    layout = layout or RunLayout.read(run_dir)
+    rows = _model_rows(run_dir, layout)
     # The teacher's own exported graph (pipeline bench baseline): timed, not scored again.
-    ext = _read(run_dir / "export-teacher" / "metrics.json")
-    if ext:
-        rows += _export_rows(ext, run_dir / "export-teacher", TEACHER_BASELINE, "teacher",
-                             "latency baseline: the teacher's own graph (export is tested to agree with it)")
-    deployed = None
-    q = _read(run_dir / "quantize" / "metrics.json")
-    qman = _read(run_dir / "quantize" / "manifest.json")
-    if qman:
-        src = qman["inputs"]["model"]["path"]
-        deployed = next((r["name"] for r in rows if _same(r["path"], src)), None)
-    exp = _read(run_dir / "export" / "metrics.json")
-    eman = _read(run_dir / "export" / "manifest.json")
-    if exp and eman:
-        src = eman["inputs"]["model"]["path"]
-        deployed = deployed or next((r["name"] for r in rows if _same(r["path"], src)), None)
-        rows += _export_rows(exp, run_dir / "export", "", deployed)
-    if q and q.get("method") in ("ptq", "qat"):
-        rows.append({"name": f"int8 {q['method']}", "source": deployed, "backend": "paddle-inference",
-                     "precision": "int8", "path": str(run_dir / "quantize" / "inference"),
-                     "file_bytes": q.get("file_bytes"), "dev_em": q.get("quantized_em"),
-                     "dev_f1": q.get("quantized_f1")})
-    exp8 = _read(run_dir / "export-int8" / "metrics.json")
-    if exp8:
-        for b, info in exp8["bundles"].items():
-            target, precision = b.split("-", 1)
-            rows.append({"name": f"lite {b} ({q['method'] if q else 'int8'})", "source": f"int8 {q['method']}" if q else deployed,
-                         "backend": f"lite-{target}", "precision": precision,
-                         "path": str(Path(info["path"]).parent), "file_bytes": info["bytes"]})
-    if q and q.get("method") == "kmeans":
-        rows.append({"name": "kmeans", "source": deployed, "backend": "dygraph",
-                     "precision": f"{q['clusters_per_matrix']}-centroid codebooks",
-                     "path": str(run_dir / "quantize" / "model"), "file_bytes": q.get("stored_bytes"),
-                     "dev_em": q.get("quantized_em"), "dev_f1": q.get("quantized_f1")})
+    for _, folder in layout.export_folders(run_dir, "teacher_baseline"):
+        ext = _read(folder / "metrics.json")
+        if ext:
+            rows += _export_rows(ext, folder, TEACHER_BASELINE, "teacher",
+                                 "latency baseline: the teacher's own graph (export is tested to agree with it)")
+    quantize = layout.folder(run_dir, "quantize")
+    q = _read(quantize / "metrics.json") if quantize else None
+    for _, folder in layout.export_folders(run_dir, "deployed"):
+        exp = _read(folder / "metrics.json")
+        if exp:
+            rows += _export_rows(exp, folder, "", layout.deployed)
+    rows += _int8_rows(run_dir, layout, q)
     by_name = {r["name"]: r for r in rows}
     for r in rows:  # derived artifacts inherit their source's params/FLOPs when not recorded
         src = by_name.get(r.get("source") or "")
@@ -142,30 +100,91 @@ def collect_rows(run_dir: Path) -> list[dict]:
             for k in ("params", "flops"):
                 if r.get(k) is None:
                     r[k] = src.get(k)
-    # Latency and scores measured by the bench stage (1 thread).
+    bench_file = layout.file(run_dir, "bench_results")
+    bench = (_read(bench_file) if bench_file else None) or {"rows": []}
     for r in rows:
-        r.setdefault("latency_ms_p50", None)
-        for b in bench["rows"]:
-            if b.get("threads") == 1 and _same(b["artifact"], r["path"]) and b.get("settings"):
-                s = b["settings"][-1]
-                r["latency_ms_p50"] = s.get("latency_ms_p50")
-                r["seq_len"] = s.get("seq_len")
-                r["peak_rss_mib"] = b.get("peak_rss_mib")
-                if b.get("dev_f1") is not None and r.get("dev_f1") is None:
-                    r["dev_em"], r["dev_f1"] = b.get("dev_em"), b.get("dev_f1")
-                if b.get("score_error"):
-                    r["note"] = "not scored: " + b["score_error"].split(", so no score")[0]
-        if r["backend"] == "lite-arm":
-            r["note"] = "ARM: no runtime on this x86 machine; see its x86 twin"
-        elif r["backend"] == "lite-x86" and r["precision"].startswith("int8") and r.get("latency_ms_p50") is None:
-            r["note"] = ("not run: x86 Lite returns NaN for int8 .nb files; the accuracy of this "
-                         "graph is its Paddle Inference twin's, the ARM file is the one to ship")
+        _add_bench(r, bench["rows"])
     t_f1 = rows[0].get("dev_f1")
     for r in rows:
         r.setdefault("dev_em", None)
         r.setdefault("dev_f1", None)
         r["f1_retention"] = round(r["dev_f1"] / t_f1, 4) if r["dev_f1"] is not None and t_f1 else None
     return rows
+
+
+def _model_rows(run_dir: Path, layout: RunLayout) -> list[dict]:
+    """The teacher (scored by the evaluate stage when it ran) and each trained student."""
+    teacher_dir = layout.folder(run_dir, "finetune")
+    teacher = _read(teacher_dir / "metrics.json")
+    if teacher is None:
+        raise PaddleQAError(f"{run_dir} has no {layout.folders['finetune']}/metrics.json: is it a "
+                            "`paddleqa run` folder whose finetune stage finished?")
+    evaluate = layout.folder(run_dir, "evaluate")
+    ev = (_read(evaluate / "metrics.json") if evaluate else None) or {}
+    models = {"teacher": (teacher, None)}
+    for name in ("distill", "prune"):
+        folder = layout.folder(run_dir, MODEL_STAGES[name])
+        m = _read(folder / "metrics.json") if folder else None
+        if m is not None:
+            models[name] = (m, "teacher")
+    rows = []
+    for name, (m, source) in models.items():
+        rows.append({
+            "name": name, "source": source, "backend": "dygraph", "precision": "fp32",
+            "path": str(layout.model_dir(run_dir, name)), "params": m.get("params"),
+            "flops": m.get("flops_per_query", m.get("flops_per_query_384")),
+            "file_bytes": m.get("model_bytes"),
+            "dev_em": ev.get("em", m.get("dev_em")) if name == "teacher" else m.get("dev_em"),
+            "dev_f1": ev.get("f1", m.get("dev_f1")) if name == "teacher" else m.get("dev_f1"),
+        })
+    return rows
+
+
+def _int8_rows(run_dir: Path, layout: RunLayout, q: dict | None) -> list[dict]:
+    """The quantize stage's model (the int8 inference graph, or the k-means codebooks) and the
+    Lite bundles of its int8 graph."""
+    rows = []
+    quantize, deployed = layout.folder(run_dir, "quantize"), layout.deployed
+    if q and q.get("method") in ("ptq", "qat"):
+        rows.append({"name": f"int8 {q['method']}", "source": deployed, "backend": "paddle-inference",
+                     "precision": "int8", "path": str(quantize / "inference"),
+                     "file_bytes": q.get("file_bytes"), "dev_em": q.get("quantized_em"),
+                     "dev_f1": q.get("quantized_f1")})
+    for _, folder in layout.export_folders(run_dir, "int8"):
+        exp8 = _read(folder / "metrics.json")
+        for b, info in (exp8 or {}).get("bundles", {}).items():
+            target, precision = b.split("-", 1)
+            rows.append({"name": f"lite {b} ({q['method'] if q else 'int8'})",
+                         "source": f"int8 {q['method']}" if q else deployed,
+                         "backend": f"lite-{target}", "precision": precision,
+                         "path": str(Path(info["path"]).parent), "file_bytes": info["bytes"]})
+    if q and q.get("method") == "kmeans":
+        rows.append({"name": "kmeans", "source": deployed, "backend": "dygraph",
+                     "precision": f"{q['clusters_per_matrix']}-centroid codebooks",
+                     "path": str(quantize / "model"), "file_bytes": q.get("stored_bytes"),
+                     "dev_em": q.get("quantized_em"), "dev_f1": q.get("quantized_f1")})
+    return rows
+
+
+def _add_bench(r: dict, bench_rows: list[dict]) -> None:
+    """Latency and scores the bench stage measured (1 thread) for row ``r``, and the notes of
+    artifacts that cannot run here."""
+    r.setdefault("latency_ms_p50", None)
+    for b in bench_rows:
+        if b.get("threads") == 1 and same_path(b["artifact"], r["path"]) and b.get("settings"):
+            s = b["settings"][-1]
+            r["latency_ms_p50"] = s.get("latency_ms_p50")
+            r["seq_len"] = s.get("seq_len")
+            r["peak_rss_mib"] = b.get("peak_rss_mib")
+            if b.get("dev_f1") is not None and r.get("dev_f1") is None:
+                r["dev_em"], r["dev_f1"] = b.get("dev_em"), b.get("dev_f1")
+            if b.get("score_error"):
+                r["note"] = "not scored: " + b["score_error"].split(", so no score")[0]
+    if r["backend"] == "lite-arm":
+        r["note"] = "ARM: no runtime on this x86 machine; see its x86 twin"
+    elif r["backend"] == "lite-x86" and r["precision"].startswith("int8") and r.get("latency_ms_p50") is None:
+        r["note"] = ("not run: x86 Lite returns NaN for int8 .nb files; the accuracy of this "
+                     "graph is its Paddle Inference twin's, the ARM file is the one to ship")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -248,9 +267,10 @@ def run(config: ReportConfig) -> dict:
     run_dir = Path(config.run_dir)
     if not run_dir.is_dir():
         raise PaddleQAError(f"run folder {run_dir} does not exist")
-    out = Path(config.out_dir) if config.out_dir else run_dir / "report"
+    layout = RunLayout.read(run_dir)
+    out = Path(config.out_dir) if config.out_dir else layout.folder(run_dir, "report")
     out.mkdir(parents=True, exist_ok=True)
-    rows = collect_rows(run_dir)
+    rows = collect_rows(run_dir, layout)
     has_plot = plot(rows, out / "pareto.png")
     write_json(out / "results.json", rows)
     stamp = time.strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,246 @@
+"""Run the stages of a run in order, each one unless it already ran.
+
+``run_stages`` takes the stage configs of ``pipeline.stage_configs`` and runs data check ->
+vocab -> finetune -> evaluate -> augment -> distill -> prune -> quantize -> export -> bench
+(those configured). A stage's folder holds a ``manifest.json`` with the config it ran with and
+the sha256 of its inputs and outputs (``core.manifest``). A stage whose manifest records the
+same config and the same inputs, and whose outputs are unchanged, is skipped and its
+``metrics.json`` returned, so re-running a finished or interrupted pipeline only does what is
+left. A training folder made with another config or other inputs cannot be resumed; it is set
+aside, not deleted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ..core.config import to_dict
+from ..core.manifest import MANIFEST, sha256_path, write_manifest
+from ..runtime import bench as bench_stage, evaluate as evaluate_stage
+from ..runtime.layout import DEFAULT_FOLDERS, RunLayout
+from ..text import augment as augment_stage, tokenizer as vocab_stage
+from ..text.dataset import load_examples
+from . import (
+    distill as distill_stage,
+    export as export_stage,
+    finetune as finetune_stage,
+    prune as prune_stage,
+    quantize as quantize_stage,
+)
+from .export import ExportConfig
+from .finetune import stale_reason
+from .quantize import QuantizeConfig
+
+log = logging.getLogger(__name__)
+
+
+def training_inputs(config: Any) -> dict[str, str]:
+    """The inputs a training stage (finetune, distill, prune) records in its manifest."""
+    inputs = {"train_file": config.train_file, "dev_file": config.dev_file}
+    if getattr(config, "teacher", ""):
+        inputs["teacher"] = config.teacher
+    return inputs
+
+
+def training_done(config: Any) -> bool:
+    """True when a training stage's folder already holds a finished run of this config."""
+    return up_to_date(Path(config.output_dir), config, training_inputs(config))
+
+
+def up_to_date(out_dir: Path, config: Any, inputs: dict[str, str], prefix: str = "") -> bool:
+    """True when ``out_dir`` holds a manifest for this exact config and these exact inputs."""
+    path = out_dir / f"{prefix}{MANIFEST}"
+    if not path.exists():
+        return False
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    if manifest.get("config") != to_dict(config):
+        return False
+    recorded = manifest.get("inputs", {})
+    for name, p in inputs.items():
+        if not p:
+            continue
+        if name not in recorded or not Path(p).exists() or recorded[name]["sha256"] != sha256_path(p):
+            return False
+    for name, rec in manifest.get("outputs", {}).items():
+        if not Path(rec["path"]).exists() or rec["sha256"] != sha256_path(rec["path"]):
+            log.warning("%s: output %s changed since it was written; redoing the stage", out_dir, name)
+            return False
+    return True
+
+
+def set_aside_if_stale(out_dir: Path, config: Any, inputs: dict[str, str]) -> None:
+    """A training folder made with another config or other inputs cannot be resumed; rather than
+    refuse (as ``--resume`` on the command line does) or delete it, the pipeline renames it
+    ``<folder>.superseded-<time>`` and trains afresh, so nothing is lost."""
+    if not out_dir.exists():
+        return
+    why = stale_reason(config, inputs)
+    if why is None:
+        return
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = out_dir.with_name(f"{out_dir.name}.superseded-{stamp}")
+    out_dir.rename(target)
+    log.warning("%s: %s; kept the old run as %s and training afresh", out_dir, why, target)
+
+
+class StageRunner:
+    """Runs the stages of one pipeline invocation (all, or ``only`` one), collecting each one's
+    metrics in ``results`` under its key and reporting it to ``on_stage(key, metrics)``.
+    ``logger``: where "stage X: running / up to date, skipped" goes (the pipeline's logger)."""
+
+    def __init__(self, only: str | None = None,
+                 on_stage: Callable[[str, dict], None] | None = None,
+                 logger: logging.Logger = log) -> None:
+        self.only = only
+        self.on_stage = on_stage
+        self.log = logger
+        self.results: dict[str, dict] = {}
+
+    def wanted(self, name: str) -> bool:
+        return self.only is None or self.only == name
+
+    def __call__(self, name: str, out_dir: Path, config: Any, inputs: dict[str, str],
+                 work: Callable[[], dict], prefix: str = "",
+                 trained_from: dict[str, str] | None = None, key: str = "") -> None:
+        """Run stage ``name`` into ``out_dir`` unless its manifest shows it already ran with this
+        config and these inputs (then its metrics are read back). ``trained_from``: the inputs a
+        training stage resumes from (a stale folder is set aside); ``key``: the results key when
+        one stage runs twice (export)."""
+        if not self.wanted(name):
+            return
+        key = key or name
+        if up_to_date(out_dir, config, inputs, prefix):
+            self.log.info("stage %s: up to date, skipped", name)
+            metrics = json.loads((out_dir / f"{prefix}metrics.json").read_text(encoding="utf-8"))
+        else:
+            self.log.info("stage %s: running", name)
+            if trained_from is not None:
+                set_aside_if_stale(out_dir, config, trained_from)
+            metrics = work()
+        self.results[key] = metrics
+        if self.on_stage:
+            self.on_stage(key, metrics)
+
+
+def run_stages(cfg: dict[str, Any], layout: RunLayout, *, only: str | None = None,
+               resume: bool = True, on_stage: Callable[[str, dict], None] | None = None,
+               callbacks: Mapping[str, Sequence[Any]] | None = None,
+               logger: logging.Logger = log) -> dict[str, dict]:
+    """Run the configured stages of ``cfg`` (``pipeline.stage_configs``), or just ``only``, in
+    order; returns each stage's metrics by key (``export_int8``/``export_teacher`` for the
+    second and third export). ``callbacks``: extra Trainer callbacks per training stage."""
+    callbacks = callbacks or {}
+    stage = StageRunner(only, on_stage, logger)
+    _run_teacher(stage, cfg, layout, resume, callbacks)
+    _run_students(stage, cfg, resume, callbacks)
+    _run_deploy(stage, cfg)
+    _run_bench(stage, cfg)
+    return stage.results
+
+
+def int8_export_config(export: ExportConfig, quantize: QuantizeConfig | None) -> ExportConfig | None:
+    """The int8 graph of the quantize stage (PTQ/QAT), converted for export's targets into a
+    sibling folder of export's; None when there is no int8 graph. ONNX comes from fp32 only."""
+    if quantize is None or quantize.method not in ("ptq", "qat"):
+        return None
+    return dataclasses.replace(
+        export, out_dir=str(Path(export.out_dir).with_name(DEFAULT_FOLDERS["export_int8"])),
+        inference_model=str(Path(quantize.out_dir) / "inference" / "model"),
+        precisions=["fp32"], onnx=False)
+
+
+def _check_data(data: Any, out_dir: Path) -> dict:
+    """The data stage: load (and so validate) both files; their summaries are its metrics."""
+    files = {"train_file": data.train_file, "dev_file": data.dev_file}
+    metrics = {}
+    for name, mode in (("train_file", "train"), ("dev_file", "eval")):
+        _, report = load_examples(files[name], mode=mode, max_context_chars=data.max_context_chars)
+        summary = report.summary()
+        summary.pop("findings")
+        metrics[name.replace("_file", "")] = summary
+    write_manifest(out_dir, "data", to_dict(data), files, {}, metrics)
+    return metrics
+
+
+def _run_teacher(stage: StageRunner, cfg: dict[str, Any], layout: RunLayout, resume: bool,
+                 callbacks: Mapping[str, Sequence[Any]]) -> None:
+    """data check -> vocab (from-scratch models only) -> finetune (teacher) -> evaluate."""
+    root, data = cfg["run_dir"], cfg["data"]
+    data_dir = layout.folder(root, "data")
+    stage("data", data_dir, data, {"train_file": data.train_file, "dev_file": data.dev_file},
+          lambda: _check_data(data, data_dir))
+    if cfg["vocab"] is not None:
+        vcfg = vocab_stage.VocabConfig(data_files=[data.train_file],
+                                       out_dir=str(layout.folder(root, "vocab")),
+                                       min_freq=cfg["vocab"].min_freq, max_size=cfg["vocab"].max_size)
+        stage("vocab", Path(vcfg.out_dir), vcfg, {"data_0": data.train_file},
+              lambda: vocab_stage.run(vcfg))
+    ft = cfg["finetune"]
+    stage("finetune", Path(ft.output_dir), ft, training_inputs(ft),
+          lambda: finetune_stage.run(ft, resume=resume, callbacks=callbacks.get("finetune", ())),
+          trained_from={"model": ft.model, "tokenizer": ft.tokenizer})
+    ev = cfg["evaluate"]
+    stage("evaluate", Path(ev.out_dir), ev, {"model": ev.model, "data_file": ev.data_file},
+          lambda: evaluate_stage.run(ev))
+
+
+def _run_students(stage: StageRunner, cfg: dict[str, Any], resume: bool,
+                  callbacks: Mapping[str, Sequence[Any]]) -> None:
+    """augment -> distill -> prune, each when configured (or asked for by name)."""
+    aug, di, pr = cfg["augment"], cfg["distill"], cfg["prune"]
+    if aug is not None:
+        out = Path(aug.output_file)
+        stage("augment", out.parent, aug, {"input_file": aug.input_file},
+              lambda: augment_stage.run(aug, progress=cfg["finetune"].progress),
+              prefix=out.name[: -len("json")])
+    if di is not None:
+        stage("distill", Path(di.output_dir), di, training_inputs(di),
+              lambda: distill_stage.run(di, resume=resume, callbacks=callbacks.get("distill", ())),
+              trained_from={"teacher": di.teacher})
+    if pr is not None:
+        stage("prune", Path(pr.output_dir), pr, training_inputs(pr),
+              lambda: prune_stage.run(pr, resume=resume, callbacks=callbacks.get("prune", ())),
+              trained_from={"teacher": pr.teacher})
+
+
+def _run_deploy(stage: StageRunner, cfg: dict[str, Any]) -> None:
+    """quantize -> export of the deployed model (fp32 graph, then the int8 graph) -> export of
+    the teacher's own graph as the bench's latency baseline."""
+    qu, ex, ext = cfg["quantize"], cfg["export"], cfg["export_teacher"]
+    if qu is not None:
+        stage("quantize", Path(qu.out_dir), qu,
+              {"model": qu.model, "dev_file": qu.dev_file, "calib_file": qu.calib_file},
+              lambda: quantize_stage.run(qu))
+    if ex is None:
+        return
+    stage("export", Path(ex.out_dir), ex, {"model": ex.model}, lambda: export_stage.run(ex))
+    ex8 = int8_export_config(ex, qu)
+    if ex8 is not None:
+        stage("export", Path(ex8.out_dir), ex8,
+              {"model": ex8.model, "inference_model": ex8.inference_model + ".pdmodel"},
+              lambda: export_stage.run(ex8), key="export_int8")
+    if ext is not None:
+        stage("export", Path(ext.out_dir), ext, {"model": ext.model}, lambda: export_stage.run(ext),
+              key="export_teacher")
+
+
+def _run_bench(stage: StageRunner, cfg: dict[str, Any]) -> None:
+    """Time (and score) every artifact of the layout's bench list; its rows are the metrics."""
+    be = cfg["bench"]
+    if be is None:
+        return
+
+    def do_bench() -> dict:
+        result = bench_stage.run(be)
+        write_manifest(Path(be.out).parent, "bench", to_dict(be), {a: a for a in be.artifacts},
+                       {"results": be.out}, {"rows": result["rows"]})
+        return {"rows": result["rows"]}
+
+    stage("bench", Path(be.out).parent, be, {a: a for a in be.artifacts}, do_bench)
