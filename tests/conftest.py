@@ -49,6 +49,37 @@ def tiny_tokenizer_dir(tmp_path, tiny_json) -> Path:
     return out
 
 
+# Head of a driver script for the kill/resume tests (run as `python -c KILL_AT_STEP + "..."`):
+# a PaddleNLP Trainer callback that SIGKILLs its own process at the end of a chosen step, so what
+# the kill leaves on disk (which checkpoints, no model/) is the same on every run: no polling for a
+# checkpoint folder, no timing. Under the data-parallel launcher every rank runs it and dies at the
+# same step. `import paddleqa` first: it loads the system zlib before paddle (paddleqa/__init__.py).
+KILL_AT_STEP = r"""
+import os, signal, sys
+import paddleqa
+from paddlenlp.trainer import TrainerCallback
+
+class KillAtStep(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            print(f"rank {args.process_index}: SIGKILL at step {self.step}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+# `paddleqa finetune --config CFG` (argv: CFG STEP), killed by SIGKILL at the end of step STEP.
+FINETUNE_KILLER = KILL_AT_STEP + r"""
+from paddleqa import pipeline
+from paddleqa.core import config
+from paddleqa.stages import finetune
+
+ft = pipeline.stage_configs(config.read_yaml(sys.argv[1]))["finetune"]
+finetune.run(ft, callbacks=[KillAtStep(int(sys.argv[2]))])
+"""
+
+
 TINY_ARCH = {"num_layers": 2, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64,
              "max_position_embeddings": 128, "dropout": 0.1}
 

@@ -1,8 +1,10 @@
 """Data-parallel training under Paddle's launcher: replicas stay identical, rank 0 alone talks,
-and a kill -9 of the whole job resumes to the same weights."""
+a job whose ranks are all SIGKILLed at one step resumes to the same weights, and the feature-cache
+lock lets one process build while the others wait. Kills happen at a fixed step (a Trainer
+callback) and the lock test holds the lock itself: nothing depends on timing."""
 import json
 import os
-import signal
+import select
 import subprocess
 import sys
 import time
@@ -11,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from conftest import REPO, tiny_pipeline_doc
+from conftest import FINETUNE_KILLER, REPO, tiny_pipeline_doc
+from paddleqa.core.distributed import file_lock
 
 FINETUNE = {"epochs": 3, "batch_size": 1, "save_steps": 2, "eval_each_epoch": False}
 
@@ -52,47 +55,77 @@ def test_two_process_training_keeps_replicas_identical(tmp_path, tiny_json):
     assert "INFO paddleqa" in (logs / "workerlog.0").read_text(encoding="utf-8", errors="replace")
 
 
+def _launch_killed(base: Path, cfg: Path, kill_at: int) -> subprocess.CompletedProcess:
+    """The first part of a 2-process fine-tune under Paddle's launcher, as `--nproc 2` runs it
+    (same threads per rank), except that each rank SIGKILLs itself at the end of step
+    ``kill_at``. The all-reduce of that step has completed on both ranks by then, and rank 0 saved
+    the earlier checkpoints, so what the kill leaves is the same every time. The launcher sees its
+    ranks die and exits."""
+    driver = base / "finetune_killer.py"  # the launcher runs a script file
+    driver.write_text(FINETUNE_KILLER, encoding="utf-8")
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+           "--log_dir", str(base / "kill_logs"), str(driver), str(cfg), str(kill_at)]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+
+
 def test_kill_9_of_a_data_parallel_run_resumes_to_the_same_weights(tmp_path, tiny_json):
-    longer = {"epochs": 40, "save_steps": 4}  # ~60 steps: time to kill it mid-run
+    longer = {"epochs": 6, "save_steps": 4}  # 12 steps: a checkpoint at 4 and 8, killed at 6
     straight = _setup(tmp_path / "straight", tiny_json, **longer)
     killed = _setup(tmp_path / "killed", tiny_json, **longer)
     proc = _finetune(straight)
     assert proc.wait(timeout=600) == 0
-    proc = _finetune(killed, start_new_session=True)
-    ckpt = tmp_path / "killed" / "run" / "teacher" / "checkpoints" / "checkpoint-4"
-    deadline = time.time() + 600
-    while not (ckpt / "trainer_state.json").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks at once
-    proc.wait()
-    assert not (tmp_path / "killed" / "run" / "teacher" / "model").exists()
+    launch = _launch_killed(tmp_path / "killed", killed, kill_at=6)
+    assert launch.returncode != 0
+    log0 = (tmp_path / "killed" / "kill_logs" / "workerlog.0").read_text(encoding="utf-8", errors="replace")
+    assert "rank 0: SIGKILL at step 6" in log0, log0[-2000:]  # killed by the callback, nothing else
+    teacher = tmp_path / "killed" / "run" / "teacher"
+    assert sorted(p.name for p in (teacher / "checkpoints").iterdir()) == ["checkpoint-4"]
+    assert not (teacher / "model").exists()
     proc = _finetune(killed, "--resume")
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-2000:]
-    assert json.loads(out)["resumed_from"].startswith("checkpoint-")
+    assert json.loads(out)["resumed_from"] == "checkpoint-4"
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6, err_msg=k)
 
 
 LOCKER = r"""
-import sys, time
+import logging, sys
 from pathlib import Path
 from paddleqa.core.distributed import file_lock
+logging.basicConfig(level=logging.INFO, format="%(message)s")  # file_lock says when it waits
 lock, marker, me = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 with file_lock(lock, "test"):
     if marker.exists():
         print(me, "found")
     else:
-        time.sleep(1.0)  # "building"
-        marker.write_text(me)
+        marker.write_text(me)  # "building"
         print(me, "built")
 """
 
 
+def _wait_for_text(stream, text: str, timeout: float = 60) -> None:
+    """Read ``stream`` until ``text`` has appeared; the timeout only guards against a hang."""
+    fd, got, deadline = stream.fileno(), b"", time.monotonic() + timeout
+    while text.encode() not in got:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 65536) if ready else b""
+        assert chunk, f"no {text!r} in {got.decode(errors='replace')!r} (the child exited or hung)"
+        got += chunk
+
+
 def test_one_process_builds_the_others_wait_and_reuse(tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-c", LOCKER, str(tmp_path / "x.lock"),
-                               str(tmp_path / "built"), str(i)], cwd=REPO, stdout=subprocess.PIPE, text=True)
-             for i in range(3)]
+    lock, marker = tmp_path / "x.lock", tmp_path / "built"
+    with file_lock(lock, "test"):  # held here until every child is seen blocked on it
+        procs = [subprocess.Popen([sys.executable, "-c", LOCKER, str(lock), str(marker), str(i)],
+                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(3)]
+        for p in procs:
+            _wait_for_text(p.stderr, "waiting for another process")
+        assert not marker.exists() and all(p.poll() is None for p in procs)
+    # Released: the three were all waiting at once; one builds, the other two find its work.
     outs = sorted(p.communicate(timeout=60)[0].split()[1] for p in procs)
     assert outs == ["built", "found", "found"]

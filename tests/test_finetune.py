@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from conftest import TINY, tiny_pipeline_doc
+from conftest import FINETUNE_KILLER, TINY, tiny_pipeline_doc
 from paddleqa import cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,26 +86,6 @@ def test_missing_tokenizer_is_explained(tmp_path, tiny_json, capsys):
     assert "--only vocab" in capsys.readouterr().err
 
 
-KILLER = r"""
-import os, signal, sys
-import paddleqa
-from paddlenlp.trainer import TrainerCallback
-from paddleqa import pipeline
-from paddleqa.core import config
-from paddleqa.stages import finetune
-
-ft = pipeline.stage_configs(config.read_yaml(sys.argv[1]))["finetune"]
-kill_at = int(sys.argv[2])
-
-class Kill(TrainerCallback):
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-finetune.run(ft, callbacks=[Kill()])
-"""
-
-
 def _weights(run_dir: Path) -> dict:
     import paddle
 
@@ -129,7 +109,7 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path, tiny_json):
     subprocess.run([sys.executable, "-m", "paddleqa.cli", "-q", "finetune", "--config", str(cfg)],
                    env=env, check=True, cwd=REPO, capture_output=True)
     base, cfg = runs["killed"]
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(cfg), "6"], env=env, cwd=REPO,
+    proc = subprocess.run([sys.executable, "-c", FINETUNE_KILLER, str(cfg), "6"], env=env, cwd=REPO,
                           capture_output=True)
     assert proc.returncode == -9  # really killed by SIGKILL mid-training
     ckpts = sorted(p.name for p in (base / "run" / "teacher" / "checkpoints").iterdir())
