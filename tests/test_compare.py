@@ -98,3 +98,22 @@ def test_bad_prediction_files_name_the_file(tmp_path):
     bad.write_text('{"q1": ' + "9" * 5000 + "}", encoding="utf-8")
     with pytest.raises(DataError, match="p.json: unreadable JSON value"):
         read_predictions(bad)
+
+
+def test_score_and_compare_commands(tmp_path, capsys):
+    from paddleqa import cli
+
+    gold = write_json(tmp_path / "gold.json", TINY)
+    pa = write_json(tmp_path / "a.json", {"q1": "7天", "q2": "3个工作日", "q3": "400"})
+    pb = write_json(tmp_path / "b.json", {"q1": "7天内"})
+    assert cli.main(["-q", "score", str(gold), str(pa), "--resamples", "100"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["em"] == pytest.approx(200 / 3, abs=1e-3)
+    assert scores["em_ci95"][0] <= scores["em"] <= scores["em_ci95"][1] and scores["ci_resamples"] == 100
+    assert cli.main(["-q", "compare", str(gold), str(pa), str(pb), "--out", str(tmp_path / "c"),
+                     "--name-a", "teacher", "--name-b", "student"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["f1_delta"]["delta"] > 0 and out["names"] == {"a": "teacher", "b": "student"}
+    assert (tmp_path / "c" / "compare.html").exists()
+    assert cli.main(["-q", "score", str(gold), str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err

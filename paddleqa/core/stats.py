@@ -6,9 +6,11 @@ seeded; the percentile bootstrap is used (questions are the unit that is resampl
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+
+from .metrics import cmrc_scores, question_scores
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
@@ -65,3 +67,16 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, resamples: int =
     other = float(np.mean(means <= 0) if delta > 0 else np.mean(means >= 0) if delta < 0 else 1.0)
     return {"delta": round(delta, 3), "ci95": [round(float(low), 3), round(float(high), 3)],
             "p_other_sign": round(other, 4)}
+
+
+def scores_with_intervals(references: Mapping[str, Sequence[str]], predictions: Mapping[str, str], *,
+                          resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> dict:
+    """The official scores (:func:`~paddleqa.core.metrics.cmrc_scores`) plus ``em_ci95`` and
+    ``f1_ci95``: 95% bootstrap intervals over the questions (``resamples`` 0 = no intervals)."""
+    scores = cmrc_scores(references, predictions)
+    if resamples:
+        per_q = question_scores(references, predictions).values()
+        scores["em_ci95"] = bootstrap_ci([100.0 * em for em, _ in per_q], resamples=resamples, seed=seed)
+        scores["f1_ci95"] = bootstrap_ci([100.0 * f1 for _, f1 in per_q], resamples=resamples, seed=seed)
+        scores["ci_resamples"] = resamples
+    return scores

@@ -8,7 +8,9 @@ with its id, what is wrong and what to do. The input file is never modified.
 
 Two modes: ``train`` needs answers located in the context (offsets feed the span labels);
 ``eval`` only needs reference texts (the CMRC metric scores texts), so offset problems there are
-reported as warnings and the question is kept, exactly as the official evaluation would score it.
+reported as warnings and the question is kept, exactly as the official evaluation would score it;
+``predict`` needs no answers at all (an unlabeled file, such as a leaderboard's hidden test set):
+answers are ignored and every question with an id, a question and a context is kept.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from ..core.io import read_json
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["train", "eval"]
+Mode = Literal["train", "eval", "predict"]
 ANSWER_LENGTH_BUCKETS: tuple[tuple[int, int], ...] = (
     (1, 5), (6, 10), (11, 20), (21, 30), (31, 50), (51, 100), (101, 10**9),
 )
@@ -166,8 +168,8 @@ def load_examples(
     max_question_chars: int = 1000,
 ) -> tuple[list[QAExample], LoadReport]:
     """Read ``path``, repair what is safe, drop what is not; return examples and a report."""
-    if mode not in ("train", "eval"):
-        raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+    if mode not in ("train", "eval", "predict"):
+        raise ValueError(f"mode must be 'train', 'eval' or 'predict', got {mode!r}")
     doc, bom = read_squad_json(path)
     report = LoadReport(file=str(path), mode=mode)
     if bom:
@@ -213,7 +215,8 @@ def load_examples(
                 ex.title, ex.context_id = title, para_name
                 examples.append(ex)
                 seen.add(ex.qid)
-                report.answer_lengths.append(len(ex.answers[0]))
+                if ex.answers:
+                    report.answer_lengths.append(len(ex.answers[0]))
                 kept_here += 1
             report.contexts += kept_here > 0
     report.questions = len(examples)
@@ -246,6 +249,8 @@ def _check_question(qa: Any, qname: str, context: str, mode: str, shift: int, ma
         report.add(Finding(qid, "dropped", f"question has {len(question)} characters (> {max_q})",
                            "shorten the question; questions are truncated to max_query_length tokens"))
         return None
+    if mode == "predict":  # unlabeled: whatever answers the record has are not needed
+        return QAExample(qid=qid, question=question, context=context, answers=[], answer_starts=[])
     answers = qa.get("answers")
     if not isinstance(answers, list) or not answers:
         report.add(Finding(qid, "dropped", "no 'answers' list (extractive QA needs at least one answer)",
