@@ -96,7 +96,7 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
         raise DataError(p, 'predictions must be one object {"question_id": "answer text", ...}',
                         "write the leaderboard format (as `paddleqa evaluate` does)")
-    return {str(k).strip(): v for k, v in preds.items()}
+    return preds  # ids as written: the official script looks them up unstripped
 
 
 def _per_question(gold: list[GoldQuestion], preds: dict[str, str]) -> list[dict]:
