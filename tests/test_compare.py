@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from paddleqa.core.errors import DataError
-from paddleqa.core.stats import bootstrap_ci, paired_bootstrap
+from paddleqa.core.stats import bootstrap_ci, paired_bootstrap, ratio_ci
 from paddleqa.runtime.compare import CompareConfig, compare, question_type, read_predictions, run
 from paddleqa.text.dataset import gold_questions
 
@@ -38,6 +38,17 @@ def test_paired_difference_sees_a_real_gain_and_no_gain():
     assert same["delta"] == 0 and same["ci95"] == [0.0, 0.0]
     with pytest.raises(ValueError, match="same questions"):
         paired_bootstrap(a, b[:10])
+
+
+def test_retention_interval_holds_the_ratio_and_pairs_the_questions():
+    rng = np.random.default_rng(3)
+    teacher = rng.uniform(40, 100, 1000)
+    student = teacher * 0.9  # exactly 90% on every question: resampling cannot move the ratio
+    assert ratio_ci(student, teacher) == [0.9, 0.9]
+    noisy = np.clip(teacher + rng.normal(-5, 20, 1000), 0, 100)
+    lo, hi = ratio_ci(noisy, teacher)
+    assert lo < noisy.mean() / teacher.mean() < hi and hi - lo < 0.1
+    assert ratio_ci([1.0], [0.0]) is None
 
 
 @pytest.mark.parametrize("question,kind", [

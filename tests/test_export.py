@@ -242,7 +242,20 @@ def test_bench_times_the_teacher_baseline_next_to_the_student(teacher_run, tmp_p
     assert "dev_f1" not in rows[base]  # a baseline: timed, not scored
     assert "dev_f1" not in rows[str(tmp_path / "run" / "teacher" / "model")]
     assert rows[str(tmp_path / "run" / "export" / "inference")]["dev_f1"] is not None
-    table = {r["name"]: r for r in report(ReportConfig(run_dir=str(tmp_path / "run")))["rows"]}
+    rep = report(ReportConfig(run_dir=str(tmp_path / "run")))
+    table = {r["name"]: r for r in rep["rows"]}
+    # Intervals from the predictions behind each score; the student compared with the teacher.
+    student = table["distill"]
+    lo, hi = student["dev_f1_ci95"]
+    assert lo <= student["dev_f1"] <= hi
+    if student["f1_retention"] is not None and student["f1_retention_ci95"] is not None:
+        assert student["f1_retention_ci95"][0] <= student["f1_retention"] <= student["f1_retention_ci95"][1]
+    assert table["teacher"]["f1_retention_ci95"] in ([1.0, 1.0], None)
+    pages = {c["name"]: c for c in rep["comparisons"]}
+    assert "distill" in pages and (tmp_path / "run" / "report" / pages["distill"]["page"]).exists()
+    # the student's exports answer exactly as the student: compared once, not once per file
+    assert "inference fp32" not in pages and "onnx fp32" not in pages
+    assert "Each student against the teacher" in (tmp_path / "run" / "report" / "report.md").read_text(encoding="utf-8")
     for name in ("teacher inference fp32", "teacher lite x86-fp32", "teacher onnx fp32"):
         assert table[name]["source"] == "teacher" and table[name]["latency_ms_p50"] > 0
         assert table[name]["dev_f1"] is None

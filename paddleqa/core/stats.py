@@ -80,3 +80,28 @@ def scores_with_intervals(references: Mapping[str, Sequence[str]], predictions: 
         scores["f1_ci95"] = bootstrap_ci([100.0 * f1 for _, f1 in per_q], resamples=resamples, seed=seed)
         scores["ci_resamples"] = resamples
     return scores
+
+
+def ratio_ci(a: Sequence[float], b: Sequence[float], *, resamples: int = DEFAULT_RESAMPLES,
+             seed: int = DEFAULT_SEED, level: float = 0.95) -> list[float] | None:
+    """Interval of mean(a) / mean(b) over the same questions, both resampled together (e.g. a
+    student's F1 retention against its teacher's F1); None when there are no questions or b's
+    mean is 0."""
+    x, y = _check(a, resamples, level), _check(b, resamples, level)
+    if x.shape != y.shape:
+        raise ValueError(f"paired scores need the same questions: {x.size} vs {y.size} values")
+    if x.size == 0 or y.mean() == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    n = x.size
+    ratios = []
+    step = max(1, 2_000_000 // n)
+    for lo in range(0, resamples, step):
+        idx = rng.integers(0, n, size=(min(resamples, lo + step) - lo, n))
+        den = y[idx].mean(axis=1)
+        ratios.append(np.where(den > 0, x[idx].mean(axis=1) / np.where(den > 0, den, 1), np.nan))
+    ratios = np.concatenate(ratios)
+    ratios = ratios[~np.isnan(ratios)]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return [round(float(low), 4), round(float(high), 4)]

@@ -160,7 +160,6 @@ def _score(config: BenchConfig, rows: list[dict]) -> None:
     """EM/F1 of each runnable artifact on ``score_file`` (one evaluation per artifact)."""
     import tempfile
 
-
     base = Path(config.out).parent / "eval" if config.out else Path(tempfile.mkdtemp(prefix="paddleqa-bench-"))
     done: dict[str, dict] = {}
     todo = [r["artifact"] for r in rows if r["backend"] != "lite-arm" and r["artifact"] not in config.no_score]
@@ -169,7 +168,8 @@ def _score(config: BenchConfig, rows: list[dict]) -> None:
             m = evaluate(EvaluateConfig(model=artifact, data_file=config.score_file,
                                         out_dir=str(base / str(i)), int8_ops=config.int8_ops,
                                         progress=False))
-            done[artifact] = {"dev_em": m["em"], "dev_f1": m["f1"], "scored_on": config.score_file}
+            done[artifact] = {"dev_em": m["em"], "dev_f1": m["f1"], "scored_on": config.score_file,
+                              "predictions": str(base / str(i) / "predictions.json")}
         except _Err as exc:
             done[artifact] = {"score_error": str(exc)}
     for r in rows:

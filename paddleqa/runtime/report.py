@@ -20,6 +20,7 @@ from ..core.config import opt
 from ..core.errors import PaddleQAError
 from ..core.io import atomic_write_text, write_json
 from .layout import MODEL_STAGES, RunLayout, same_path
+from .significance import add_intervals, compare_students
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,10 @@ def _model_rows(run_dir: Path, layout: RunLayout) -> list[dict]:
             models[name] = (m, "teacher")
     rows = []
     for name, (m, source) in models.items():
+        folder = layout.folder(run_dir, MODEL_STAGES[name])
+        preds = folder / "dev_predictions.json"
+        if name == "teacher" and ev and (evaluate / "predictions.json").exists():
+            preds = evaluate / "predictions.json"  # the scores in the row are the evaluate stage's
         rows.append({
             "name": name, "source": source, "backend": "dygraph", "precision": "fp32",
             "path": str(layout.model_dir(run_dir, name)), "params": m.get("params"),
@@ -136,6 +141,7 @@ def _model_rows(run_dir: Path, layout: RunLayout) -> list[dict]:
             "file_bytes": m.get("model_bytes"),
             "dev_em": ev.get("em", m.get("dev_em")) if name == "teacher" else m.get("dev_em"),
             "dev_f1": ev.get("f1", m.get("dev_f1")) if name == "teacher" else m.get("dev_f1"),
+            **({"predictions": str(preds)} if preds.exists() else {}),
         })
     return rows
 
@@ -150,6 +156,9 @@ def _int8_rows(run_dir: Path, layout: RunLayout, q: dict | None) -> list[dict]:
                      "precision": "int8", "path": str(quantize / "inference"),
                      "file_bytes": q.get("file_bytes"), "dev_em": q.get("quantized_em"),
                      "dev_f1": q.get("quantized_f1")})
+        preds = quantize / "eval_quantized" / "predictions.json"
+        if preds.exists():
+            rows[-1]["predictions"] = str(preds)
     for _, folder in layout.export_folders(run_dir, "int8"):
         exp8 = _read(folder / "metrics.json")
         for b, info in (exp8 or {}).get("bundles", {}).items():
@@ -178,6 +187,8 @@ def _add_bench(r: dict, bench_rows: list[dict]) -> None:
             r["peak_rss_mib"] = b.get("peak_rss_mib")
             if b.get("dev_f1") is not None and r.get("dev_f1") is None:
                 r["dev_em"], r["dev_f1"] = b.get("dev_em"), b.get("dev_f1")
+                if b.get("predictions") and Path(b["predictions"]).exists():
+                    r["predictions"] = b["predictions"]
             if b.get("score_error"):
                 r["note"] = "not scored: " + b["score_error"].split(", so no score")[0]
     if r["backend"] == "lite-arm":
@@ -211,7 +222,7 @@ def plot(rows: list[dict], path: Path) -> bool:
         # The teacher's exported baselines are the teacher's own graph: drawn (hollow) at its F1.
         pts = [(r[key] / (2**20 if key == "file_bytes" else 1),
                 r["dev_f1"] if r.get("dev_f1") is not None else teacher_f1, r["name"],
-                r.get("dev_f1") is None) for r in rows
+                r.get("dev_f1") is None, r.get("dev_f1_ci95")) for r in rows
                if r.get(key) is not None and (r.get("dev_f1") is not None or (
                    teacher_f1 is not None and is_teacher_baseline(r)))]
         if not pts:
@@ -219,14 +230,19 @@ def plot(rows: list[dict], path: Path) -> bool:
             ax.set_xlabel(label)
             continue
         drawn = True
-        xs, ys, names, hollow = zip(*pts)
+        xs, ys, names, hollow, cis = zip(*pts)
+        bars = [(x, y, ci) for x, y, h, ci in zip(xs, ys, hollow, cis) if ci and not h]
+        if bars:  # 95% bootstrap interval of each scored point's F1
+            ax.errorbar([b[0] for b in bars], [b[1] for b in bars], fmt="none", ecolor="tab:blue",
+                        alpha=0.45, capsize=2, label="F1 95% CI",
+                        yerr=[[b[1] - b[2][0] for b in bars], [b[2][1] - b[1] for b in bars]])
         ax.scatter([x for x, h in zip(xs, hollow) if not h], [y for y, h in zip(ys, hollow) if not h],
                    color="tab:blue", label="scored on dev")
         if any(hollow):
             ax.scatter([x for x, h in zip(xs, hollow) if h], [y for y, h in zip(ys, hollow) if h],
                        facecolors="none", edgecolors="tab:blue", label="teacher's graph (teacher F1)")
         # Stagger labels of nearby points so they stay readable.
-        for i, (x, y, n, _) in enumerate(sorted(pts, key=lambda p: (p[1], p[0]))):
+        for i, (x, y, n, *_) in enumerate(sorted(pts, key=lambda p: (p[1], p[0]))):
             ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4 - 11 * (i % 3)), fontsize=7)
         front = sorted(pareto_front(list(zip(xs, ys))), key=lambda i: xs[i])
         ax.plot([xs[i] for i in front], [ys[i] for i in front], color="tab:orange", lw=1.5,
@@ -252,18 +268,82 @@ def _fmt(v, kind: str) -> str:
         return f"{v / 1e6:,.0f}"
     if kind == "pct":
         return f"{100 * v:.1f}%"
+    if kind == "ci":
+        return f"{v[0]:.2f}-{v[1]:.2f}"
+    if kind == "pctci":
+        return f"{100 * v[0]:.1f}-{100 * v[1]:.1f}%"
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
 COLUMNS = [("name", "model / artifact", "s"), ("source", "from", "s"), ("backend", "backend", "s"),
            ("precision", "precision", "s"), ("params", "params", "int"), ("flops", "MFLOPs per window", "mflops"),
            ("file_bytes", "size MiB", "mib"), ("latency_ms_p50", "p50 ms", "f"), ("dev_em", "dev EM", "f"),
-           ("dev_f1", "dev F1", "f"), ("f1_retention", "F1 retention", "pct"), ("note", "note", "s")]
+           ("dev_f1", "dev F1", "f"), ("dev_f1_ci95", "F1 95% CI", "ci"), ("f1_retention", "F1 retention", "pct"),
+           ("f1_retention_ci95", "retention 95% CI", "pctci"), ("note", "note", "s")]
+
+
+def _dev_file(run_dir: Path, layout: RunLayout) -> str | None:
+    """The dev file the run scored on (as the teacher's training stage recorded it)."""
+    manifest = _read(layout.folder(run_dir, "finetune") / "manifest.json") or {}
+    path = manifest.get("inputs", {}).get("dev_file", {}).get("path")
+    return path if path and Path(path).is_file() else None
+
+
+def _comparison_lines(comparisons: list[dict]) -> list[str]:
+    if not comparisons:
+        return []
+    lines = ["", "## Each student against the teacher", "",
+             "Paired differences on the same dev questions (teacher - student), 95% bootstrap intervals; "
+             "each page breaks them down by question type, answer and context length, and error kind.", "",
+             "| student | F1 difference | 95% CI | EM difference | 95% CI | same answer | page |",
+             "| --- | ---: | --- | ---: | --- | ---: | --- |"]
+    for c in comparisons:
+        f1, em = c["f1_delta"], c["em_delta"]
+        lines.append(f"| {c['name']} | {f1['delta']:+.2f} | {_fmt(f1['ci95'], 'ci')} | {em['delta']:+.2f} | "
+                     f"{_fmt(em['ci95'], 'ci')} | {100 * c['agreement']:.1f}% | [{c['page']}]({c['page']}) |")
+    return lines
+
+
+def _markdown(rows: list[dict], note: str, comparisons: list[dict], has_plot: bool) -> str:
+    md = ["# paddleqa run report", "", note, "",
+          "| " + " | ".join(c[1] for c in COLUMNS) + " |",
+          "| " + " | ".join("---" if c[2] == "s" else "---:" for c in COLUMNS) + " |"]
+    for r in rows:
+        md.append("| " + " | ".join(_fmt(r.get(k), kind) for k, _, kind in COLUMNS) + " |")
+    md += _comparison_lines(comparisons)
+    if has_plot:
+        md += ["", "![F1 vs latency and size](pareto.png)"]
+    return "\n".join(md) + "\n"
+
+
+def _html(rows: list[dict], note: str, comparisons: list[dict], has_plot: bool) -> str:
+    cells = "".join(f"<th>{html.escape(c[1])}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k), kind))}</td>" for k, _, kind in COLUMNS)
+                   + "</tr>\n" for r in rows)
+    students = ""
+    if comparisons:
+        students = ("<h2>Each student against the teacher</h2><p>Paired differences on the same dev "
+                    "questions (teacher - student), 95% bootstrap intervals.</p><table><tr><th>student</th>"
+                    "<th>F1 difference</th><th>95% CI</th><th>EM difference</th><th>95% CI</th>"
+                    "<th>same answer</th><th>page</th></tr>\n" + "".join(
+                        f"<tr><td>{html.escape(c['name'])}</td><td>{c['f1_delta']['delta']:+.2f}</td>"
+                        f"<td>{_fmt(c['f1_delta']['ci95'], 'ci')}</td><td>{c['em_delta']['delta']:+.2f}</td>"
+                        f"<td>{_fmt(c['em_delta']['ci95'], 'ci')}</td><td>{100 * c['agreement']:.1f}%</td>"
+                        f"<td><a href='{html.escape(c['page'])}'>breakdown</a></td></tr>\n" for c in comparisons)
+                    + "</table>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>paddleqa report</title>"
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+            "td:first-child,th:first-child{text-align:left}</style></head><body>"
+            f"<h1>paddleqa run report</h1><p>{html.escape(note)}</p>"
+            f"<table><tr>{cells}</tr>\n{body}</table>{students}"
+            + ("<p><img src='pareto.png' alt='F1 vs latency and size'></p>" if has_plot else "")
+            + "</body></html>\n")
 
 
 def run(config: ReportConfig) -> dict:
-    """Write report.md, report.html, pareto.png and results.json; returns paths and rows."""
-
+    """Write report.md, report.html, pareto.png, results.json and a comparison page per student;
+    returns paths and rows."""
     run_dir = Path(config.run_dir)
     if not run_dir.is_dir():
         raise PaddleQAError(f"run folder {run_dir} does not exist")
@@ -271,33 +351,22 @@ def run(config: ReportConfig) -> dict:
     out = Path(config.out_dir) if config.out_dir else layout.folder(run_dir, "report")
     out.mkdir(parents=True, exist_ok=True)
     rows = collect_rows(run_dir, layout)
+    gold = _dev_file(run_dir, layout)
+    comparisons = []
+    if gold:
+        add_intervals(rows, gold)
+        comparisons = compare_students(rows, gold, out)
     has_plot = plot(rows, out / "pareto.png")
     write_json(out / "results.json", rows)
     stamp = time.strftime("%Y-%m-%d %H:%M")
     seq = next((r["seq_len"] for r in rows if r.get("seq_len")), None)
     note = (f"Generated {stamp} by `paddleqa report {run_dir}` from the run's metrics files. "
             f"Latency: batch 1, {seq or '?'} tokens, 1 thread (bench stage); empty cells were not "
-            "measured (ARM files cannot run on x86; artifacts without a dev score were not scored).")
-    md = ["# paddleqa run report", "", note, "",
-          "| " + " | ".join(c[1] for c in COLUMNS) + " |",
-          "| " + " | ".join("---" if c[2] == "s" else "---:" for c in COLUMNS) + " |"]
-    for r in rows:
-        md.append("| " + " | ".join(_fmt(r.get(k), kind) for k, _, kind in COLUMNS) + " |")
-    if has_plot:
-        md += ["", "![F1 vs latency and size](pareto.png)"]
-    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
-    cells = "".join(f"<th>{html.escape(c[1])}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k), kind))}</td>" for k, _, kind in COLUMNS)
-                   + "</tr>\n" for r in rows)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>paddleqa report</title>"
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-            "td:first-child,th:first-child{text-align:left}</style></head><body>"
-            f"<h1>paddleqa run report</h1><p>{html.escape(note)}</p>"
-            f"<table><tr>{cells}</tr>\n{body}</table>"
-            + ("<p><img src='pareto.png' alt='F1 vs latency and size'></p>" if has_plot else "")
-            + "</body></html>\n")
-    atomic_write_text(out / "report.html", page)
+            "measured (ARM files cannot run on x86; artifacts without a dev score were not scored). "
+            "Intervals: 95% bootstrap over the dev questions; the retention interval resamples the "
+            "student and the teacher together.")
+    atomic_write_text(out / "report.md", _markdown(rows, note, comparisons, has_plot))
+    atomic_write_text(out / "report.html", _html(rows, note, comparisons, has_plot))
     return {"report_md": str(out / "report.md"), "report_html": str(out / "report.html"),
             "pareto_png": str(out / "pareto.png") if has_plot else None,
-            "results_json": str(out / "results.json"), "rows": rows}
+            "results_json": str(out / "results.json"), "comparisons": comparisons, "rows": rows}
