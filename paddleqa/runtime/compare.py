@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import logging
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -190,17 +191,26 @@ def to_markdown(result: dict, name_a: str = "A", name_b: str = "B") -> str:
     return "\n".join(md) + "\n"
 
 
-def to_html(markdown: str, title: str) -> str:
-    """A self-contained HTML page of the Markdown tables (no renderer needed to read it)."""
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+def _inline(text: str) -> str:
+    """Escaped text with Markdown links ``[text](url)`` as HTML links."""
+    return _LINK.sub(r"<a href='\2'>\1</a>", html.escape(text))
+
+
+def markdown_html(markdown: str) -> str:
+    """The HTML of the Markdown this module and the run report write: headings, paragraphs,
+    pipe tables and links (no renderer needed to read the pages)."""
     body, in_table = [], False
     for line in markdown.splitlines():
         if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
             if set("".join(cells)) <= set("-: "):
                 continue
             tag = "th" if not in_table else "td"
             body.append(("<table>" if not in_table else "") + "<tr>"
-                        + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+                        + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
             in_table = True
             continue
         if in_table:
@@ -208,15 +218,20 @@ def to_html(markdown: str, title: str) -> str:
             in_table = False
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
+            body.append(f"<h{level}>{_inline(line.lstrip('# '))}</h{level}>")
         elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
+            body.append(f"<p>{_inline(line)}</p>")
     if in_table:
         body.append("</table>")
+    return "\n".join(body)
+
+
+def to_html(markdown: str, title: str) -> str:
+    """A self-contained HTML page of the Markdown tables."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+            + markdown_html(markdown) + "\n</body></html>\n")
 
 
 def run(config: CompareConfig) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..core.config import opt
 from ..core.errors import PaddleQAError
 from ..core.io import atomic_write_text, write_json
+from .compare import markdown_html
 from .layout import MODEL_STAGES, RunLayout, same_path
 from .significance import add_intervals, compare_students
 
@@ -269,9 +270,9 @@ def _fmt(v, kind: str) -> str:
     if kind == "pct":
         return f"{100 * v:.1f}%"
     if kind == "ci":
-        return f"{v[0]:.2f}-{v[1]:.2f}"
+        return f"[{v[0]:.2f}, {v[1]:.2f}]"
     if kind == "pctci":
-        return f"{100 * v[0]:.1f}-{100 * v[1]:.1f}%"
+        return f"[{100 * v[0]:.1f}%, {100 * v[1]:.1f}%]"
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
@@ -320,17 +321,7 @@ def _html(rows: list[dict], note: str, comparisons: list[dict], has_plot: bool) 
     cells = "".join(f"<th>{html.escape(c[1])}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k), kind))}</td>" for k, _, kind in COLUMNS)
                    + "</tr>\n" for r in rows)
-    students = ""
-    if comparisons:
-        students = ("<h2>Each student against the teacher</h2><p>Paired differences on the same dev "
-                    "questions (teacher - student), 95% bootstrap intervals.</p><table><tr><th>student</th>"
-                    "<th>F1 difference</th><th>95% CI</th><th>EM difference</th><th>95% CI</th>"
-                    "<th>same answer</th><th>page</th></tr>\n" + "".join(
-                        f"<tr><td>{html.escape(c['name'])}</td><td>{c['f1_delta']['delta']:+.2f}</td>"
-                        f"<td>{_fmt(c['f1_delta']['ci95'], 'ci')}</td><td>{c['em_delta']['delta']:+.2f}</td>"
-                        f"<td>{_fmt(c['em_delta']['ci95'], 'ci')}</td><td>{100 * c['agreement']:.1f}%</td>"
-                        f"<td><a href='{html.escape(c['page'])}'>breakdown</a></td></tr>\n" for c in comparisons)
-                    + "</table>")
+    students = markdown_html("\n".join(_comparison_lines(comparisons)))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>paddleqa report</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
