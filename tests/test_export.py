@@ -1,5 +1,6 @@
 """Export: inference model and Lite .nb agree with dygraph; ARM fusion; artifacts score alike;
 damaged or unknown inputs give clear errors."""
+import hashlib
 import json
 import shutil
 
@@ -117,10 +118,30 @@ def test_truncated_nb_is_refused_without_crashing(exported, tmp_path, capsys):
     bundle = nb.parent
     code = cli.main(["evaluate", str(nb), str(data), "--out", str(tmp_path / "ev")])
     assert code == 2 and "truncated" in capsys.readouterr().err
-    # Without bundle.json the file is test-loaded in a child process (Lite aborts on a short read).
-    (bundle / "bundle.json").unlink()
-    with pytest.raises(PaddleQAError, match="cannot load"):
+    # A bundle.json re-hashed to match the damaged file (or a foreign file shipped with its own):
+    # the .nb is still loaded and run in a child process first, so Lite's abort is an error here.
+    meta = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
+    meta.update(model_bytes=nb.stat().st_size, model_sha256=hashlib.sha256(nb.read_bytes()).hexdigest())
+    (bundle / "bundle.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(PaddleQAError, match="in a child process"):
         open_artifact(nb)
+    # Without bundle.json the file is test-loaded in a child process too.
+    (bundle / "bundle.json").unlink()
+    with pytest.raises(PaddleQAError, match="in a child process"):
+        open_artifact(nb)
+
+
+def test_static_window_bundle_records_its_length_and_opens(teacher_run, tmp_path):
+    """A graph exported with a fixed window says so in bundle.json, and the child-process probe
+    runs it at that length (a dummy window of another length would fail)."""
+    _, _, doc = teacher_run
+    out = tmp_path / "static"
+    run(ExportConfig(model=f"{doc['run_dir']}/teacher", out_dir=str(out), targets=["x86"],
+                     static_seq_len=True))
+    bundle = json.loads((out / "x86-fp32" / "bundle.json").read_text(encoding="utf-8"))
+    seq = bundle["max_seq_len"]
+    assert all(i["shape"] == [-1, seq] for i in bundle["inputs"])
+    assert open_artifact(out / "x86-fp32" / "model.nb").backend == "lite-x86"
 
 
 def test_missing_files_and_unknown_targets_are_named(exported, tmp_path, capsys):

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 from .. import __version__
 from ..core.distributed import is_main
 from ..core.errors import PaddleQAError
+from ..core.safeload import TRUST_ENV
 from . import commands, tools
 
 COMMANDS: dict[str, Callable] = {
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for Paddle (default: OMP_NUM_THREADS, else all cores)")
+    parser.add_argument("--trust-remote-artifact", action="store_true",
+                        help="load model folders without the safety checks (restricted unpickling "
+                             "of weights, sha256 against the stage's manifest); only for files you "
+                             f"trust (same as {TRUST_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS.values():
         add(sub)
@@ -80,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(-1 if args.quiet or (not is_main() and not args.verbose) else args.verbose)
     try:
         _set_threads(args.threads)
+        if args.trust_remote_artifact:
+            os.environ[TRUST_ENV] = "1"  # child processes (bench, data-parallel ranks) inherit it
         return args.func(args)
     except PaddleQAError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..core.config import opt
 from ..core.errors import PaddleQAError
+from ..core.safeload import verify_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,11 @@ def build_from_scratch(arch: ArchConfig, vocab_size: int, pad_token_id: int = 0)
 
 
 def load_model(name_or_dir: str):
-    """A PaddleNLP QA model from a folder or hub name, with clear errors when it cannot load."""
+    """A PaddleNLP QA model from a folder or hub name, with clear errors when it cannot load.
+
+    A local folder is checked first (:func:`paddleqa.core.safeload.verify_model_folder`): its
+    pickles may hold only arrays, and a folder a paddleqa stage wrote must still match the
+    sha256 that stage recorded."""
     from paddlenlp.transformers import AutoModelForQuestionAnswering
 
     path = Path(name_or_dir)
@@ -67,6 +72,7 @@ def load_model(name_or_dir: str):
             if (path / "model").is_dir():
                 hint = f"; did you mean {path / 'model'}?"
             raise PaddleQAError(f"model folder {path} has no config.json{hint}")
+        verify_model_folder(path)  # before anything in it is unpickled
         try:
             own = _own_class(_architecture(path))  # paddleqa's classes are unknown to Auto*
             if own is not None:

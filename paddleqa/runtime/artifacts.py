@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +28,7 @@ import numpy as np
 
 from ..core.errors import PaddleQAError
 from ..core.manifest import sha256_path
+from ..models import INPUT_NAMES
 from ..models.build import load_model
 from ..text.features import pad_batch
 from .bundle import load_bundle, program_op_counts, stdout_to_stderr
@@ -131,7 +134,7 @@ def _open_inference(prefix: Path, *, threads: int = 0, int8_ops: tuple[str, ...]
         raise PaddleQAError(f"Paddle Inference cannot load {pdmodel}: {type(exc).__name__}: "
                             f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}") from None
     names = predictor.get_input_names()
-    missing = [n for n in ("input_ids", "token_type_ids", "position_ids", "attention_mask") if n not in names]
+    missing = [n for n in INPUT_NAMES if n not in names]
     if missing:
         raise PaddleQAError(f"{pdmodel} lacks inputs {missing} (has {names}); export it with "
                             "`paddleqa export`, whose wrapper takes all four explicitly")
@@ -177,8 +180,7 @@ def _open_lite(nb: Path) -> Runner:
     except Exception as exc:  # Lite reports a corrupt file as RuntimeError/abort text
         raise PaddleQAError(f"Paddle Lite cannot load {nb} ({type(exc).__name__}: {exc}); the file "
                             "is damaged or from another Lite version: re-run `paddleqa export`") from None
-    order = [i["name"] for i in bundle.get("inputs", [])] or [
-        "input_ids", "token_type_ids", "position_ids", "attention_mask"]
+    order = [i["name"] for i in bundle.get("inputs", [])] or list(INPUT_NAMES)
 
     def predict(inputs):
         for i, name in enumerate(order):
@@ -210,7 +212,7 @@ def _open_onnx(path: Path, *, threads: int = 0) -> Runner:
                             f"{str(exc).strip()[:300]}); the file is damaged or not a QA export: "
                             "re-run `paddleqa export --onnx`") from None
     names = [i.name for i in session.get_inputs()]
-    missing = [n for n in ("input_ids", "token_type_ids", "position_ids", "attention_mask") if n not in names]
+    missing = [n for n in INPUT_NAMES if n not in names]
     if missing:
         raise PaddleQAError(f"{path} lacks inputs {missing} (has {names}); export it with "
                             "`paddleqa export --onnx`, whose wrapper takes all four explicitly")
@@ -223,17 +225,30 @@ def _open_onnx(path: Path, *, threads: int = 0) -> Runner:
                   file_bytes=path.stat().st_size, info={"threads": opts.intra_op_num_threads})
 
 
+_NB_PROBE = """
+import sys, zlib  # zlib before paddle's bundled one (see paddleqa/__init__.py)
+import numpy as np
+from paddlelite.lite import MobileConfig, create_paddle_predictor
+nb, seq, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+c = MobileConfig(); c.set_model_from_file(nb); p = create_paddle_predictor(c)
+for i, name in enumerate(names):
+    x = np.ones((1, seq), "float32") if name == "attention_mask" else np.zeros((1, seq), "int64")
+    if name == "position_ids":
+        x = np.arange(seq, dtype="int64")[None]
+    p.get_input(i).from_numpy(x)
+p.run()
+"""
+
+
 def _verify_nb(nb: Path, bundle: dict) -> None:
-    """Refuse a damaged ``.nb`` before Paddle Lite sees it: Lite aborts the whole process on a
-    short read (a failed CHECK, not an exception), so a truncated file would kill the caller.
+    """Refuse a ``.nb`` that would take the process down before Paddle Lite opens it here.
 
-    With a bundle.json the recorded size and sha256 decide; a bare ``.nb`` is test-loaded in a
-    child process first.
+    Lite aborts the whole process on a short read (a failed CHECK, not an exception) and can
+    crash on a file from another Lite version, so: a file that differs from its bundle.json's
+    size or sha256 is refused at once, and every ``.nb`` -- with or without a bundle.json, whose
+    hashes a re-hashed or foreign file can match -- is loaded and run once on a dummy window in a
+    child process first. A crash there is a clear error instead of the caller's death.
     """
-    import subprocess
-    import sys
-
-
     size = nb.stat().st_size
     if bundle.get("model_bytes") is not None:
         if size != bundle["model_bytes"] or sha256_path(nb) != bundle.get("model_sha256"):
@@ -241,16 +256,17 @@ def _verify_nb(nb: Path, bundle: dict) -> None:
                 f"{nb} does not match its bundle.json ({size:,} bytes, expected "
                 f"{bundle['model_bytes']:,}, or a different sha256): the file is truncated or "
                 "altered; re-run `paddleqa export`")
-        return
-    probe = ("import zlib, sys\nfrom paddlelite.lite import MobileConfig, create_paddle_predictor\n"
-             "c = MobileConfig(); c.set_model_from_file(sys.argv[1]); create_paddle_predictor(c)\n")
-    res = subprocess.run([sys.executable, "-c", probe, str(nb)], capture_output=True, text=True,
-                         timeout=300)
+    names = [i["name"] for i in bundle.get("inputs", [])] or list(INPUT_NAMES)
+    fixed = [i["shape"][1] for i in bundle.get("inputs", []) if len(i.get("shape", [])) == 2]
+    seq = max(fixed) if fixed and max(fixed) > 0 else 8  # a static graph takes its own length
+    res = subprocess.run([sys.executable, "-c", _NB_PROBE, str(nb), str(seq), *names],
+                         capture_output=True, text=True, timeout=300)
     if res.returncode != 0:
+        how = f"crashed with signal {-res.returncode}" if res.returncode < 0 else f"failed (exit {res.returncode})"
         last = (res.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise PaddleQAError(f"Paddle Lite cannot load {nb} ({size:,} bytes): {last[:300]}. The "
-                            "file is truncated, damaged or from another Lite version; re-run "
-                            "`paddleqa export`")
+        raise PaddleQAError(f"Paddle Lite {how} loading or running {nb} ({size:,} bytes) in a child "
+                            f"process: {last[:300]}. The file is damaged or from another Lite "
+                            "version; re-run `paddleqa export`")
 
 
 def _tokenizer_dir(folder: Path) -> Path:

@@ -181,6 +181,7 @@ class ExportSource:
     int8_graph: bool  # a PTQ/QAT graph (its "fp32" bundle is an int8 model)
     vocab_sha256: str | None
     paddlelite_version: str
+    seq_len: int = -1  # the graph's fixed window length (--static-seq-len), -1 = dynamic
 
 
 @dataclasses.dataclass
@@ -238,8 +239,8 @@ def _bundle_json(src: ExportSource, target: str, label: str, nb: Path, folder: P
         "int8_graph": src.int8_graph,
         "runs_on_this_machine": TARGETS[target].runs_here, "model_file": "model.nb",
         "model_bytes": nb.stat().st_size, "model_sha256": sha256_path(nb),
-        "inputs": [{"name": n, "dtype": INPUT_DTYPES[n], "shape": [-1, -1]} for n in INPUT_NAMES],
-        "outputs": [{"name": n, "dtype": "float32", "shape": [-1, -1]} for n in OUTPUT_NAMES],
+        "inputs": [{"name": n, "dtype": INPUT_DTYPES[n], "shape": [-1, src.seq_len]} for n in INPUT_NAMES],
+        "outputs": [{"name": n, "dtype": "float32", "shape": [-1, src.seq_len]} for n in OUTPUT_NAMES],
         "max_seq_len": params.max_seq_len, "doc_stride": params.doc_stride,
         "max_query_length": params.max_query_length, "overlap_types": params.overlap_types,
         "pad_token_id": int(src.pad_token_id), "vocab_sha256": src.vocab_sha256,
@@ -299,6 +300,8 @@ def run(config: ExportConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     pdmodel, pdiparams, sizes = _inference_model(config, model_dir, params, out)
     src = _export_source(model_dir, pdmodel, pdiparams, params, tokenizer.pad_token_id)
+    if config.static_seq_len and not config.inference_model:
+        src.seq_len = params.max_seq_len
 
     bundles, ops_report, outputs, skipped = {}, {}, {"inference_model": pdmodel}, {}
     for target in config.targets:
