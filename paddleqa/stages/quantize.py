@@ -27,7 +27,7 @@ import numpy as np
 
 from ..core.config import opt, to_dict
 from ..core.errors import PaddleQAError
-from ..core.manifest import write_manifest
+from ..core.manifest import MANIFEST, write_manifest
 from ..core.settings import FeatureSettings, Int8Settings
 from ..models import INPUT_NAMES
 from ..models.build import load_model
@@ -297,6 +297,9 @@ def run(config: QuantizeConfig) -> dict:
     model_dir = resolve_model_dir(config.model)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # The outputs are about to be rewritten: an earlier run's manifest no longer describes them
+    # (and would make loading the new k-means model fail its recorded-sha256 check).
+    (out / MANIFEST).unlink(missing_ok=True)
     calib = None
     if config.method in ("ptq", "qat"):
         tokenizer = load_tokenizer(str(model_dir))
