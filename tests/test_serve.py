@@ -70,6 +70,11 @@ def test_answer_comes_from_the_knowledge_base(engine, kb_dir):
     (b'{"question": "q", "context": ""}', 422, "'context' is empty"),
     (b'{"question": "q", "lang": "zh"}', 422, "unknown field(s) lang"),
     (b'{"question": "q"}', 400, "no 'context' given and the server has no knowledge base"),
+    # hostile input: 4xx, never a 500
+    (b"[" * 20_000 + b"]" * 20_000, 400, "nested too deeply"),
+    (b'{"question": ' + b"9" * 5000 + b"}", 400, "unreadable JSON value"),
+    (b'{"question": "\\ud800?"}', 422, "unpaired UTF-16 surrogate"),
+    (json.dumps({"question": "q", "context": "\u200b\u200d\u0301\x07"}), 422, "no visible characters"),
 ])
 def test_every_bad_request_gets_a_clear_4xx(engine, body, status, message):
     with _client(engine) as c:
@@ -83,6 +88,58 @@ def test_oversize_body_is_refused_before_reading(engine):
     with _client(engine, max_body_bytes=100) as c:
         r = c.post("/answer", content=b"x" * 500)
     assert r.status_code == 413 and "limit of 100" in r.json()["error"]
+
+
+def test_a_chunked_body_is_refused_while_it_streams(engine):
+    sent = []
+
+    def chunks():  # no content-length: the limit must apply while reading
+        for _ in range(64):
+            sent.append(1)
+            yield b"x" * 1024
+
+    with _client(engine, max_body_bytes=4096) as c:
+        r = c.post("/answer", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "limit of 4096" in r.json()["error"]
+
+
+def test_metrics_count_routes_not_paths_and_docs_are_off(engine):
+    with _client(engine) as c:
+        for i in range(20):
+            assert c.get(f"/no-such-page-{i}").status_code == 404
+        assert c.get("/docs").status_code == 404 and c.get("/openapi.json").status_code == 404
+        paths = {x["path"] for x in c.get("/metrics").json()["requests"]}
+    assert paths == {"(no route)"}
+    with _client(engine, docs=True) as c:
+        assert c.get("/openapi.json").status_code == 200
+
+
+def test_a_full_queue_answers_503_with_retry_after(engine):
+    from paddleqa.service.engine import Overloaded
+
+    class Busy:  # an engine whose queue is full
+        artifact, backend, batches, batched_requests = engine.artifact, engine.backend, 0, 0
+
+        def submit(self, examples):
+            raise Overloaded("256 questions are waiting for a predictor (the limit is 256); retry shortly")
+
+    config = ServeConfig(artifact=engine.artifact)
+    with TestClient(create_app(config, engine=Busy())) as c:
+        r = c.post("/answer", json={"question": "多久？", "context": CONTEXT_1})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1" and "retry" in r.json()["error"]
+
+
+def test_serve_checks_the_port_before_loading_the_model():
+    import socket
+
+    from paddleqa.core.errors import PaddleQAError
+    from paddleqa.service.serve import check_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(PaddleQAError, match="--port"):
+            check_port("127.0.0.1", busy.getsockname()[1])
 
 
 def test_concurrent_clients_get_no_errors(engine):

@@ -48,3 +48,18 @@ def test_unreachable_model_name(capsys, tmp_path, tiny_json):
 def test_missing_model_folder_is_named(tmp_path, tiny_json, capsys):
     code = cli.main(["-q", "evaluate", str(tmp_path / "nope"), str(tiny_json), "--out", str(tmp_path / "o")])
     assert code == 2 and "nope does not exist" in capsys.readouterr().err
+
+
+def test_a_folder_without_vocab_txt_names_the_missing_file(tiny_tokenizer_dir, tmp_path):
+    import shutil
+
+    import pytest
+
+    from paddleqa.core.errors import PaddleQAError
+    from paddleqa.text.tokenizer import load_tokenizer
+
+    folder = tmp_path / "tok"
+    shutil.copytree(tiny_tokenizer_dir, folder)
+    (folder / "vocab.txt").unlink()
+    with pytest.raises(PaddleQAError, match=r"tok/vocab.txt is missing"):
+        load_tokenizer(str(folder))

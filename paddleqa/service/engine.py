@@ -19,6 +19,10 @@ from ..text.features import build_features, feature_params_for
 from ..text.tokenizer import load_tokenizer
 
 
+class Overloaded(PaddleQAError):
+    """More questions are waiting than the engine's ``max_queue``: the caller should come back."""
+
+
 @dataclasses.dataclass
 class _Job:
     examples: list  # QAExample, one per context
@@ -29,8 +33,7 @@ class Engine:
     """Micro-batching answerer over ``workers`` threads, each with its own predictor."""
 
     def __init__(self, artifact: str, *, workers: int = 1, max_batch: int = 8, max_wait_ms: float = 5.0,
-                 n_best: int = 20, max_answer_length: int = 64, threads: int = 1):
-
+                 n_best: int = 20, max_answer_length: int = 64, threads: int = 1, max_queue: int = 0):
         self.artifact = artifact
         self.backend, _ = artifact_kind(artifact)
         if self.backend == "lite-arm":
@@ -38,6 +41,7 @@ class Engine:
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.n_best, self.max_answer_length, self.threads = n_best, max_answer_length, threads
         self.jobs: queue.Queue = queue.Queue()
+        self.max_queue = max_queue  # 0 = unbounded
         self.batches = 0
         self.batched_requests = 0
         self._stop = threading.Event()
@@ -112,6 +116,11 @@ class Engine:
             i += len(j.examples)
 
     def submit(self, examples: list) -> cf.Future:
+        """Queue ``examples`` for a predictor; :class:`Overloaded` when ``max_queue`` are waiting
+        (refusing at once beats answering after the client has given up)."""
+        if self.max_queue and self.jobs.qsize() >= self.max_queue:
+            raise Overloaded(f"{self.jobs.qsize()} questions are waiting for a predictor (the limit "
+                             f"is {self.max_queue}); retry shortly")
         fut: cf.Future = cf.Future()
         self.jobs.put(_Job(examples, fut))
         return fut

@@ -11,7 +11,6 @@ import asyncio
 import collections
 import dataclasses
 import ipaddress
-import json
 import logging
 import threading
 import time
@@ -21,7 +20,8 @@ from ..core.config import opt
 from ..core.errors import PaddleQAError
 from ..core.settings import AnswerSettings, ThreadSettings
 from .answer import Answerer, NoKnowledgeBase
-from .engine import Engine
+from .engine import Engine, Overloaded
+from .inputs import BadRequest, parse_answer_request, read_limited
 from .kb import KnowledgeBase
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,13 @@ class ServeConfig(ThreadSettings, AnswerSettings):
     max_body_bytes: int = opt(65536, help="largest request body accepted (413 above)")
     max_question_chars: int = opt(200, help="longest question accepted")
     timeout_seconds: float = opt(10.0, help="per-request time limit (504 above)")
+    body_timeout_seconds: float = opt(5.0, help="time a client has to send its request body (408 above)")
+    max_queue: int = opt(256, help="questions waiting for a predictor before new ones get 503 with "
+                         "Retry-After (0 = no bound)")
+    max_connections: int = opt(512, help="open connections at once before new ones get 503")
+    keep_alive_seconds: float = opt(5.0, help="idle time before a kept-alive connection is closed")
+    docs: bool = opt(False, help="serve the OpenAPI page at /docs (off: a public service need not "
+                     "describe itself)")
     # max_context_chars, n_best, max_answer_length: inherited (core/settings.py).
     # threads overrides ThreadSettings' default 0 (= OMP_NUM_THREADS): every worker holds its own
     # predictor, so each gets one thread unless told otherwise (0 is refused here).
@@ -62,8 +69,10 @@ class ServeConfig(ThreadSettings, AnswerSettings):
                      "max_question_chars", "max_context_chars", "n_best", "max_answer_length", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0 or self.timeout_seconds <= 0:
-            raise ValueError("max_wait_ms must be >= 0 and timeout_seconds > 0")
+        if self.max_wait_ms < 0 or self.timeout_seconds <= 0 or self.body_timeout_seconds <= 0:
+            raise ValueError("max_wait_ms must be >= 0, timeout_seconds and body_timeout_seconds > 0")
+        if self.max_queue < 0 or self.max_connections < 1 or self.keep_alive_seconds <= 0:
+            raise ValueError("max_queue must be >= 0, max_connections >= 1, keep_alive_seconds > 0")
         if not self.allow_remote and not is_loopback(self.host):
             raise ValueError(f"host {self.host} is not a loopback address: binding it exposes the "
                              "service to the network; pass --allow-remote to do so deliberately")
@@ -79,50 +88,6 @@ def is_loopback(host: str) -> bool:
 
 
 # ---------------------------------------------------------------- HTTP
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-def parse_answer_request(body: bytes, config: ServeConfig) -> tuple[str, str | None]:
-    """(question, context or None) from a request body, or :class:`BadRequest` saying what is wrong."""
-    if len(body) > config.max_body_bytes:
-        raise BadRequest(413, f"request body is {len(body)} bytes; the limit is {config.max_body_bytes}")
-    if not body.strip():
-        raise BadRequest(400, 'empty body: send JSON {"question": "...", "context": "..."}')
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise BadRequest(400, f"body is not UTF-8 (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(400, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise BadRequest(422, 'body must be a JSON object {"question": "...", "context": "..."}')
-    unknown = sorted(set(data) - {"question", "context"})
-    if unknown:
-        raise BadRequest(422, f"unknown field(s) {', '.join(map(str, unknown))}; valid: question, context")
-    q = data.get("question")
-    if q is None:
-        raise BadRequest(422, "field 'question' is required")
-    if not isinstance(q, str):
-        raise BadRequest(422, f"'question' must be a string, got {type(q).__name__}")
-    q = q.strip()
-    if not q:
-        raise BadRequest(422, "'question' is empty")
-    if len(q) > config.max_question_chars:
-        raise BadRequest(422, f"'question' has {len(q)} characters; the limit is {config.max_question_chars}")
-    ctx = data.get("context")
-    if ctx is not None:
-        if not isinstance(ctx, str):
-            raise BadRequest(422, f"'context' must be a string, got {type(ctx).__name__}")
-        if not ctx.strip():
-            raise BadRequest(422, "'context' is empty: leave it out to search the knowledge base")
-        if len(ctx) > config.max_context_chars:
-            raise BadRequest(422, f"'context' has {len(ctx)} characters; the limit is {config.max_context_chars}")
-    return q, ctx
-
-
 class Metrics:
     def __init__(self):
         self.lock = threading.Lock()
@@ -132,6 +97,8 @@ class Metrics:
         self.latency_count = 0
 
     def record(self, path: str, status: int, ms: float | None) -> None:
+        """Count a request under its route's path (``path``: the route template, or
+        "(no route)" for a request no route matched, so unknown paths add no entries)."""
         with self.lock:
             self.requests[(path, status)] += 1
             if ms is not None:
@@ -166,7 +133,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None, kb=None):
     if engine is None:
         engine = Engine(config.artifact, workers=config.workers, max_batch=config.max_batch,
                         max_wait_ms=config.max_wait_ms, n_best=config.n_best,
-                        max_answer_length=config.max_answer_length, threads=config.threads)
+                        max_answer_length=config.max_answer_length, threads=config.threads,
+                        max_queue=config.max_queue)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -174,19 +142,20 @@ def create_app(config: ServeConfig, engine: Engine | None = None, kb=None):
         if owns_engine:  # an engine handed in belongs to the caller
             engine.close()
 
+    docs = {} if config.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="paddleqa", description="Chinese extractive QA over a compressed model",
-                  lifespan=lifespan)
+                  lifespan=lifespan, **docs)
     app.state.engine, app.state.kb, app.state.metrics = engine, kb, Metrics()
     _add_guard(app, config, app.state.metrics)
     _add_routes(app, config, Answerer(engine, kb, top_k=config.top_k), app.state.metrics)
     return app
 
 
-def _error(status: int, message: str):
+def _error(status: int, message: str, headers: dict | None = None):
     """A JSON error response: ``{"error": message}`` with ``status``."""
     from fastapi.responses import JSONResponse  # fastapi: deferred on purpose (see create_app)
 
-    return JSONResponse({"error": message}, status_code=status)
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _add_guard(app, config: ServeConfig, metrics: Metrics) -> None:
@@ -207,8 +176,9 @@ def _add_guard(app, config: ServeConfig, metrics: Metrics) -> None:
                 log.exception("unhandled error on %s", request.url.path)
                 resp = _error(500, f"internal error: {type(exc).__name__}")
         ms = (time.perf_counter() - t0) * 1000
-        metrics.record(request.url.path, resp.status_code,
-                       ms if request.url.path == "/answer" and resp.status_code == 200 else None)
+        route = request.scope.get("route")
+        path = getattr(route, "path", None) or "(no route)"
+        metrics.record(path, resp.status_code, ms if path == "/answer" and resp.status_code == 200 else None)
         return resp
 
 
@@ -222,10 +192,15 @@ def _add_routes(app, config: ServeConfig, answerer: Answerer, metrics: Metrics) 
     async def answer(request: Request):
         t0 = time.perf_counter()
         try:
-            question, context = parse_answer_request(await request.body(), config)
+            body = await read_limited(request.stream(), config.max_body_bytes, config.body_timeout_seconds)
+            question, context = parse_answer_request(
+                body, max_body_bytes=config.max_body_bytes, max_question_chars=config.max_question_chars,
+                max_context_chars=config.max_context_chars)
             reply = await answerer.answer_async(question, context, config.timeout_seconds)
         except BadRequest as exc:
             return _error(exc.status, exc.message)
+        except Overloaded as exc:
+            return _error(503, str(exc), headers={"Retry-After": "1"})
         except NoKnowledgeBase:
             return _error(400, "no 'context' given and the server has no knowledge base "
                                "(start it with --kb DIR_OR_FILE, or send a context)")
@@ -274,15 +249,31 @@ def limit_malloc_arenas(n: int = 2) -> bool:
         return False  # not glibc
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail before the model loads when the address cannot be bound (a busy port, say)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PaddleQAError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); another "
+                                "server may hold the port: pass --port to choose another") from None
+
+
 def serve(config: ServeConfig) -> None:
     import uvicorn
 
+    check_port(config.host, config.port)
     limit_malloc_arenas()
     if not is_loopback(config.host):
         log.warning("binding %s: the QA service is reachable from the network", config.host)
     app = create_app(config)
     log.info("serving %s on http://%s:%d (POST /answer)", config.artifact, config.host, config.port)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning",
+                limit_concurrency=config.max_connections, timeout_keep_alive=config.keep_alive_seconds)
 
 
 def ask_loop(config: ServeConfig, stdin, stdout) -> int:

@@ -129,6 +129,11 @@ def load_tokenizer(name_or_dir: str):
             f"tokenizer folder {path} holds no tokenizer files (vocab.txt / tokenizer_config.json); "
             "build one with `paddleqa vocab build DATA.json --out DIR`"
         )
+    vocab_files = ("vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spm.model", "tokenizer.json")
+    if path.is_dir() and not any((path / f).exists() for f in vocab_files) and not any(path.glob("*.model")):
+        raise PaddleQAError(
+            f"tokenizer folder {path} has no vocabulary file ({path / 'vocab.txt'} is missing); copy the "
+            "model's vocab.txt there, or point --tokenizer at the folder that has it")
     try:
         return AutoTokenizer.from_pretrained(str(name_or_dir))
     except Exception as exc:  # PaddleNLP raises OSError/ValueError/requests errors when offline
