@@ -185,3 +185,52 @@ def test_remote_bind_needs_an_explicit_flag(capsys, teacher_run):
     code = cli.main(["serve", f"{doc['run_dir']}/teacher", "--host", "0.0.0.0"])
     assert code == 2 and "--allow-remote" in capsys.readouterr().err
     assert ServeConfig(artifact="x", host="::1").host == "::1"
+
+
+FAQS = [{"id": "refund-time", "question": "退款多久能到账？", "answer": "退款在3个工作日内原路退回。"},
+        {"id": "hotline", "question": "客服电话是多少？", "answer": "客服热线400-820-1234。"}]
+
+
+def test_faq_files_load_from_json_and_csv_with_clear_errors(tmp_path):
+    from paddleqa.core.errors import DataError
+    from paddleqa.service.faq import load_faq, similarity
+
+    j = tmp_path / "faq.json"
+    j.write_text(json.dumps({"faqs": FAQS}, ensure_ascii=False), encoding="utf-8")
+    c = tmp_path / "faq.csv"
+    c.write_text("id,question,answer\n" + "\n".join(f"{f['id']},{f['question']},{f['answer']}" for f in FAQS),
+                 encoding="utf-8")
+    assert load_faq(j) == load_faq(c)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([FAQS[0], {"question": "没有答案？"}], ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.json, record #1: needs a non-empty 'question' and 'answer'"):
+        load_faq(bad)
+    assert similarity("退款多久能到账？", "退款多久能到账") == pytest.approx(1.0)
+    assert similarity("退款多久能到账？", "客服电话是多少") < 0.2
+
+
+def test_a_known_question_gets_the_faq_answer_and_others_the_reader(engine, kb_dir, tmp_path):
+    faq = tmp_path / "faq.json"
+    faq.write_text(json.dumps(FAQS, ensure_ascii=False), encoding="utf-8")
+    kb = KnowledgeBase(kb_dir, check_seconds=0)
+    with _client(engine, kb=kb, faq=str(faq)) as c:
+        hit = c.post("/answer", json={"question": "退款多久能到账"}).json()
+        miss = c.post("/answer", json={"question": "会员可以享受什么服务？"}).json()
+        given = c.post("/answer", json={"question": "客服电话是多少？", "context": CONTEXT_2}).json()
+        assert c.get("/healthz").json()["faq_entries"] == 2
+    assert hit["answer"] == FAQS[0]["answer"] and hit["faq"]["id"] == "refund-time" and hit["score"] >= 0.8
+    assert "faq" not in miss and miss["passages"]  # read from the knowledge base
+    assert "faq" not in given and CONTEXT_2[given["start"]:given["end"]] == given["answer"]  # a context wins
+
+
+def test_ask_loop_answers_from_the_faq(teacher_run, tmp_path):
+    import io
+
+    from paddleqa.service.serve import ask_loop
+
+    tmp, data, doc = teacher_run
+    faq = tmp_path / "faq.json"
+    faq.write_text(json.dumps(FAQS, ensure_ascii=False), encoding="utf-8")
+    out = io.StringIO()
+    ask_loop(ServeConfig(artifact=f"{doc['run_dir']}/teacher", faq=str(faq)), io.StringIO("客服电话是多少\n"), out)
+    assert "客服热线400-820-1234。  [FAQ hotline, similarity" in out.getvalue()

@@ -2,6 +2,8 @@
 
 A question comes with its context, or is searched in the knowledge base (BM25, ``top_k``
 passages); the engine reads every passage, and the best-scoring span across them is the answer.
+With an FAQ, a question without context that matches a known question at ``faq_threshold`` or
+more gets that entry's answer directly, without reading anything.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 from ..core.errors import PaddleQAError
 from ..text.dataset import QAExample
 from .engine import Engine
+from .faq import Faq, FaqMatch
 from .kb import KnowledgeBase, Passage
 
 log = logging.getLogger(__name__)
@@ -37,9 +40,14 @@ class Answer:
     span: Any | None  # the top span (text, score, start, end in its context), None: no answer
     passage: Passage | None  # the knowledge-base passage holding it (None with a given context)
     passages: list[tuple[Passage, float]] | None  # passages read (None with a given context)
+    faq: FaqMatch | None = None  # the FAQ entry that answered (then nothing was read)
 
     def to_json(self) -> dict:
         """The ``/answer`` response body (without its latency)."""
+        if self.faq is not None:
+            e = self.faq.entry
+            return {"answer": e.answer, "score": self.faq.score, "start": None, "end": None,
+                    "faq": {"id": e.fid, "question": e.question}}
         s = self.span
         out = {"answer": s.text if s else "", "score": round(float(s.score), 4) if s else None,
                "start": s.start if s else None, "end": s.end if s else None}
@@ -59,8 +67,19 @@ def best_answer(spans: list) -> tuple | None:
 class Answerer:
     """Retrieve the passages of a question, have ``engine`` read them, pick the best answer."""
 
-    def __init__(self, engine: Engine, kb: KnowledgeBase | None = None, *, top_k: int = 3):
+    def __init__(self, engine: Engine, kb: KnowledgeBase | None = None, *, top_k: int = 3,
+                 faq: Faq | None = None, faq_threshold: float = 0.8):
         self.engine, self.kb, self.top_k = engine, kb, top_k
+        self.faq, self.faq_threshold = faq, faq_threshold
+
+    def from_faq(self, question: str, context: str | None) -> Answer | None:
+        """The FAQ's answer when a question without context matches an entry well enough."""
+        if context is not None or self.faq is None:
+            return None
+        match = self.faq.match(question)
+        if match is None or match.score < self.faq_threshold:
+            return None
+        return Answer(None, None, None, faq=match)
 
     def refresh_kb(self) -> None:
         """Rebuild the knowledge base if its files changed; a failed rebuild keeps the old index."""
@@ -94,6 +113,9 @@ class Answerer:
 
     def answer(self, question: str, context: str | None, timeout: float | None = None) -> Answer:
         """Answer in this thread (``paddleqa ask``)."""
+        known = self.from_faq(question, context)
+        if known is not None:
+            return known
         reading = self.retrieve(question, context)
         if not reading.examples:
             return Answer(None, None, reading.passages)
@@ -105,6 +127,9 @@ class Answerer:
         Raises :class:`NoKnowledgeBase`, ``asyncio.TimeoutError`` after ``timeout`` seconds (the
         request is then cancelled) or the engine's :class:`PaddleQAError`.
         """
+        known = self.from_faq(question, context)
+        if known is not None:
+            return known
         if context is None and self.kb is not None:
             await asyncio.to_thread(self.refresh_kb)
         reading = self.retrieve(question, context)

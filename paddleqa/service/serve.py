@@ -21,6 +21,7 @@ from ..core.errors import PaddleQAError
 from ..core.settings import AnswerSettings, ThreadSettings
 from .answer import Answerer, NoKnowledgeBase
 from .engine import Engine, Overloaded
+from .faq import Faq
 from .inputs import BadRequest, parse_answer_request, read_limited
 from .kb import KnowledgeBase
 
@@ -36,6 +37,10 @@ class ServeConfig(ThreadSettings, AnswerSettings):
     artifact: str = opt("", help="model folder, Paddle inference model or Lite x86 .nb")
     kb: str = opt("", help="knowledge base: folder of .txt/.md files or a CMRC JSON ('' = none; "
                   "then every request must carry a context)")
+    faq: str = opt("", help="FAQ file: a JSON list of {question, answer} (or a CSV with those "
+                   "columns); a question without context that matches one gets its answer directly")
+    faq_threshold: float = opt(0.8, help="similarity (0..1, character n-gram cosine) a question must "
+                               "reach to take an FAQ answer; below it the reader answers")
     host: str = opt("127.0.0.1", help="bind address (loopback unless allow_remote)")
     port: int = opt(8000, help="TCP port")
     allow_remote: bool = opt(False, help="allow binding a non-loopback address")
@@ -71,6 +76,8 @@ class ServeConfig(ThreadSettings, AnswerSettings):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0 or self.timeout_seconds <= 0 or self.body_timeout_seconds <= 0:
             raise ValueError("max_wait_ms must be >= 0, timeout_seconds and body_timeout_seconds > 0")
+        if not 0 < self.faq_threshold <= 1:
+            raise ValueError(f"faq_threshold must be in (0, 1], got {self.faq_threshold}")
         if self.max_queue < 0 or self.max_connections < 1 or self.keep_alive_seconds <= 0:
             raise ValueError("max_queue must be >= 0, max_connections >= 1, keep_alive_seconds > 0")
         if not self.allow_remote and not is_loopback(self.host):
@@ -147,7 +154,9 @@ def create_app(config: ServeConfig, engine: Engine | None = None, kb=None):
                   lifespan=lifespan, **docs)
     app.state.engine, app.state.kb, app.state.metrics = engine, kb, Metrics()
     _add_guard(app, config, app.state.metrics)
-    _add_routes(app, config, Answerer(engine, kb, top_k=config.top_k), app.state.metrics)
+    faq = Faq(config.faq) if config.faq else None
+    _add_routes(app, config, Answerer(engine, kb, top_k=config.top_k, faq=faq,
+                                      faq_threshold=config.faq_threshold), app.state.metrics)
     return app
 
 
@@ -223,7 +232,8 @@ def _add_routes(app, config: ServeConfig, answerer: Answerer, metrics: Metrics) 
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok", "artifact": config.artifact, "backend": engine.backend,
-                "kb_passages": len(kb.passages) if kb else 0}
+                "kb_passages": len(kb.passages) if kb else 0,
+                "faq_entries": len(answerer.faq.entries) if answerer.faq else 0}
 
     @app.get("/metrics")
     async def get_metrics():
@@ -282,7 +292,8 @@ def ask_loop(config: ServeConfig, stdin, stdout) -> int:
     kb = KnowledgeBase(config.kb, passage_chars=config.passage_chars) if config.kb else None
     engine = Engine(config.artifact, max_batch=1, max_wait_ms=0, n_best=config.n_best,
                     max_answer_length=config.max_answer_length, threads=config.threads)
-    answerer = Answerer(engine, kb, top_k=config.top_k)
+    answerer = Answerer(engine, kb, top_k=config.top_k, faq=Faq(config.faq) if config.faq else None,
+                        faq_threshold=config.faq_threshold)
     stdout.write("Ask a question (`question ||| context` to give the passage; empty line or Ctrl-D quits).\n")
     try:
         for line in stdin:
@@ -297,6 +308,10 @@ def ask_loop(config: ServeConfig, stdin, stdout) -> int:
                 reply = answerer.answer(q, ctx or None, timeout=config.timeout_seconds)
             except NoKnowledgeBase:
                 stdout.write("no knowledge base: write `question ||| context`\n")
+                continue
+            if reply.faq is not None:
+                stdout.write(f"{reply.faq.entry.answer}  [FAQ {reply.faq.entry.fid}, similarity "
+                             f"{reply.faq.score:.2f}]\n")
                 continue
             if reply.passages == []:
                 stdout.write("no passage matches the question\n")
