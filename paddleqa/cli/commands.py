@@ -27,7 +27,7 @@ from ..core.errors import PaddleQAError
 from ..runtime import bench, compare, evaluate, report
 from ..service import serve
 from ..stages import distill, export, finetune, prune, quantize
-from ..text import augment, tokenizer
+from ..text import augment, simplify, tokenizer
 from .flags import FieldMap, add_fields, given_values, missing
 from .launch import add_nproc, quiet_rank, relaunch
 from .output import print_json
@@ -196,6 +196,12 @@ STAGE_COMMANDS: dict[str, StageCommand] = {
         FieldMap(serve.ServeConfig, positional=("artifact",), names=_SERVE_NAMES, exclude=_HTTP_ONLY),
         _run_ask),
 }
+
+SIMPLIFY = StageCommand(
+    "Traditional-Chinese SQuAD file (e.g. DRCD) to Simplified with OpenCC, answers kept at their offsets",
+    FieldMap(simplify.SimplifyConfig, positional=("input_file",), required=("output_file",),
+             names={"input_file": "input", "output_file": "out"}),
+    _print_result(simplify))
 
 VOCAB_BUILD = StageCommand(
     "character vocab + ErnieTokenizer from SQuAD/CMRC files",

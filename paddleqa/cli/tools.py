@@ -1,4 +1,4 @@
-"""The commands that are not one stage config: data check/fetch, score, and ``run`` (the chain)."""
+"""The commands that are not one stage config: data check/fetch/simplify, score, and ``run`` (the chain)."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,7 @@ from ..core.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, scores_with_intervals
 from ..runtime.compare import read_predictions
 from ..text import cmrc2018
 from ..text.dataset import gold_references, load_examples, to_squad_json
+from .commands import SIMPLIFY, add_stage_command
 from .flags import flag_help
 from .output import print_json
 
@@ -42,6 +43,7 @@ def add_data(sub) -> None:
     f.add_argument("--base-url", default=None,
                    help="where the files live (default: the dataset's own repository; file:// works)")
     f.set_defaults(func=_cmd_fetch_cmrc)
+    add_stage_command(dsub, "simplify", SIMPLIFY)
 
 
 def _cmd_fetch_cmrc(args) -> int:
