@@ -34,7 +34,7 @@ from .runtime import report as report_stage
 from .runtime.bench import BenchConfig
 from .runtime.evaluate import EvaluateConfig
 from .runtime.layout import (
-    DEFAULT_FOLDERS, MODEL_STAGES, ExportFolder, RunLayout, relative_to_run, same_path,
+    DEFAULT_FOLDERS, MERGED_TRAIN, MODEL_STAGES, ExportFolder, RunLayout, relative_to_run, same_path,
 )
 from .stages.distill import DistillConfig
 from .stages.export import ExportConfig
@@ -58,11 +58,20 @@ class DataSection(ContextLimit):
 
     train_file: str = opt("", help="SQuAD/CMRC training JSON")
     dev_file: str = opt("", help="SQuAD/CMRC dev JSON")
+    train_files: list[str] = opt(factory=list, help="more training files (e.g. DRCD after `paddleqa "
+                                 "data simplify`): the data stage merges them with train_file into "
+                                 "RUN_DIR/data/train.json, which every training stage then reads")
     # max_context_chars: inherited from ContextLimit (core/settings.py)
 
     def __post_init__(self) -> None:
         if not self.train_file or not self.dev_file:
             raise ValueError("data.train_file and data.dev_file are required")
+
+    def training_file(self, root: Path) -> str:
+        """The file the training stages read: train_file, or the merge of it and train_files."""
+        if not self.train_files:
+            return self.train_file
+        return str(root / DEFAULT_FOLDERS["data"] / MERGED_TRAIN)
 
 
 @dataclasses.dataclass
@@ -134,7 +143,7 @@ def _wire_finetune(root: Path, data: DataSection, over: dict[str, Any], needs_vo
                    ) -> FinetuneConfig:
     """The teacher: trained on the data section's files, with the run's vocab when it needs one."""
     wired = {
-        "train_file": data.train_file,
+        "train_file": data.training_file(root),
         "dev_file": data.dev_file,
         "output_dir": str(root / DEFAULT_FOLDERS["finetune"]),
         "max_context_chars": data.max_context_chars,
@@ -161,7 +170,7 @@ def _wire_evaluate(root: Path, data: DataSection, finetune: FinetuneConfig, over
 
 def _wire_augment(root: Path, data: DataSection, over: dict[str, Any]) -> AugmentConfig:
     """Synonym variants of the training questions, written into the run folder."""
-    wired = {"input_file": data.train_file,
+    wired = {"input_file": data.training_file(root),
              "output_file": str(root / DEFAULT_FOLDERS["augment"] / "train.json")}
     return from_dict(AugmentConfig, {**wired, **over}, where="augment")
 
@@ -175,7 +184,7 @@ def _wire_students(root: Path, data: DataSection, finetune: FinetuneConfig,
               "max_answer_length", "eval_max_questions", "seed")
     wired = {
         **{k: getattr(finetune, k) for k in shared},
-        "train_file": augment.output_file if augment else data.train_file,
+        "train_file": augment.output_file if augment else data.training_file(root),
         "teacher": str(Path(finetune.output_dir) / "model"),
         "output_dir": str(root / DEFAULT_FOLDERS["distill"]),
     }
@@ -196,7 +205,7 @@ def _wire_quantize(root: Path, data: DataSection, finetune: FinetuneConfig, depl
                    over: dict[str, Any]) -> QuantizeConfig:
     """Quantizes the deployed model, calibrated on training windows, scored on dev."""
     wired = {"model": deployed, "out_dir": str(root / DEFAULT_FOLDERS["quantize"]),
-             "dev_file": data.dev_file, "calib_file": data.train_file,
+             "dev_file": data.dev_file, "calib_file": data.training_file(root),
              "cache_dir": finetune.cache_dir, "progress": finetune.progress}
     return from_dict(QuantizeConfig, {**wired, **over}, where="quantize")
 
@@ -259,6 +268,8 @@ def run_layout(cfg: dict[str, Any]) -> RunLayout:
     if cfg["vocab"] is not None:
         folders["vocab"] = root / DEFAULT_FOLDERS["vocab"]
     files = {}
+    if cfg["data"].train_files:
+        files["merged_train"] = cfg["data"].training_file(root)
     if aug is not None:
         folders["augment"] = Path(aug.output_file).parent
         files["augmented_train"] = aug.output_file

@@ -29,6 +29,8 @@ DEFAULT_FOLDERS = {
     "export": "export", "export_int8": "export-int8", "export_teacher": "export-teacher",
     "bench": "bench", "report": "report",
 }
+# In the data folder when data.train_files is set: train_file and those files merged.
+MERGED_TRAIN = "train.json"
 # The report's model rows: row name -> the training stage whose folder holds ``model/``.
 MODEL_STAGES = {"teacher": "finetune", "distill": "distill", "prune": "prune"}
 # What an export folder holds.

@@ -21,9 +21,9 @@ from typing import Any, Callable, Mapping, Sequence
 from ..core.config import to_dict
 from ..core.manifest import MANIFEST, sha256_path, write_manifest
 from ..runtime import bench as bench_stage, evaluate as evaluate_stage
-from ..runtime.layout import DEFAULT_FOLDERS, RunLayout
+from ..runtime.layout import DEFAULT_FOLDERS, MERGED_TRAIN, RunLayout
 from ..text import augment as augment_stage, tokenizer as vocab_stage
-from ..text.dataset import load_examples
+from ..text.dataset import load_examples, merge_training_files
 from . import (
     distill as distill_stage,
     export as export_stage,
@@ -156,16 +156,24 @@ def int8_export_config(export: ExportConfig, quantize: QuantizeConfig | None) ->
         precisions=["fp32"], onnx=False)
 
 
-def _check_data(data: Any, out_dir: Path) -> dict:
-    """The data stage: load (and so validate) both files; their summaries are its metrics."""
-    files = {"train_file": data.train_file, "dev_file": data.dev_file}
-    metrics = {}
-    for name, mode in (("train_file", "train"), ("dev_file", "eval")):
-        _, report = load_examples(files[name], mode=mode, max_context_chars=data.max_context_chars)
+def _check_data(data: Any, out_dir: Path, inputs: dict[str, str]) -> dict:
+    """The data stage: load (and so validate) the files; their summaries are its metrics. With
+    ``data.train_files`` the training files are merged into ``out_dir/train.json``."""
+    metrics, outputs = {}, {}
+    if any(Path(f).resolve() == Path(data.dev_file).resolve() for f in [data.train_file, *data.train_files]):
+        log.warning("the dev file %s is also a training file: its scores say nothing about unseen "
+                    "questions", data.dev_file)
+    for name, path, mode in (("train", data.train_file, "train"), ("dev", data.dev_file, "eval")):
+        _, report = load_examples(path, mode=mode, max_context_chars=data.max_context_chars)
         summary = report.summary()
         summary.pop("findings")
-        metrics[name.replace("_file", "")] = summary
-    write_manifest(out_dir, "data", to_dict(data), files, {}, metrics)
+        metrics[name] = summary
+    if data.train_files:
+        merged = out_dir / MERGED_TRAIN
+        metrics["merged_train"] = merge_training_files([data.train_file, *data.train_files], merged,
+                                                       max_context_chars=data.max_context_chars)
+        outputs["merged_train"] = merged
+    write_manifest(out_dir, "data", to_dict(data), inputs, outputs, metrics)
     return metrics
 
 
@@ -174,14 +182,14 @@ def _run_teacher(stage: StageRunner, cfg: dict[str, Any], layout: RunLayout, res
     """data check -> vocab (from-scratch models only) -> finetune (teacher) -> evaluate."""
     root, data = cfg["run_dir"], cfg["data"]
     data_dir = layout.folder(root, "data")
-    stage("data", data_dir, data, {"train_file": data.train_file, "dev_file": data.dev_file},
-          lambda: _check_data(data, data_dir))
+    data_inputs = {"train_file": data.train_file, "dev_file": data.dev_file,
+                   **{f"train_files_{i}": f for i, f in enumerate(data.train_files)}}
+    stage("data", data_dir, data, data_inputs, lambda: _check_data(data, data_dir, data_inputs))
     if cfg["vocab"] is not None:
-        vcfg = vocab_stage.VocabConfig(data_files=[data.train_file],
-                                       out_dir=str(layout.folder(root, "vocab")),
+        train = data.training_file(root)
+        vcfg = vocab_stage.VocabConfig(data_files=[train], out_dir=str(layout.folder(root, "vocab")),
                                        min_freq=cfg["vocab"].min_freq, max_size=cfg["vocab"].max_size)
-        stage("vocab", Path(vcfg.out_dir), vcfg, {"data_0": data.train_file},
-              lambda: vocab_stage.run(vcfg))
+        stage("vocab", Path(vcfg.out_dir), vcfg, {"data_0": train}, lambda: vocab_stage.run(vcfg))
     ft = cfg["finetune"]
     stage("finetune", Path(ft.output_dir), ft, training_inputs(ft),
           lambda: finetune_stage.run(ft, resume=resume, callbacks=callbacks.get("finetune", ())),
