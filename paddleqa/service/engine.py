@@ -17,6 +17,7 @@ from ..core.postprocess import best_spans
 from ..runtime.artifacts import artifact_kind, open_artifact, predict_logits
 from ..text.features import build_features, feature_params_for
 from ..text.tokenizer import load_tokenizer
+from .select import served_artifact
 
 
 class Overloaded(PaddleQAError):
@@ -34,10 +35,10 @@ class Engine:
 
     def __init__(self, artifact: str, *, workers: int = 1, max_batch: int = 8, max_wait_ms: float = 5.0,
                  n_best: int = 20, max_answer_length: int = 64, threads: int = 1, max_queue: int = 0):
-        self.artifact = artifact
-        self.backend, _ = artifact_kind(artifact)
+        self.artifact = served_artifact(artifact)  # a run folder: its fastest measured form
+        self.backend, _ = artifact_kind(self.artifact)
         if self.backend == "lite-arm":
-            raise PaddleQAError(f"{artifact} is an ARM .nb: serve its x86 twin or the model on this machine")
+            raise PaddleQAError(f"{self.artifact} is an ARM .nb: serve its x86 twin or the model on this machine")
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.n_best, self.max_answer_length, self.threads = n_best, max_answer_length, threads
         self.jobs: queue.Queue = queue.Queue()

@@ -34,7 +34,8 @@ LATENCY_BUCKETS_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 class ServeConfig(ThreadSettings, AnswerSettings):
     """Serve an artifact over HTTP: POST /answer, POST /kb/reload, GET /healthz, GET /metrics."""
 
-    artifact: str = opt("", help="model folder, Paddle inference model or Lite x86 .nb")
+    artifact: str = opt("", help="model folder, Paddle inference model, Lite x86 .nb or ONNX model; "
+                        "or a `paddleqa run` folder: its deployed model's fastest measured form")
     kb: str = opt("", help="knowledge base: folder of .txt/.md files or a CMRC JSON ('' = none; "
                   "then every request must carry a context)")
     faq: str = opt("", help="FAQ file: a JSON list of {question, answer} (or a CSV with those "
@@ -231,7 +232,7 @@ def _add_routes(app, config: ServeConfig, answerer: Answerer, metrics: Metrics) 
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "artifact": config.artifact, "backend": engine.backend,
+        return {"status": "ok", "artifact": config.artifact, "serving": engine.artifact, "backend": engine.backend,
                 "kb_passages": len(kb.passages) if kb else 0,
                 "faq_entries": len(answerer.faq.entries) if answerer.faq else 0}
 
