@@ -366,15 +366,17 @@ def question_scores(
 
 
 def cmrc_scores(
-    references: Mapping[str, Sequence[str]], predictions: Mapping[str, str]
+    references: Mapping[str, Sequence[str]], predictions: Mapping[str, str],
+    scores: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, float | int]:
     """EM, F1 and AVERAGE in percent over every question in ``references``.
 
     ``references`` maps question id -> reference answer texts; ``predictions`` maps question id ->
     predicted text (leaderboard format). Missing predictions score 0 and are counted; predictions
-    for unknown ids are ignored (and counted in ``extra``).
+    for unknown ids are ignored (and counted in ``extra``). ``scores``: :func:`question_scores`
+    of the same arguments, when the caller has them already.
     """
-    scores = question_scores(references, predictions)
+    scores = question_scores(references, predictions) if scores is None else scores
     total = len(references)
     em = f1 = 0.0
     for q_em, q_f1 in scores.values():

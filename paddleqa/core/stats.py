@@ -73,9 +73,10 @@ def scores_with_intervals(references: Mapping[str, Sequence[str]], predictions: 
                           resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> dict:
     """The official scores (:func:`~paddleqa.core.metrics.cmrc_scores`) plus ``em_ci95`` and
     ``f1_ci95``: 95% bootstrap intervals over the questions (``resamples`` 0 = no intervals)."""
-    scores = cmrc_scores(references, predictions)
+    per_question = question_scores(references, predictions)  # scored once, for both
+    scores = cmrc_scores(references, predictions, per_question)
     if resamples:
-        per_q = question_scores(references, predictions).values()
+        per_q = per_question.values()
         scores["em_ci95"] = bootstrap_ci([100.0 * em for em, _ in per_q], resamples=resamples, seed=seed)
         scores["f1_ci95"] = bootstrap_ci([100.0 * f1 for _, f1 in per_q], resamples=resamples, seed=seed)
         scores["ci_resamples"] = resamples
