@@ -36,7 +36,8 @@ from benchmarks.teacher import _run  # noqa: E402
 from paddleqa.runtime.report import is_teacher_baseline
 
 RESULT_KEYS = ("name", "source", "backend", "precision", "params", "flops", "file_bytes",
-               "latency_ms_p50", "seq_len", "peak_rss_mib", "dev_em", "dev_f1", "f1_retention", "note")
+               "latency_ms_p50", "seq_len", "peak_rss_mib", "dev_em", "dev_f1", "dev_f1_ci95", "f1_retention",
+               "f1_retention_ci95", "note")
 # The headline targets: best student vs fp32 teacher, one run, this machine.
 TARGET_SPEEDUP, TARGET_SHRINK, TARGET_RETENTION = 4.0, 8.0, 0.97
 
