@@ -100,7 +100,8 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     return preds  # ids as written: the official script looks them up unstripped
 
 
-def _per_question(gold: list[GoldQuestion], preds: dict[str, str]) -> list[dict]:
+def per_question(gold: list[GoldQuestion], preds: dict[str, str]) -> list[dict]:
+    """Per gold question: EM and F1 in percent, the answer given (None: missing) and its error kind."""
     scores = question_scores({q.qid: q.references for q in gold}, preds)
     rows = []
     for q in gold:
@@ -130,7 +131,7 @@ def compare(gold: list[GoldQuestion], preds_a: dict[str, str], preds_b: dict[str
     """Every statistic of the comparison as plain data (see the module docstring)."""
     if not gold:
         raise PaddleQAError("the gold file has no questions to compare on")
-    a, b = _per_question(gold, preds_a), _per_question(gold, preds_b)
+    a, b = per_question(gold, preds_a), per_question(gold, preds_b)
     n = len(gold)
 
     def summary(rows: list[dict]) -> dict:

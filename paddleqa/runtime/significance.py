@@ -15,17 +15,11 @@ import re
 from pathlib import Path
 
 from ..core.io import atomic_write_text, write_json
-from ..core.metrics import question_scores
 from ..core.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_ci, ratio_ci
-from ..text.dataset import GoldQuestion, gold_questions
-from .compare import compare, read_predictions, to_html, to_markdown
+from ..text.dataset import gold_questions
+from .compare import compare, per_question, read_predictions, to_html, to_markdown
 
 log = logging.getLogger(__name__)
-
-
-def _per_question(gold: list[GoldQuestion], preds: dict[str, str]) -> tuple[list[float], list[float]]:
-    scores = question_scores({q.qid: q.references for q in gold}, preds)
-    return ([100.0 * scores[q.qid][0] for q in gold], [100.0 * scores[q.qid][1] for q in gold])
 
 
 def add_intervals(rows: list[dict], gold_file: str | Path, *, resamples: int = DEFAULT_RESAMPLES,
@@ -36,7 +30,8 @@ def add_intervals(rows: list[dict], gold_file: str | Path, *, resamples: int = D
     per_row: dict[str, tuple[list[float], list[float]]] = {}
     for r in rows:
         if r.get("predictions"):
-            per_row[r["name"]] = _per_question(gold, read_predictions(r["predictions"]))
+            rows_q = per_question(gold, read_predictions(r["predictions"]))
+            per_row[r["name"]] = ([q["em"] for q in rows_q], [q["f1"] for q in rows_q])
     teacher = per_row.get(rows[0]["name"]) if rows else None
     for r in rows:
         em, f1 = per_row.get(r["name"], (None, None))
