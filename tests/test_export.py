@@ -24,7 +24,7 @@ def exported(teacher_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     model = f"{doc['run_dir']}/teacher"
     metrics = run(ExportConfig(model=model, out_dir=str(out), targets=["arm", "x86"],
-                               precisions=["fp32", "int8"], onnx=True))
+                               precisions=["fp32", "int8"], onnx=True, onnx_int8=True))
     return out, metrics, model, data
 
 
@@ -63,6 +63,23 @@ def test_inference_model_x86_nb_and_onnx_agree_with_dygraph(exported):
         # Padding positions differ by construction (masked); real tokens must agree.
         np.testing.assert_allclose(_real(s, lengths), _real(ref_s, lengths), atol=1e-4)
         np.testing.assert_allclose(_real(e, lengths), _real(ref_e, lengths), atol=1e-4)
+
+
+def test_onnx_int8_is_written_opened_as_int8_and_tracks_fp32(exported):
+    out, metrics, _, _ = exported
+    q = out / "onnx" / "model.int8.onnx"
+    assert metrics["onnx"]["int8"]["bytes"] == q.stat().st_size > 0
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert "onnx_int8" in json.dumps(manifest["outputs"])
+    fp32, int8 = open_artifact(out / "onnx" / "model.onnx"), open_artifact(q)
+    assert (fp32.backend, fp32.precision, int8.backend, int8.precision) == (
+        "onnxruntime", "fp32", "onnxruntime", "int8")
+    inputs, lengths = _batch()
+    s32, s8 = _real(fp32.predict(inputs)[0], lengths), _real(int8.predict(inputs)[0], lengths)
+    assert np.isfinite(s8).all() and np.abs(s8 - s32).max() > 0  # integer kernels, not a copy
+    assert np.corrcoef(s8, s32)[0, 1] > 0.9  # ... that still follow the fp32 logits
+    with pytest.raises(ValueError, match="onnx: true"):
+        ExportConfig(model="m", out_dir="o", onnx_int8=True)
 
 
 def test_arm_nb_is_written_and_fc_fusion_fires(exported):

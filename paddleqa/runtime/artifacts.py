@@ -10,7 +10,8 @@ padded batch (numpy) to start/end logits. Backends come from a small registry by
 - ``lite-arm``: recognised but not runnable here (no ARM runtime on x86): opening one raises a
   message pointing to the x86 twin and the op report;
 - ``onnxruntime``: ``model.onnx`` (``paddleqa export --onnx``), run through ONNX Runtime's CPU
-  execution provider (a peer backend for comparison).
+  execution provider (a peer backend for comparison); ``model.int8.onnx`` (``--onnx-int8``,
+  dynamic int8) the same way, its precision read from the graph's integer ops.
 
 Every runner feeds the four explicit inputs of the export wrapper (``paddleqa.models.graph``).
 """
@@ -221,8 +222,20 @@ def _open_onnx(path: Path, *, threads: int = 0) -> Runner:
         start, end = session.run(None, {n: np.ascontiguousarray(inputs[n]) for n in names})[:2]
         return start, end
 
+    quantized = is_quantized_onnx(path)
     return Runner("onnxruntime", path, _tokenizer_dir(path.parent), predict,
-                  file_bytes=path.stat().st_size, info={"threads": opts.intra_op_num_threads})
+                  precision="int8" if quantized else "fp32", file_bytes=path.stat().st_size,
+                  info={"threads": opts.intra_op_num_threads, "quantized": quantized})
+
+
+def is_quantized_onnx(path: Path) -> bool:
+    """True for an ONNX graph with integer ops (``export --onnx-int8``: MatMulInteger,
+    DynamicQuantizeLinear; static QDQ/QLinear graphs count too)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear")
+               or n.op_type.startswith("QLinear") for n in graph.node)
 
 
 _NB_PROBE = """

@@ -28,6 +28,9 @@ BUNDLE = "bundle.json"
 ONNX_FILE = "onnx/model.onnx"
 
 
+ONNX_INT8_FILE = "onnx/model.int8.onnx"  # export --onnx-int8: quantize_dynamic of ONNX_FILE
+
+
 def program_op_counts(pdmodel: str | Path) -> dict[str, int]:
     """Op type -> count over every block of a serialized ProgramDesc (feed/fetch excluded)."""
     from paddle.base.proto import framework_pb2

@@ -6,7 +6,8 @@ PaddleNLP's ERNIE builds position ids with ``paddle.ones(dynamic_shape)`` which 
 place ("no valid out_shape" at ``fill_constant``). Dropout is removed before tracing (Lite's
 dropout-elimination pass leaves inference dropouts in the graph).
 
-Lite conversion (``opt``, its targets and the fused-op report) lives in :mod:`.lite`; here each
+Lite conversion (``opt``, its targets and the fused-op report) lives in :mod:`.lite`, ONNX (fp32
+and dynamic int8) in :mod:`.onnx_export`; here each
 target and precision becomes one bundle folder (:func:`write_bundle`), and :func:`run` reads as
 the steps: trace (or take) the inference model, the bundles, ONNX, metrics and manifest.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import time
 from importlib import metadata
@@ -31,14 +31,15 @@ from ..runtime.bundle import (
     BUNDLE,
     INFERENCE_PREFIX,
     ONNX_FILE,
+    ONNX_INT8_FILE,
     TOKENIZER_FILES,
     copy_tokenizer,
     program_op_counts,
     resolve_model_dir,
-    stdout_to_stderr,
 )
 from ..text.features import FeatureParams, feature_params_for
 from ..text.tokenizer import load_tokenizer
+from .onnx_export import export_onnx, quantize_onnx
 from .lite import TARGETS, fusion_report, lite_op_counts, lite_optimize, same_as_fp32
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ class ExportConfig:
     onnx: bool = opt(False, help="also convert the fp32 inference model to ONNX (paddle2onnx) "
                      "into onnx/model.onnx, runnable by ONNX Runtime: a peer backend for bench")
     onnx_opset: int = opt(13, help="ONNX opset of the onnx/ export")
+    onnx_int8: bool = opt(False, help="also write onnx/model.int8.onnx: the ONNX model with int8 "
+                          "weights and dynamically quantized activations (onnxruntime.quantization."
+                          "quantize_dynamic), run by ONNX Runtime's integer kernels; needs onnx: true")
 
     def __post_init__(self) -> None:
         for name in ("model", "out_dir"):
@@ -82,28 +86,8 @@ class ExportConfig:
             raise ValueError(f"no target among {self.targets} takes precisions {self.precisions}")
         if self.max_seq_len < 0:
             raise ValueError(f"max_seq_len must be >= 0, got {self.max_seq_len}")
-
-
-def export_onnx(pdmodel: Path, pdiparams: Path, dest: Path, *, opset: int = 13) -> Path:
-    """Convert an fp32 inference model to ONNX with paddle2onnx (written to a temp name, then
-    renamed, so a kill never leaves a half-written file that looks finished)."""
-    try:
-        import paddle2onnx
-    except Exception as exc:  # noqa: BLE001 -- missing, or a release built for another Paddle
-        raise PaddleQAError(f"onnx export needs paddle2onnx 1.x for Paddle 2.6 ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}); install the pinned "
-                            "one: pip install -c constraints.txt paddle2onnx") from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    with stdout_to_stderr():  # paddle2onnx prints its progress to stdout
-        ok = paddle2onnx.export(str(pdmodel), str(pdiparams), str(tmp), opset_version=opset,
-                                enable_onnx_checker=True, verbose=False)
-    if ok is False or not tmp.exists() or tmp.stat().st_size == 0:
-        raise PaddleQAError(f"paddle2onnx could not convert {pdmodel} at opset {opset}; try "
-                            "another onnx_opset")
-    os.replace(tmp, dest)
-    log.info("onnx: %s (%.2f MiB, opset %d)", dest, dest.stat().st_size / 2**20, opset)
-    return dest
+        if self.onnx_int8 and not self.onnx:
+            raise ValueError("onnx_int8 quantizes the ONNX export: set onnx: true as well")
 
 
 def _bundle_readme(target: str, precision: str, bundle: dict) -> str:
@@ -330,6 +314,10 @@ def run(config: ExportConfig) -> dict:
         copy_tokenizer(model_dir, onnx_file.parent)
         onnx = {"path": str(onnx_file), "bytes": onnx_file.stat().st_size, "opset": config.onnx_opset}
         outputs["onnx"] = onnx_file
+        if config.onnx_int8:
+            q = quantize_onnx(onnx_file, out / ONNX_INT8_FILE)
+            onnx["int8"] = {"path": str(q), "bytes": q.stat().st_size}
+            outputs["onnx_int8"] = q
 
     metrics = {
         **sizes,
