@@ -15,9 +15,10 @@ import time
 from ..core.errors import PaddleQAError
 from ..core.postprocess import best_spans
 from ..runtime.artifacts import artifact_kind, open_artifact, predict_logits
-from ..text.features import build_features, feature_params_for
+from ..text.features import feature_params_for
 from ..text.tokenizer import load_tokenizer
 from .select import served_artifact
+from .windows import Windows
 
 
 class Overloaded(PaddleQAError):
@@ -48,6 +49,8 @@ class Engine:
         self._stop = threading.Event()
         self._ready = threading.Barrier(workers + 1, timeout=600)
         self._errors: list[BaseException] = []
+        self.windows: Windows | None = None  # one for all predictor threads: it caches passage tokens
+        self._windows_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._work, name=f"paddleqa-predictor-{i}", daemon=True)
                          for i in range(workers)]
         for t in self._threads:
@@ -64,13 +67,15 @@ class Engine:
 
     def _load(self):
         runner = open_artifact(self.artifact, threads=self.threads)
-        tokenizer = load_tokenizer(str(runner.tokenizer_dir))
-        params = feature_params_for(str(runner.tokenizer_dir))
-        return runner, tokenizer, params
+        with self._windows_lock:
+            if self.windows is None:
+                self.windows = Windows(load_tokenizer(str(runner.tokenizer_dir)),
+                                       feature_params_for(str(runner.tokenizer_dir)))
+        return runner, self.windows
 
     def _work(self) -> None:
         try:
-            runner, tokenizer, params = self._load()
+            runner, windows = self._load()
         except BaseException as exc:  # noqa: BLE001 -- reported to the constructor
             self._errors.append(exc)
             self._ready.abort()
@@ -92,15 +97,16 @@ class Engine:
                     batch.append(self.jobs.get(timeout=max(left, 0)) if left > 0 else self.jobs.get_nowait())
                 except queue.Empty:
                     break
-            self._run(batch, runner, tokenizer, params)
+            self._run(batch, runner, windows)
 
-    def _run(self, batch: list[_Job], runner, tokenizer, params) -> None:
+    def _run(self, batch: list[_Job], runner, windows: Windows) -> None:
         live = [j for j in batch if j.future.set_running_or_notify_cancel()]
         if not live:
             return
         examples = [ex for j in live for ex in j.examples]
         try:
-            feats = build_features(examples, tokenizer, params, train=False, progress=False)
+            # Knowledge-base passages (they have an id) keep their tokens for the next question.
+            feats = windows.features(examples, cached=[bool(ex.context_id) for ex in examples])
             start, end = predict_logits(runner, feats, batch_size=32, progress=False)
             spans = best_spans(start, end, feats["offsets"], feats["example_index"],
                                [ex.context for ex in examples], n_best=self.n_best,
