@@ -1,0 +1,236 @@
+"""Pre-train an ERNIE encoder on unlabelled Chinese text: masked-LM with whole-word masking.
+
+Built from PaddleNLP pieces: ``ErnieForMaskedLM`` over the encoder finetune would build from the
+same ``arch`` and tokenizer, PaddleNLP's ``Trainer`` (the schedule, checkpoints and resume every
+training stage shares, :mod:`.trainer`), and ``DataCollatorForWholeWordMask`` fed the
+``chinese_ref`` of jieba words (:mod:`paddleqa.text.corpus`), so all characters of a word are
+masked together. The corpus is any list of text files, folders and SQuAD/CMRC JSON files; a
+file this run reports scores on is refused (``exclude_files``).
+
+Output: ``OUTPUT_DIR/model/`` is a plain pretrained folder (``config.json``,
+``model_state.pdparams``, ``vocab.txt`` and the tokenizer files), which ``finetune.model: DIR``
+loads exactly as it loads a hub model, plus ``metrics.json`` (corpus counts, the MLM loss curve,
+a fixed-mask probe loss before and after, params, wall time), ``loss_curve.json`` and the
+manifest that lets safe loading check the weights. Also task-adaptive pre-training: point it at
+a team's own knowledge-base text before fine-tuning.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..core.config import from_dict, opt, to_dict
+from ..core.distributed import file_lock, is_main
+from ..core.errors import PaddleQAError
+from ..core.io import write_json
+from ..core.manifest import sha256_path, write_manifest
+from ..core.settings import FeatureSettings
+from ..models.build import ArchConfig, count_params, ernie_config
+from ..text.corpus import PACKING_VERSION, Corpus, Sequences, pack_sequences, read_corpus
+from ..text.features import default_cache_dir
+from ..text.tokenizer import load_tokenizer
+from .finetune import start_run
+
+log = logging.getLogger(__name__)
+
+LOSS_CURVE = "loss_curve.json"
+PROBE_ROWS = 64
+
+
+@dataclasses.dataclass
+class PretrainConfig(FeatureSettings):
+    """Masked-LM pre-training with whole-word masking (jieba) of a from-scratch ERNIE encoder."""
+
+    corpus: list[str] = opt(factory=list, help="text to pre-train on: UTF-8 .txt/.md files, folders "
+                            "of them, SQuAD/CMRC 2018 or CMRC 2019 JSON files (their contexts)")
+    exclude_files: list[str] = opt(factory=list, help="files whose contexts must never be "
+                                   "pre-trained on (the sets a run reports); a corpus file that is "
+                                   "one, or holds one of their contexts, is refused. The pipeline "
+                                   "always adds its dev file")
+    output_dir: str = opt("", help="run folder: model/ (the pretrained folder), checkpoints/, "
+                          "metrics, manifest")
+    tokenizer: str = opt("", help="tokenizer folder (vocab.txt): the pretrained folder gets this "
+                         "vocabulary, and so does every model fine-tuned from it")
+    arch: ArchConfig = opt(factory=ArchConfig, help="encoder architecture (as finetune.arch)")
+    max_seq_len: int = opt(384, help="tokens per packed sequence, [CLS] and [SEP] included")
+    mlm_probability: float = opt(0.15, help="share of each sequence's tokens masked, whole jieba "
+                                 "words at a time")
+    # The schedule: the same names and meaning as finetune's (TrainSettings), so the Trainer's
+    # arguments are made by the one function every stage uses (trainer.training_arguments).
+    epochs: float = opt(3.0, help="passes over the corpus (ignored when max_steps > 0)")
+    max_steps: int = opt(-1, help="stop after this many optimizer steps (-1 = use epochs)")
+    batch_size: int = opt(32, help="sequences per optimizer step (per process)")
+    learning_rate: float = opt(5e-4, help="peak learning rate (linear warm-up and decay)")
+    warmup_ratio: float = opt(0.06, help="fraction of steps spent warming up")
+    weight_decay: float = opt(0.01, help="AdamW weight decay")
+    seed: int = opt(42, help="seed for the initial weights, the batch order and the masks")
+    logging_steps: int = opt(20, help="record the MLM loss every N steps (the loss curve)")
+    save_steps: int = opt(200, help="checkpoint every N steps (resume point)")
+    save_total_limit: int = opt(2, help="checkpoints kept")
+    device: str = opt("cpu", help="cpu or gpu (a CUDA build of paddlepaddle is needed for gpu)")
+    # cache_dir (the packed corpus is cached there too), progress: inherited (core/settings.py)
+
+    def __post_init__(self) -> None:
+        if self.arch.kind != "ernie":
+            raise ValueError(f"pretrain builds ERNIE encoders (ErnieForMaskedLM); arch.kind "
+                             f"{self.arch.kind!r} has no masked-LM head here: drop the pretrain "
+                             "section or use kind: ernie")
+        if not self.corpus:
+            raise ValueError("corpus: give at least one text file, folder or SQuAD/CMRC JSON file")
+        if not self.output_dir:
+            raise ValueError("output_dir is required")
+        if not self.tokenizer:
+            raise ValueError("tokenizer is required: a folder with vocab.txt (`paddleqa vocab build "
+                             "DATA.json --out DIR`, or a pretrained model's folder)")
+        if self.device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be 'cpu' or 'gpu', got {self.device!r}")
+        if not 8 <= self.max_seq_len <= self.arch.max_position_embeddings:
+            raise ValueError(f"max_seq_len must be in [8, arch.max_position_embeddings = "
+                             f"{self.arch.max_position_embeddings}], got {self.max_seq_len}")
+        if not 0 < self.mlm_probability < 1:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be -1 (use epochs) or > 0, got {self.max_steps}")
+        if self.max_steps == -1 and self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        for name in ("batch_size", "logging_steps", "save_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+    def inputs(self) -> dict[str, str]:
+        """What decides the result besides the config: the corpus paths and the tokenizer."""
+        return {**{f"corpus_{i}": p for i, p in enumerate(self.corpus)}, "tokenizer": self.tokenizer}
+
+
+FOLDER = "pretrain"  # RUN_DIR/pretrain/ in a pipeline run, unless pretrain.output_dir says otherwise
+
+
+def pipeline_output_dir(root: Path, over: Mapping[str, Any]) -> str:
+    return str(over.get("output_dir") or Path(root) / FOLDER)
+
+
+def pipeline_config(root: Path, finetune: Any, over: Mapping[str, Any], *, corpus: list[str],
+                    tokenizer: str, exclude: list[str]) -> PretrainConfig:
+    """The pretrain stage of a pipeline run: the encoder finetune's ``arch`` describes (section
+    ``pretrain.arch`` overrides it key by key), finetune's window length, seed, device and
+    progress, ``corpus`` and ``tokenizer`` by default; the run's report files (``exclude``) are
+    always excluded, whatever the section says."""
+    arch = {**to_dict(finetune.arch), **(over.get("arch") or {})}
+    extra = over.get("exclude_files") or []
+    extra = [x.strip() for x in extra.split(",")] if isinstance(extra, str) else list(extra)
+    wired = {"corpus": corpus, "tokenizer": tokenizer, "output_dir": pipeline_output_dir(root, over),
+             "max_seq_len": min(finetune.max_seq_len, arch["max_position_embeddings"]),
+             **{k: getattr(finetune, k) for k in ("seed", "device", "progress", "cache_dir")}}
+    return from_dict(PretrainConfig, {**wired, **over, "arch": arch,
+                                      "exclude_files": list(dict.fromkeys(exclude + extra))},
+                     where="pretrain")
+
+
+def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
+    """Pre-train, save ``model/``, write the records; returns the metrics (rank 0; {} elsewhere)."""
+    import paddle  # deferred on purpose: the stages load without paddle
+    from paddlenlp.transformers import ErnieForMaskedLM
+
+    from . import mlm, trainer as tr  # import paddle and paddlenlp at load: deferred on purpose
+
+    started = time.time()
+    out = Path(config.output_dir)
+    corpus = read_corpus(config.corpus, exclude=config.exclude_files)  # a bad file stops it here
+    if not Path(config.tokenizer).is_dir():
+        raise PaddleQAError(f"tokenizer folder {config.tokenizer} does not exist: build it with "
+                            "`paddleqa vocab build DATA.json --out DIR` (in a pipeline: "
+                            "`paddleqa run CONFIG --only vocab`), or set pretrain.tokenizer")
+    tokenizer = load_tokenizer(config.tokenizer)
+    last_checkpoint = start_run(config, resume, config.inputs())
+    sequences, corpus_stats = _sequences(config, corpus, tokenizer)
+    paddle.set_device(config.device)
+
+    paddle.seed(config.seed)
+    model = ErnieForMaskedLM(ernie_config(config.arch, len(tokenizer), tokenizer.pad_token_id or 0))
+    sizes = count_params(model)
+    log.info("pre-training %s params on %d sequences of <= %d tokens", f"{sizes['params']:,}",
+             len(sequences), config.max_seq_len)
+    dataset = mlm.SequenceDataset(sequences)
+    collate = mlm.SeededWholeWordMask(tokenizer, config.mlm_probability, config.seed)
+    probe_before = mlm.probe_loss(model, dataset, collate, PROBE_ROWS, config.batch_size)
+    trainer = mlm.MLMTrainer(model=model, args=tr.training_arguments(config), train_dataset=dataset,
+                             data_collator=collate, tokenizer=tokenizer,
+                             callbacks=[tr.StepSeed(config.seed), *callbacks])
+    t_train = time.time()
+    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    train_seconds = time.time() - t_train
+    replicas = tr.replica_fingerprints(model)  # every rank takes part (a collective)
+    if not trainer.is_world_process_zero():
+        return {}
+    model_dir = out / "model"
+    model.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    curve = [{"step": h["step"], "epoch": round(h.get("epoch", 0.0), 3), "loss": h["loss"],
+              "learning_rate": h.get("learning_rate")} for h in trainer.state.log_history if "loss" in h]
+    write_json(out / LOSS_CURVE, curve)
+    metrics: dict[str, Any] = {
+        **sizes, "encoder_params": count_params(model.ernie)["params"],
+        "corpus": corpus_stats, "max_seq_len": config.max_seq_len,
+        "mlm_probability": config.mlm_probability,
+        **_run_metrics(trainer.state, result, train_seconds, last_checkpoint),
+        "probe_sequences": min(PROBE_ROWS, len(dataset)), "probe_loss_before": probe_before,
+        "probe_loss_after": mlm.probe_loss(model, dataset, collate, PROBE_ROWS, config.batch_size),
+        "loss_curve": curve,
+    }
+    if replicas:
+        metrics["replicas_identical"] = len(set(replicas)) == 1
+    log.info("MLM loss %s -> %s over %d steps; probe loss %.4f -> %.4f",
+             curve[0]["loss"] if curve else None, curve[-1]["loss"] if curve else None,
+             trainer.state.global_step, probe_before, metrics["probe_loss_after"])
+    metrics["wall_seconds"] = round(time.time() - started, 1)
+    write_manifest(out, "pretrain", to_dict(config), config.inputs(), {"model": model_dir}, metrics,
+                   started=started)
+    return metrics
+
+
+def _run_metrics(state, result, train_seconds: float, last_checkpoint: str | None) -> dict[str, Any]:
+    done_before = int(Path(last_checkpoint).name.rsplit("-", 1)[-1]) if last_checkpoint else 0
+    return {
+        "global_step": state.global_step,
+        "epochs": round(state.epoch or 0, 3),
+        "train_loss": round(float(result.training_loss), 5) if result.training_loss is not None else None,
+        "train_seconds": round(train_seconds, 1),
+        "sequences_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
+        "resumed_from": Path(last_checkpoint).name if last_checkpoint else None,
+        "steps_this_run": state.global_step - done_before,
+    }
+
+
+def _sequences(config: PretrainConfig, corpus: Corpus, tokenizer) -> tuple[Sequences, dict[str, Any]]:
+    """The corpus packed into sequences; the packing is cached (``cache_dir``) under the sha256
+    of the files, the vocabulary and the length, so a resumed run, the other ranks of a
+    data-parallel run and other runs on the same corpus reuse it."""
+    vocab = Path(config.tokenizer) / "vocab.txt"
+    key = {"version": PACKING_VERSION, "max_seq_len": config.max_seq_len,
+           "vocab": sha256_path(vocab) if vocab.exists() else config.tokenizer,
+           "files": [sha256_path(f) for f in corpus.files]}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()[:24]
+    folder = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    cache, record = folder / f"corpus-{digest}.npz", folder / f"corpus-{digest}.json"
+    with file_lock(folder / f"corpus-{digest}.lock", "packing the corpus"):
+        if cache.exists() and record.exists():
+            log.info("packed corpus: %s (cached)", cache)
+            return Sequences.load(cache), json.loads(record.read_text(encoding="utf-8"))
+        log.info("corpus: %d documents, %d characters from %d files; packing into sequences of <= "
+                 "%d tokens", len(corpus.documents), corpus.summary()["characters"],
+                 len(corpus.files), config.max_seq_len)
+        seqs, stats = pack_sequences(corpus.documents, tokenizer, config.max_seq_len,
+                                     progress=config.progress and is_main(), total=len(corpus.documents))
+        stats = {**corpus.summary(), **stats}
+        seqs.save(cache)
+        write_json(record, stats)  # written last: a cache without it is packed again
+    return seqs, stats
