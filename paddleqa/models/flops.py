@@ -35,8 +35,9 @@ def mobile_flops(config, seq_len: int) -> int:
     pass
 
     L, H = seq_len, config.hidden_size
-    inner = H * config.expand_ratio
-    macs = config.conv_blocks * (L * H * inner + L * inner * config.kernel_size + L * inner * H)
+    # per-block inner widths: channel pruning narrows each block on its own
+    inners = getattr(config, "block_channels", None) or [H * config.expand_ratio] * config.conv_blocks
+    macs = sum(L * H * inner + L * inner * config.kernel_size + L * inner * H for inner in inners)
     if getattr(config, "embedding_size", 0) and config.embedding_size != H:
         macs += L * config.embedding_size * H  # the embedding projection
     return int(2 * macs) + flops_per_query(config, seq_len, layers_only=True) + 2 * L * H * 2

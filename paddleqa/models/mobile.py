@@ -39,7 +39,8 @@ class MobileQAConfig(ErnieConfig):
     model_type = "mobile_qa"
 
     def __init__(self, conv_blocks: int = 4, expand_ratio: int = 4, kernel_size: int = 5,
-                 num_transformer_layers: int = 1, embedding_size: int = 0, **kwargs):
+                 num_transformer_layers: int = 1, embedding_size: int = 0,
+                 block_channels: Optional[list] = None, **kwargs):
         super().__init__(**kwargs)
         # 0 = embeddings as wide as the hidden states; E > 0 = ALBERT-style factorisation: the
         # word/position/type tables are E wide and one linear map lifts their sum to hidden_size
@@ -59,6 +60,13 @@ class MobileQAConfig(ErnieConfig):
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
                              f"{self.num_attention_heads} heads")
+        # Inner (expanded) width of each conv block: hidden_size * expand_ratio unless channel
+        # pruning (paddleqa.stages.channels) narrowed them block by block.
+        widths = block_channels or [self.hidden_size * self.expand_ratio] * self.conv_blocks
+        self.block_channels = [int(c) for c in widths]
+        if len(self.block_channels) != self.conv_blocks or min(self.block_channels, default=1) < 1:
+            raise ValueError(f"block_channels {self.block_channels} must give one width >= 1 for each "
+                             f"of the {self.conv_blocks} conv blocks")
         self.num_hidden_layers = self.conv_blocks + self.num_transformer_layers
         # Read by the compact transformer layer.
         self.head_dim = self.hidden_size // self.num_attention_heads
@@ -69,9 +77,8 @@ class MobileQAConfig(ErnieConfig):
 class InvertedResidual1D(nn.Layer):
     """MobileNetV2's inverted residual over a sequence ([batch, seq, hidden] in and out)."""
 
-    def __init__(self, hidden: int, expand: int, kernel: int, dropout: float, act: str):
+    def __init__(self, hidden: int, inner: int, kernel: int, dropout: float, act: str):
         super().__init__()
-        inner = hidden * expand
         self.expand = nn.Conv1D(hidden, inner, 1)
         self.depthwise = nn.Conv1D(inner, inner, kernel, padding=kernel // 2, groups=inner)
         self.project = nn.Conv1D(inner, hidden, 1)
@@ -112,9 +119,9 @@ class MobileQAModel(ErniePretrainedModel):
             self.embeddings = ErnieEmbeddings(config, weight_attr=None)
             self.embeddings_project = None
         self.blocks = nn.LayerList([
-            InvertedResidual1D(config.hidden_size, config.expand_ratio, config.kernel_size,
+            InvertedResidual1D(config.hidden_size, inner, config.kernel_size,
                                config.hidden_dropout_prob, config.hidden_act)
-            for _ in range(config.conv_blocks)])
+            for inner in config.block_channels])
         self.layers = nn.LayerList([CompactLayer(config, config.num_attention_heads,
                                                  config.intermediate_size)
                                     for _ in range(config.num_transformer_layers)])
