@@ -167,14 +167,17 @@ def render(r: dict) -> str:
                   f"{r['steps_this_run']} of {r['global_step']} steps; times and throughput are for "
                   "that leg.", ""]
     if r["learning_curve"]:
-        lines += ["Learning curve (dev scores on the first "
-                  f"{r['learning_curve'][0]['dev_questions']} dev questions after each epoch):", "",
-                  "| epoch | step | minutes | train loss | dev EM | dev F1 |",
+        # the curve is scored on the validation split (older records: on the first dev questions)
+        label = "validation" if "validation_f1" in r["learning_curve"][0] else "dev"
+        first = "the first " if label == "dev" else ""
+        lines += [f"Learning curve ({label} scores on {first}{r['learning_curve'][0][label + '_questions']} "
+                  f"{label} questions after each epoch):", "",
+                  f"| epoch | step | minutes | train loss | {label} EM | {label} F1 |",
                   "| ---: | ---: | ---: | ---: | ---: | ---: |"]
         for p in r["learning_curve"]:
             loss = "" if p["train_loss"] is None else f"{p['train_loss']:.3f}"
             lines.append(f"| {p['epoch']:.2f} | {p['step']} | {p['seconds'] / 60:.1f} | {loss} | "
-                         f"{p['dev_em']:.2f} | {p['dev_f1']:.2f} |")
+                         f"{p[label + '_em']:.2f} | {p[label + '_f1']:.2f} |")
         lines.append("")
     return "\n".join(lines)
 

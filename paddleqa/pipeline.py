@@ -1,23 +1,28 @@
 """The whole chain in one place: one YAML -> stage configs -> stages run in order in one run dir.
 
-    data check  ->  vocab (from-scratch tokenizer)  ->  finetune (teacher)  ->  evaluate
-                ->  augment (synonym variants of the training questions)  ->  distill (student)
-                ->  prune (width + depth pruning of the teacher, distilled back)
+    data check (+ validation split)  ->  augment (synonym variants of the training questions)
+                ->  vocab (from-scratch tokenizer)  ->  pretrain (masked-LM, when configured)
+                ->  finetune (teacher, from the pretrained encoder when there is one)  ->  evaluate
+                ->  distill (student)
+                ->  prune (width + depth pruning of the teacher, or channel pruning of the
+                       distilled mobilenet student; distilled back)
                 ->  quantize (int8 PTQ/QAT or k-means of the deployed model)
                 ->  export (inference model + Lite .nb, fp32 and the int8 graph)
                 ->  bench (latency, throughput, RSS of every runnable artifact, next to the
                            teacher's own exported inference model and x86 .nb as the baseline)
 
-The deployed model (what quantize and export take) is the distilled student when ``distill``
-is configured, else the pruned one, else the teacher; ``quantize.model``/``export.model``
-override it.
+The deployed model (what quantize and export take) is the pruned student when ``prune``
+narrows the distilled one (``prune.method`` l1norm/fpgm), else the distilled student when
+``distill`` is configured, else the pruned one, else the teacher;
+``quantize.model``/``export.model`` override it.
 
 A pipeline YAML has ``run_dir`` and one section per stage holding only overrides of that stage's
 defaults; the wiring between stages (which folder feeds which) is done here, and recorded as the
 run's layout in ``RUN_DIR/layout.json`` (``runtime.layout``: stage -> folder, deployed model,
 export folders, bench artifacts), which ``report`` and the benchmarks read. ``augment`` and
-``distill`` and ``prune`` run only when the YAML has their section (``distill: {}`` takes every default); the
-students train on the augmented file when ``augment`` is on. A stage whose
+``distill``, ``prune`` and ``pretrain`` run only when the YAML has their section (``distill: {}`` takes every default); the
+students train on the augmented file when ``augment`` is on, and so does the teacher with
+``augment.teacher: true``. A stage whose
 ``manifest.json`` records the same config and the same input hashes is skipped
 (``stages.runner``), so re-running a finished or interrupted run only does what is left.
 """
@@ -29,15 +34,16 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .core.config import ConfigError, from_dict, opt
-from .core.settings import ContextLimit
 from .runtime import report as report_stage
 from .runtime.bench import BenchConfig
 from .runtime.evaluate import EvaluateConfig
 from .runtime.layout import (
-    DEFAULT_FOLDERS, MERGED_TRAIN, MODEL_STAGES, ExportFolder, RunLayout, relative_to_run, same_path,
+    DEFAULT_FOLDERS, MODEL_STAGES, ExportFolder, RunLayout, relative_to_run, same_path,
 )
+from .stages.data import DataConfig
 from .stages.distill import DistillConfig
 from .stages.export import ExportConfig
+from .stages import pretrain as pretrain_stage
 from .stages.finetune import FinetuneConfig
 from .stages.prune import PruneConfig
 from .stages.quantize import QuantizeConfig
@@ -46,32 +52,10 @@ from .text.augment import AugmentConfig
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data", "vocab", "finetune", "evaluate", "augment", "distill", "prune", "quantize",
-          "export", "bench")
+STAGES = ("data", "augment", "vocab", "pretrain", "finetune", "evaluate", "distill", "prune",
+          "quantize", "export", "bench")
 # run only when their section is present
-OPTIONAL = ("augment", "distill", "prune", "quantize", "export", "bench")
-
-
-@dataclasses.dataclass
-class DataSection(ContextLimit):
-    """Where the data comes from (paths may use ${VAR:-default})."""
-
-    train_file: str = opt("", help="SQuAD/CMRC training JSON")
-    dev_file: str = opt("", help="SQuAD/CMRC dev JSON")
-    train_files: list[str] = opt(factory=list, help="more training files (e.g. DRCD after `paddleqa "
-                                 "data simplify`): the data stage merges them with train_file into "
-                                 "RUN_DIR/data/train.json, which every training stage then reads")
-    # max_context_chars: inherited from ContextLimit (core/settings.py)
-
-    def __post_init__(self) -> None:
-        if not self.train_file or not self.dev_file:
-            raise ValueError("data.train_file and data.dev_file are required")
-
-    def training_file(self, root: Path) -> str:
-        """The file the training stages read: train_file, or the merge of it and train_files."""
-        if not self.train_files:
-            return self.train_file
-        return str(root / DEFAULT_FOLDERS["data"] / MERGED_TRAIN)
+OPTIONAL = ("pretrain", "augment", "distill", "prune", "quantize", "export", "bench")
 
 
 @dataclasses.dataclass
@@ -103,18 +87,32 @@ def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
     """Typed config of every stage: defaults <- wiring from earlier stages <- YAML overrides.
 
     Returns a dict: ``run_dir`` (a Path), ``data``, ``vocab`` (None when a tokenizer or model is
-    given), ``finetune``, ``evaluate``, ``augment``, ``distill``/``prune`` (None when not
+    given), ``pretrain`` (None when not configured), ``finetune``, ``evaluate``, ``augment``, ``distill``/``prune`` (None when not
     configured) with ``distill_config``/``prune_config`` (always, for running them by name),
     ``quantize``, ``export``, ``export_teacher`` and ``bench`` (None when not configured).
     """
     run_dir, sec = _sections(doc)
     root = Path(run_dir)
-    data = from_dict(DataSection, sec["data"], where="data")
+    data = from_dict(DataConfig, sec["data"], where="data")
     vocab = from_dict(VocabSection, sec["vocab"], where="vocab")
-    needs_vocab = not sec["finetune"].get("model") and not sec["finetune"].get("tokenizer")
-    finetune = _wire_finetune(root, data, sec["finetune"], needs_vocab)
-    evaluate = _wire_evaluate(root, data, finetune, sec["evaluate"])
+    ft_over, vocab_dir = sec["finetune"], str(root / DEFAULT_FOLDERS["vocab"])
+    if "pretrain" in doc:  # finetune starts from the pretrained folder unless finetune.model is set
+        ft_over = {"model": str(Path(pretrain_stage.pipeline_output_dir(root, sec["pretrain"])) / "model"),
+                   **ft_over}
     augment = _wire_augment(root, data, sec["augment"]) if "augment" in doc else None
+    if augment is not None and augment.teacher:  # the teacher learns from the variants too
+        ft_over = {"train_file": augment.output_file, **ft_over}
+    needs_vocab = not ft_over.get("model") and not ft_over.get("tokenizer")
+    finetune = _wire_finetune(root, data, ft_over, needs_vocab)
+    pretrain = None
+    if "pretrain" in doc:  # never pre-trained on the files this run reports scores on
+        reports = [data.dev_file] + [sec[s][k] for s, k in (("evaluate", "data_file"), (
+            "bench", "score_file"), ("quantize", "dev_file")) if sec[s].get(k)]
+        tok = sec["finetune"].get("tokenizer") or sec["finetune"].get("model") or vocab_dir
+        pretrain = pretrain_stage.pipeline_config(root, finetune, sec["pretrain"], exclude=reports,
+                                                  corpus=[data.training_file(root)], tokenizer=tok)
+        needs_vocab = needs_vocab or pretrain.tokenizer == vocab_dir
+    evaluate = _wire_evaluate(root, data, finetune, sec["evaluate"])
     distill, prune = _wire_students(root, data, finetune, augment, sec)
     deployed = str(Path(_deployed_stage(finetune, distill if "distill" in doc else None,
                                         prune if "prune" in doc else None).output_dir) / "model")
@@ -133,18 +131,19 @@ def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
                    "seq_lens": [finetune.max_seq_len], "threads": [1], "score_file": data.dev_file}
         bench = from_dict(BenchConfig, {**wired_b, **sec["bench"]}, where="bench")
     return {"run_dir": root, "data": data, "vocab": vocab if needs_vocab else None,
-            "finetune": finetune, "evaluate": evaluate, "augment": augment,
+            "pretrain": pretrain, "finetune": finetune, "evaluate": evaluate, "augment": augment,
             "distill": distill if "distill" in doc else None, "distill_config": distill,
             "prune": prune if "prune" in doc else None, "prune_config": prune,
             "quantize": quantize, "export": export, "export_teacher": export_teacher, "bench": bench}
 
 
-def _wire_finetune(root: Path, data: DataSection, over: dict[str, Any], needs_vocab: bool
+def _wire_finetune(root: Path, data: DataConfig, over: dict[str, Any], needs_vocab: bool
                    ) -> FinetuneConfig:
     """The teacher: trained on the data section's files, with the run's vocab when it needs one."""
     wired = {
         "train_file": data.training_file(root),
         "dev_file": data.dev_file,
+        "validation_file": data.validation_path(root),
         "output_dir": str(root / DEFAULT_FOLDERS["finetune"]),
         "max_context_chars": data.max_context_chars,
         "tokenizer": str(root / DEFAULT_FOLDERS["vocab"]) if needs_vocab else "",
@@ -152,7 +151,7 @@ def _wire_finetune(root: Path, data: DataSection, over: dict[str, Any], needs_vo
     return from_dict(FinetuneConfig, {**wired, **over}, where="finetune")
 
 
-def _wire_evaluate(root: Path, data: DataSection, finetune: FinetuneConfig, over: dict[str, Any]
+def _wire_evaluate(root: Path, data: DataConfig, finetune: FinetuneConfig, over: dict[str, Any]
                    ) -> EvaluateConfig:
     """Scores the teacher's saved model on dev with the teacher's inference settings."""
     wired = {
@@ -168,19 +167,27 @@ def _wire_evaluate(root: Path, data: DataSection, finetune: FinetuneConfig, over
     return from_dict(EvaluateConfig, {**wired, **over}, where="evaluate")
 
 
-def _wire_augment(root: Path, data: DataSection, over: dict[str, Any]) -> AugmentConfig:
-    """Synonym variants of the training questions, written into the run folder."""
+@dataclasses.dataclass
+class AugmentSection(AugmentConfig):
+    """The augment stage of a run (it runs right after the data stage), and who learns from it."""
+
+    teacher: bool = opt(False, help="the teacher (and the vocabulary) trains on the augmented "
+                        "questions too; the students always do")
+
+
+def _wire_augment(root: Path, data: DataConfig, over: dict[str, Any]) -> AugmentSection:
+    """Synonym variants of the training questions (never of the validation split's)."""
     wired = {"input_file": data.training_file(root),
              "output_file": str(root / DEFAULT_FOLDERS["augment"] / "train.json")}
-    return from_dict(AugmentConfig, {**wired, **over}, where="augment")
+    return from_dict(AugmentSection, {**wired, **over}, where="augment")
 
 
-def _wire_students(root: Path, data: DataSection, finetune: FinetuneConfig,
+def _wire_students(root: Path, data: DataConfig, finetune: FinetuneConfig,
                    augment: AugmentConfig | None, sec: dict[str, dict[str, Any]]
                    ) -> tuple[DistillConfig, PruneConfig]:
     """Distill and prune configs (always built, so either can run by name with its defaults):
     the teacher's shared settings, its saved model as teacher, the augmented file when on."""
-    shared = ("dev_file", "max_context_chars", "cache_dir", "progress", "device", "n_best",
+    shared = ("dev_file", "validation_file", "max_context_chars", "cache_dir", "progress", "device", "n_best",
               "max_answer_length", "eval_max_questions", "seed")
     wired = {
         **{k: getattr(finetune, k) for k in shared},
@@ -191,17 +198,22 @@ def _wire_students(root: Path, data: DataSection, finetune: FinetuneConfig,
     distill = from_dict(DistillConfig, {**wired, **sec["distill"]}, where="distill")
     wired_pr = {**wired, "output_dir": str(root / DEFAULT_FOLDERS["prune"])}
     prune = from_dict(PruneConfig, {**wired_pr, **sec["prune"]}, where="prune")
+    if prune.prunes_student and not prune.model:  # l1norm/fpgm: prune comes after distill
+        prune = dataclasses.replace(prune, model=str(Path(distill.output_dir) / "model"))
     return distill, prune
 
 
 def _deployed_stage(finetune: Any, distill: Any, prune: Any) -> Any:
     """The stage whose saved model is deployed (what quantize and export take unless their
-    ``model`` is set): the distilled student when distill is configured (not None), else the
-    pruned model when prune is, else the teacher."""
+    ``model`` is set): the pruned student when prune narrows a student (after distill), else the
+    distilled student when distill is configured (not None), else the pruned model when prune
+    is, else the teacher."""
+    if prune is not None and prune.model:
+        return prune
     return distill or prune or finetune
 
 
-def _wire_quantize(root: Path, data: DataSection, finetune: FinetuneConfig, deployed: str,
+def _wire_quantize(root: Path, data: DataConfig, finetune: FinetuneConfig, deployed: str,
                    over: dict[str, Any]) -> QuantizeConfig:
     """Quantizes the deployed model, calibrated on training windows, scored on dev."""
     wired = {"model": deployed, "out_dir": str(root / DEFAULT_FOLDERS["quantize"]),
@@ -267,9 +279,13 @@ def run_layout(cfg: dict[str, Any]) -> RunLayout:
                "prune": cfg["prune_config"].output_dir, "report": root / DEFAULT_FOLDERS["report"]}
     if cfg["vocab"] is not None:
         folders["vocab"] = root / DEFAULT_FOLDERS["vocab"]
+    if cfg["pretrain"] is not None:
+        folders["pretrain"] = cfg["pretrain"].output_dir
     files = {}
-    if cfg["data"].train_files:
+    if cfg["data"].training_file(root) != cfg["data"].train_file:
         files["merged_train"] = cfg["data"].training_file(root)
+    if cfg["data"].validation_path(root):
+        files["validation"] = cfg["data"].validation_path(root)
     if aug is not None:
         folders["augment"] = Path(aug.output_file).parent
         files["augmented_train"] = aug.output_file
@@ -305,14 +321,14 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
     """Run every stage (or ``only`` one) of a pipeline document; returns each stage's metrics.
 
     ``on_stage(key, metrics)`` is called after each stage; ``callbacks`` maps a training stage
-    (``finetune``, ``distill``, ``prune``) to extra PaddleNLP ``TrainerCallback``s for its Trainer
+    (``pretrain``, ``finetune``, ``distill``, ``prune``) to extra PaddleNLP ``TrainerCallback``s for its Trainer
     (e.g. progress hooks; the kill/resume tests stop a run at a chosen step with one).
     The run's layout (``RUN_DIR/layout.json``, see ``runtime.layout``) is written first.
     """
     callbacks = callbacks or {}
-    unknown = set(callbacks) - {"finetune", "distill", "prune"}
+    unknown = set(callbacks) - {"pretrain", "finetune", "distill", "prune"}
     if unknown:
-        raise ValueError(f"callbacks are for finetune, distill and prune, not {sorted(unknown)}")
+        raise ValueError(f"callbacks are for pretrain, finetune, distill and prune, not {sorted(unknown)}")
     if only is not None and only not in STAGES:
         raise ConfigError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
     cfg = stage_configs(doc)
@@ -338,6 +354,6 @@ def _select_only(cfg: dict[str, Any], only: str | None) -> None:
     if only == "augment" and cfg["augment"] is None:
         raise ConfigError("stage augment has no section in this config: add `augment: {}` "
                           "(its output feeds distill)")
-    for name in ("quantize", "export", "bench"):
+    for name in ("pretrain", "quantize", "export", "bench"):
         if only == name and cfg[name] is None:
             raise ConfigError(f"stage {name} has no section in this config: add `{name}: {{}}`")

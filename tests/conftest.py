@@ -87,7 +87,8 @@ TINY_ARCH = {"num_layers": 2, "hidden_size": 32, "num_heads": 2, "intermediate_s
 def tiny_pipeline_doc(tmp_path: Path, train: Path, dev: Path, **finetune) -> dict:
     return {
         "run_dir": str(tmp_path / "run"),
-        "data": {"train_file": str(train), "dev_file": str(dev)},
+        # two contexts: too few to hold one out (tests/test_splits.py covers the split)
+        "data": {"train_file": str(train), "dev_file": str(dev), "validation_share": 0},
         "finetune": {"arch": dict(TINY_ARCH), "max_seq_len": 64, "doc_stride": 24,
                      "max_query_length": 16, "epochs": 2, "batch_size": 4, "learning_rate": 0.001,
                      "save_steps": 4, "logging_steps": 2, "cache_dir": str(tmp_path / "cache"),

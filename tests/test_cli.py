@@ -15,7 +15,7 @@ from paddleqa import cli
 from paddleqa.cli import commands, reference
 from paddleqa.cli.flags import DEST_PREFIX, kind
 from paddleqa.core import settings
-from paddleqa.pipeline import DataSection
+from paddleqa.stages.data import DataConfig
 from paddleqa.runtime.bench import BenchConfig
 from paddleqa.runtime.evaluate import EvaluateConfig
 from paddleqa.service.serve import ServeConfig
@@ -149,7 +149,7 @@ def test_shared_settings_are_declared_once():
     the only redeclarations are the documented ones."""
     base = {f.name: f for f in dataclasses.fields(settings.InferenceSettings)}
     overridden = {(ServeConfig, "threads"), (BenchConfig, "threads")}
-    for cls in (EvaluateConfig, TrainSettings, QuantizeConfig, BenchConfig, ServeConfig, DataSection):
+    for cls in (EvaluateConfig, TrainSettings, QuantizeConfig, BenchConfig, ServeConfig, DataConfig):
         for f in dataclasses.fields(cls):
             if f.name in base and (cls, f.name) not in overridden:
                 assert f is base[f.name], f"{cls.__name__}.{f.name} redeclares a shared setting"

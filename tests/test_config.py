@@ -67,5 +67,5 @@ def test_shipped_configs_resolve(monkeypatch):
 def test_pipeline_rejects_unknown_sections():
     from paddleqa.pipeline import stage_configs
 
-    with pytest.raises(ConfigError, match="valid keys: run_dir, data, vocab, finetune, evaluate"):
+    with pytest.raises(ConfigError, match="valid keys: run_dir, data, augment, vocab, pretrain, finetune, evaluate"):
         stage_configs({"run_dir": "r", "data": {"train_file": "a", "dev_file": "b"}, "distil": {}})

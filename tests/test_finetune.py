@@ -122,3 +122,35 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path, tiny_json):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6, err_msg=k)
+
+
+def test_hybrid_teacher_from_scratch_trains_and_distils(tmp_path, tiny_json):
+    """arch.kind: mobilenet -- the conv + attention hybrid as the teacher: the loss falls, the
+    saved folder reloads with the same outputs, and an ERNIE student distils from it."""
+    import paddle
+
+    from paddleqa import pipeline
+    from paddleqa.models.build import load_model
+
+    doc = tiny_pipeline_doc(tmp_path, tiny_json, tiny_json, epochs=4, eval_each_epoch=False)
+    doc["finetune"]["arch"].update(kind="mobilenet", num_layers=1, conv_blocks=1, expand_ratio=2)
+    doc["distill"] = {"student": {"num_layers": 1}, "max_steps": 2, "save_steps": 2, "logging_steps": 1,
+                      "eval_each_epoch": False}
+    pipeline.run(doc, only="vocab")
+    metrics = pipeline.run(doc, only="finetune")["finetune"]
+    log = json.loads((tmp_path / "run" / "teacher" / "train_log.json").read_text(encoding="utf-8"))
+    losses = [h["loss"] for h in log if "loss" in h]
+    assert losses[-1] < losses[0]
+    model_dir = tmp_path / "run" / "teacher" / "model"
+    assert json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["conv_blocks"] == 1
+    model = load_model(str(model_dir))
+    assert type(model).__name__ == "MobileQAForQuestionAnswering"
+    assert metrics["params"] == sum(int(np.prod(p.shape)) for p in model.parameters())
+    model.eval()
+    ids = paddle.to_tensor([[1, 5, 6, 2, 7, 8, 2]])
+    a = model(ids, token_type_ids=paddle.zeros_like(ids))[0].numpy()
+    b = load_model(str(model_dir))
+    b.eval()
+    np.testing.assert_allclose(a, b(ids, token_type_ids=paddle.zeros_like(ids))[0].numpy(), atol=1e-6)
+    student = pipeline.run(doc, only="distill")["distill"]
+    assert student["params"] < metrics["params"]

@@ -32,7 +32,7 @@ def test_a_local_pretrained_folder_goes_through_the_whole_chain(tmp_path, tiny_t
     data = write_json(tmp_path / "tiny.json", TINY)
     doc = {
         "run_dir": str(tmp_path / "run"),
-        "data": {"train_file": str(data), "dev_file": str(data)},
+        "data": {"train_file": str(data), "dev_file": str(data), "validation_share": 0},
         "finetune": {"model": str(folder), "max_seq_len": 64, "doc_stride": 24, "max_query_length": 16,
                      "epochs": 1, "batch_size": 4, "save_steps": 100, "logging_steps": 2,
                      "cache_dir": str(tmp_path / "cache"), "progress": False},

@@ -21,6 +21,7 @@ COMMANDS: dict[str, Callable] = {
     "data": tools.add_data,
     "vocab": commands.add_vocab,
     "augment": commands.adder("augment"),
+    "pretrain": commands.adder("pretrain"),
     "finetune": commands.adder("finetune"),
     "distill": commands.adder("distill"),
     "prune": commands.adder("prune"),

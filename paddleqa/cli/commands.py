@@ -26,7 +26,7 @@ from ..core.config import ConfigError, from_dict, merge, parse_overrides, read_y
 from ..core.errors import PaddleQAError
 from ..runtime import bench, compare, evaluate, report
 from ..service import serve
-from ..stages import distill, export, finetune, prune, quantize
+from ..stages import distill, export, finetune, pretrain, prune, quantize
 from ..text import augment, simplify, tokenizer
 from .flags import FieldMap, add_fields, given_values, missing
 from .launch import add_nproc, quiet_rank, relaunch
@@ -57,7 +57,7 @@ class StageCommand:
 # ---------------------------------------------------------------- what each command does
 
 def _training_run(stage: str, module) -> Callable[[Any, argparse.Namespace], int]:
-    """finetune, distill, prune: data-parallel relaunch, then train and print the metrics."""
+    """pretrain, finetune, distill, prune: data-parallel relaunch, then train, print the metrics."""
 
     def run(cfg, args: argparse.Namespace) -> int:
         rc = relaunch(args, cfg.output_dir)
@@ -134,8 +134,8 @@ def _run_ask(cfg, args: argparse.Namespace) -> int:
 
 _OUT = {"out_dir": "out"}
 # ServeConfig fields that only the HTTP service uses (`ask` answers in the terminal).
-_HTTP_ONLY = ("host", "port", "allow_remote", "workers", "max_batch", "max_wait_ms",
-              "kb_check_seconds", "max_body_bytes")
+_HTTP_ONLY = ("host", "port", "allow_remote", "processes", "workers", "max_batch", "max_wait_ms",
+              "kb_check_seconds", "max_body_bytes", "header_timeout_seconds")
 _SERVE_NAMES = {"timeout_seconds": "timeout"}
 
 STAGE_COMMANDS: dict[str, StageCommand] = {
@@ -144,6 +144,10 @@ STAGE_COMMANDS: dict[str, StageCommand] = {
         FieldMap(augment.AugmentConfig, positional=("input_file",), required=("output_file",),
                  names={"input_file": "input", "output_file": "out", "keep_original": "original"}),
         _run_augment, section="augment"),
+    "pretrain": StageCommand(
+        "pre-train an ERNIE encoder on unlabelled text (masked-LM, whole-word masking)",
+        FieldMap(pretrain.PretrainConfig, positional=("corpus",), required=("output_dir", "tokenizer")),
+        _training_run("pretrain", pretrain), section="pretrain", training=True),
     "finetune": StageCommand(
         "fine-tune a teacher QA model with PaddleNLP's Trainer",
         FieldMap(finetune.FinetuneConfig), _training_run("finetune", finetune),

@@ -16,16 +16,29 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class ArchConfig:
-    """A from-scratch ERNIE encoder (used when no pretrained model is given)."""
+    """A from-scratch encoder (used when no pretrained model is given): ERNIE, or the
+    MobileNetV2-style conv + attention hybrid (:mod:`paddleqa.models.mobile`)."""
 
+    kind: str = opt("ernie", help="family: ernie (Transformer layers) or mobilenet (inverted-"
+                    "residual conv blocks, then num_layers Transformer layers)")
     num_layers: int = opt(4, help="Transformer layers")
     hidden_size: int = opt(256, help="hidden width")
     num_heads: int = opt(4, help="attention heads (must divide hidden_size)")
     intermediate_size: int = opt(1024, help="FFN width")
     max_position_embeddings: int = opt(512, help="longest sequence the model can take")
     dropout: float = opt(0.1, help="hidden and attention dropout probability")
+    conv_blocks: int = opt(2, help="mobilenet: inverted-residual conv blocks before the Transformer")
+    expand_ratio: int = opt(4, help="mobilenet: channel expansion inside a conv block")
+    kernel_size: int = opt(5, help="mobilenet: depthwise kernel width (odd)")
+    embedding_size: int = opt(0, help="mobilenet: factorised embeddings this wide (0 = hidden_size)")
 
     def __post_init__(self) -> None:
+        if self.kind not in ARCHITECTURES:
+            raise ValueError(f"arch.kind {self.kind!r} is unknown; valid: {', '.join(ARCHITECTURES)}")
+        if self.kind == "mobilenet" and (self.conv_blocks < 0 or self.expand_ratio < 1 or
+                                         self.kernel_size % 2 == 0 or self.embedding_size < 0):
+            raise ValueError("arch.conv_blocks must be >= 0, expand_ratio >= 1, kernel_size odd and "
+                             "embedding_size >= 0")
         for name in ("num_layers", "hidden_size", "num_heads", "intermediate_size",
                      "max_position_embeddings"):
             if getattr(self, name) < 1:
@@ -37,10 +50,12 @@ class ArchConfig:
             raise ValueError(f"arch.dropout must be in [0, 1), got {self.dropout}")
 
 
-def build_from_scratch(arch: ArchConfig, vocab_size: int, pad_token_id: int = 0):
-    from paddlenlp.transformers import ErnieConfig, ErnieForQuestionAnswering
+def ernie_config(arch: ArchConfig, vocab_size: int, pad_token_id: int = 0):
+    """The ``ErnieConfig`` of a from-scratch encoder: what finetune builds a QA model from and
+    pretrain an MLM model from, so a pretrained folder has the shape finetune would build."""
+    from paddlenlp.transformers import ErnieConfig
 
-    config = ErnieConfig(
+    return ErnieConfig(
         vocab_size=vocab_size,
         hidden_size=arch.hidden_size,
         num_hidden_layers=arch.num_layers,
@@ -52,7 +67,32 @@ def build_from_scratch(arch: ArchConfig, vocab_size: int, pad_token_id: int = 0)
         type_vocab_size=4,
         pad_token_id=pad_token_id,
     )
-    return ErnieForQuestionAnswering(config)
+
+
+def _ernie(arch: ArchConfig, vocab_size: int, pad_token_id: int):
+    from paddlenlp.transformers import ErnieForQuestionAnswering
+
+    return ErnieForQuestionAnswering(ernie_config(arch, vocab_size, pad_token_id))
+
+
+def _mobilenet(arch: ArchConfig, vocab_size: int, pad_token_id: int):
+    from .mobile import MobileQAConfig, MobileQAForQuestionAnswering
+
+    cfg = ernie_config(arch, vocab_size, pad_token_id).to_dict()
+    for key in ("num_hidden_layers", "model_type", "architectures", "transformers_version",
+                "paddlenlp_version"):
+        cfg.pop(key, None)
+    return MobileQAForQuestionAnswering(MobileQAConfig(
+        conv_blocks=arch.conv_blocks, expand_ratio=arch.expand_ratio, kernel_size=arch.kernel_size,
+        num_transformer_layers=arch.num_layers, embedding_size=arch.embedding_size, **cfg))
+
+
+# arch.kind -> builder of a randomly initialised QA model
+ARCHITECTURES = {"ernie": _ernie, "mobilenet": _mobilenet}
+
+
+def build_from_scratch(arch: ArchConfig, vocab_size: int, pad_token_id: int = 0):
+    return ARCHITECTURES[arch.kind](arch, vocab_size, pad_token_id)
 
 
 def load_model(name_or_dir: str):

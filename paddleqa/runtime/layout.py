@@ -29,8 +29,10 @@ DEFAULT_FOLDERS = {
     "export": "export", "export_int8": "export-int8", "export_teacher": "export-teacher",
     "bench": "bench", "report": "report",
 }
-# In the data folder when data.train_files is set: train_file and those files merged.
+# In the data folder when data.train_files or the validation split is set: train_file (less the
+# split) and those files merged.
 MERGED_TRAIN = "train.json"
+VALIDATION = "validation.json"  # the validation split the data stage carves from train_file
 # The report's model rows: row name -> the training stage whose folder holds ``model/``.
 MODEL_STAGES = {"teacher": "finetune", "distill": "distill", "prune": "prune"}
 # What an export folder holds.

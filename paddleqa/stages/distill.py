@@ -264,13 +264,14 @@ def run(config: DistillConfig, *, resume: bool = False, callbacks=()) -> dict:
 
 
 def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bool = False,
-           callbacks=()) -> dict:
+           callbacks=(), inputs: dict[str, str] | None = None) -> dict:
     """Train a student against ``config.teacher`` through the shared Trainer loop.
 
     ``make_student(teacher, metrics, tokenizer, feature_params)`` returns ``(student, layers,
     info)``: the student, the teacher layer (1-based) behind each student layer (the default
     layer map) and fields for the training record; it may add entries to ``metrics``
-    (before/after measurements).
+    (before/after measurements). ``inputs``: more model folders the result depends on (hashed
+    into the manifest, e.g. the student that prune narrows).
     """
 
     if not Path(config.teacher).is_dir():
@@ -303,22 +304,27 @@ def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bo
                  100 * extra["non_embedding_ratio"])
         return _distiller_class()(student, teacher, config, pairs), student
 
-    recipe = Recipe(stage, tokenizer, params, build, inputs={"teacher": config.teacher},
+    recipe = Recipe(stage, tokenizer, params, build,
+                    inputs={"teacher": config.teacher, **(inputs or {})},
                     info=info, metrics=extra)
     return train(config, recipe, resume=resume, callbacks=callbacks)
 
 
 def _teacher_dev_scores(config: KDSettings) -> dict[str, float]:
-    """The teacher's dev EM/F1 from its finetune run, when that run scored the same dev file."""
+    """The teacher's EM/F1 from its finetune run on the files this run scores too (dev and the
+    validation split): ``teacher_dev_f1``, ``teacher_validation_f1``..."""
     import json
 
     run_metrics = Path(config.teacher).parent / "metrics.json"
     run_config = Path(config.teacher).parent / "manifest.json"
     try:
         m = json.loads(run_metrics.read_text(encoding="utf-8"))
-        same_dev = json.loads(run_config.read_text(encoding="utf-8"))["config"].get("dev_file")
+        teacher_config = json.loads(run_config.read_text(encoding="utf-8"))["config"]
     except (OSError, ValueError, KeyError):
         return {}
-    if not config.dev_file or same_dev != config.dev_file or "dev_f1" not in m:
-        return {}
-    return {"teacher_dev_em": m["dev_em"], "teacher_dev_f1": m["dev_f1"]}
+    scores = {}
+    for name in ("dev", "validation"):
+        mine = getattr(config, f"{name}_file")
+        if mine and teacher_config.get(f"{name}_file") == mine and f"{name}_f1" in m:
+            scores.update({f"teacher_{name}_em": m[f"{name}_em"], f"teacher_{name}_f1": m[f"{name}_f1"]})
+    return scores

@@ -40,6 +40,9 @@ class TrainSettings(FeatureSettings, AnswerSettings):
 
     train_file: str = opt("", help="SQuAD/CMRC training JSON")
     dev_file: str = opt("", help="SQuAD/CMRC dev JSON scored after training ('' = none)")
+    validation_file: str = opt("", help="held-out training questions (the data stage's split by "
+                               "context) for the per-epoch curve and the score settings are chosen "
+                               "on; '' = the curve uses dev_file")
     output_dir: str = opt("", help="run folder: checkpoints/, model/, metrics, manifest")
     epochs: float = opt(2.0, help="training epochs (ignored when max_steps > 0)")
     max_steps: int = opt(-1, help="stop after this many optimizer steps (-1 = use epochs)")
@@ -51,7 +54,8 @@ class TrainSettings(FeatureSettings, AnswerSettings):
     logging_steps: int = opt(20, help="log the training loss every N steps")
     save_steps: int = opt(200, help="checkpoint every N steps (resume point)")
     save_total_limit: int = opt(2, help="checkpoints kept")
-    eval_each_epoch: bool = opt(True, help="score the dev file after every epoch (learning curve)")
+    eval_each_epoch: bool = opt(True, help="score the validation file (else the dev file) after "
+                                "every epoch: the learning curve")
     eval_max_questions: int = opt(0, help="questions used for per-epoch scores (0 = all)")
     # n_best, max_answer_length, max_context_chars, cache_dir, progress: inherited (core/settings.py)
     device: str = opt("cpu", help="cpu or gpu (a CUDA build of paddlepaddle is needed for gpu)")
@@ -131,10 +135,11 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in skip}
 
 
-def _input_hashes(config: TrainSettings, inputs: dict[str, str]) -> dict[str, str]:
-    """sha256 of the inputs that decide what the checkpoints hold (local files/folders only)."""
+def _input_hashes(config: Any, inputs: dict[str, str]) -> dict[str, str]:
+    """sha256 of the inputs that decide what the checkpoints hold (local files/folders only);
+    ``config`` is a TrainSettings, or pretrain's config (no train_file: its inputs say it all)."""
 
-    paths = {"train_file": config.train_file, **inputs}
+    paths = {"train_file": getattr(config, "train_file", ""), **inputs}
     return {k: sha256_path(p) for k, p in paths.items() if p and Path(p).exists()}
 
 
@@ -215,7 +220,7 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
 
     started = time.time()
     out = Path(config.output_dir)
-    last_checkpoint = _start_run(config, resume, recipe.inputs)
+    last_checkpoint = start_run(config, resume, recipe.inputs)
     paddle.set_device(config.device)
     data = load_training_data(config, recipe)
 
@@ -225,9 +230,12 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
     log.info("model: %s params (%s non-embedding)", f"{sizes['params']:,}",
              f"{sizes['non_embedding_params']:,}")
     predict = _predictor(config, recipe, model)
-    dev_subset = data.dev_examples[: config.eval_max_questions] if config.eval_max_questions else data.dev_examples
-    epoch_eval = tr.EpochEval(dev_subset if config.eval_each_epoch else [], predict, trainable,
-                              _learning_curve(out, last_checkpoint), out / CURVE, started)
+    label, curve_examples = ("validation", data.validation_examples) if config.validation_file else (
+        "dev", data.dev_examples)
+    if config.eval_max_questions:
+        curve_examples = curve_examples[: config.eval_max_questions]
+    epoch_eval = tr.EpochEval(curve_examples if config.eval_each_epoch else [], predict, trainable,
+                              _learning_curve(out, last_checkpoint), out / CURVE, started, label)
     trainer = tr.make_trainer(config, trainable, recipe.tokenizer, data.train_feats,
                               [tr.StepSeed(config.seed), epoch_eval, *callbacks])
     t_train = time.time()
@@ -244,15 +252,16 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
         **_training_metrics(data, trainer.state, result, train_seconds, last_checkpoint),
     }
     metrics.update(recipe.metrics)
-    _save_and_score(config, recipe, model, model_dir, metrics, replicas, predict, data.dev_examples)
-    inputs = {"train_file": config.train_file, "dev_file": config.dev_file or None}
+    _save_and_score(config, recipe, model, model_dir, metrics, replicas, predict, data)
+    inputs = {"train_file": config.train_file, "dev_file": config.dev_file or None,
+              "validation_file": config.validation_file or None}
     inputs.update({k: p for k, p in recipe.inputs.items() if p and Path(p).exists()})
     write_manifest(out, recipe.stage, to_dict(config), inputs, {"model": model_dir}, metrics,
                    started=started)
     return metrics
 
 
-def _start_run(config: TrainSettings, resume: bool, inputs: dict[str, str]) -> str | None:
+def start_run(config: Any, resume: bool, inputs: dict[str, str]) -> str | None:
     """Check the output folder (see :func:`_check_output_dir`), then record the config and the
     input hashes first: ``--resume`` compares the next run with these. Returns the checkpoint."""
     last_checkpoint = _check_output_dir(config, resume, inputs)
@@ -272,6 +281,7 @@ class TrainingData:
     train_report: Any  # what loading the training file dropped and repaired
     dev_examples: list  # QAExample ([] without a dev file)
     train_feats: dict[str, np.ndarray]  # training windows with their span labels
+    validation_examples: list  # QAExample ([] without a validation file)
 
 
 def load_training_data(config: TrainSettings, recipe: Recipe) -> TrainingData:
@@ -281,16 +291,19 @@ def load_training_data(config: TrainSettings, recipe: Recipe) -> TrainingData:
     if not train_examples:
         raise PaddleQAError(f"{config.train_file}: no usable training questions "
                             f"({train_report.dropped} dropped; see `paddleqa data check`)")
-    dev_examples = []
+    dev_examples, validation_examples = [], []
     if config.dev_file:
         dev_examples, _ = load_examples(config.dev_file, mode="eval",
                                         max_context_chars=config.max_context_chars)
+    if config.validation_file:
+        validation_examples, _ = load_examples(config.validation_file, mode="eval",
+                                               max_context_chars=config.max_context_chars)
     train_feats = cached_features(train_examples, recipe.tokenizer, recipe.params, train=True,
                                   cache_dir=config.cache_dir or None, progress=config.progress)
     log.info("training on %d questions -> %d windows (%d without the answer inside)",
              len(train_examples), len(train_feats["input_ids"]),
              int((train_feats["start_positions"] == 0).sum()))
-    return TrainingData(train_examples, train_report, dev_examples, train_feats)
+    return TrainingData(train_examples, train_report, dev_examples, train_feats, validation_examples)
 
 
 def _learning_curve(out: Path, last_checkpoint: str | None) -> list[dict[str, Any]]:
@@ -350,9 +363,9 @@ def _training_metrics(data: TrainingData, state, result, train_seconds: float,
 
 def _save_and_score(config: TrainSettings, recipe: Recipe, model, model_dir: Path,
                     metrics: dict[str, Any], replicas: list[str],
-                    predict: Callable[[list], dict[str, str]], dev_examples: list) -> None:
-    """Add to ``metrics``: the replica check, FLOPs, the model's size, and the dev scores (the
-    predictions are written to ``dev_predictions.json``)."""
+                    predict: Callable[[list], dict[str, str]], data: TrainingData) -> None:
+    """Add to ``metrics``: the replica check, FLOPs, the model's size, and the validation and dev
+    scores (predictions written to ``validation_predictions.json`` / ``dev_predictions.json``)."""
     params = recipe.params
     if replicas:
         metrics["replica_weight_sha256"] = replicas
@@ -363,11 +376,16 @@ def _save_and_score(config: TrainSettings, recipe: Recipe, model, model_dir: Pat
     metrics["flops_per_query"] = flops_per_query(model.config, params.max_seq_len)
     metrics["flops_seq_len"] = params.max_seq_len
     metrics["model_bytes"] = sum(f.stat().st_size for f in model_dir.iterdir() if f.is_file())
-    if dev_examples:
-        preds = predict(dev_examples)
-        write_json(model_dir.parent / "dev_predictions.json", preds)
-        dev = cmrc_scores(gold_references(config.dev_file), preds)
-        metrics.update({f"dev_{k}": v for k, v in dev.items()})
-        if recipe.metrics.get("teacher_dev_f1"):
-            metrics["f1_retention"] = round(dev["f1"] / recipe.metrics["teacher_dev_f1"], 4)
-        log.info("dev: EM %.3f F1 %.3f (%d questions)", dev["em"], dev["f1"], dev["total"])
+    for name, path, examples in (("validation", config.validation_file, data.validation_examples),
+                                 ("dev", config.dev_file, data.dev_examples)):
+        if not examples:
+            continue
+        preds = predict(examples)
+        write_json(model_dir.parent / f"{name}_predictions.json", preds)
+        scores = cmrc_scores(gold_references(path), preds)
+        metrics.update({f"{name}_{k}": v for k, v in scores.items()})
+        teacher_f1 = recipe.metrics.get(f"teacher_{name}_f1")
+        if teacher_f1:
+            key = "f1_retention" if name == "dev" else "validation_f1_retention"
+            metrics[key] = round(scores["f1"] / teacher_f1, 4)
+        log.info("%s: EM %.3f F1 %.3f (%d questions)", name, scores["em"], scores["f1"], scores["total"])

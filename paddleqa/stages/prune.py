@@ -1,8 +1,13 @@
-"""Structured pruning: fewer layers, heads and FFN neurons -> a smaller dense model, distilled back.
+"""Structured pruning -> a smaller dense model, distilled back from the teacher.
+
+``method`` picks what is pruned (``PRUNE_METHODS``): ``heads_ffn``, the teacher's layers, heads
+and FFN neurons (below); ``l1norm``/``fpgm``, the conv channels of a distilled mobilenet student
+through PaddleSlim's filter pruners (:mod:`paddleqa.stages.channels`). heads_ffn:
 
 1. The teacher is converted, output for output, to the compact ERNIE (:mod:`paddleqa.models.compact`).
-2. Depth: each layer is removed in turn and the model scored (official CMRC F1) on held-out
-   *training* questions (the dev set stays untouched for the final score); the ``drop_layers``
+2. Depth: each layer is removed in turn and the model scored (official CMRC F1) on the
+   validation split (held-out training contexts; the dev set stays untouched for the final
+   score); the ``drop_layers``
    layers whose removal costs least are dropped. The table goes to ``layer_sensitivity.json/.md``.
 3. Width (DynaBERT): head importance = |d loss / d head_mask| and neuron importance =
    |sum(w * d loss / d w)| over the FFN's input and output weights, accumulated over labelled
@@ -24,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -33,11 +38,13 @@ from ..core.errors import ConfigError
 from ..core.io import atomic_write_text, write_json
 from ..core.metrics import cmrc_scores
 from ..core.postprocess import predictions_from_spans
-from ..models.build import count_params
+from ..models.build import count_params, load_model
 from ..models.flops import flops_per_query
+from ..models.weights import spaced_layers
 from ..runtime.evaluate import answer
 from ..text.dataset import load_examples
 from ..text.features import cached_features, pad_batch
+from .channels import PRUNERS, prune_channels
 from .distill import KDSettings, kd_run
 
 log = logging.getLogger(__name__)
@@ -45,12 +52,24 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class PruneConfig(KDSettings):
-    """``paddleqa prune``: width + depth pruning of the teacher, then distillation back."""
+    """``paddleqa prune``: structured pruning, then distillation back from the teacher.
 
+    ``method`` (a name from ``PRUNE_METHODS``): ``heads_ffn`` prunes the (ERNIE) teacher's heads,
+    FFN neurons and layers; ``l1norm``/``fpgm`` prune the channels of a mobilenet student's conv
+    blocks with PaddleSlim's filter pruners (:mod:`paddleqa.stages.channels`)."""
+
+    method: str = opt("heads_ffn", help="heads_ffn (the teacher's heads, FFN neurons, layers) or "
+                      "l1norm / fpgm (a mobilenet student's conv channels, PaddleSlim filter pruners "
+                      "by that criterion)")
+    model: str = opt("", help="l1norm/fpgm: the mobilenet student folder to prune (`paddleqa run` "
+                     "wires distill's model/); heads_ffn prunes the teacher and takes none")
+    flops_ratio: float = opt(0.75, help="l1norm/fpgm: FLOPs per window of the pruned student as a "
+                             "share of the student's (per-block ratios chosen by sensitivity)")
     width_mult: float = opt(0.5, help="share of heads and FFN neurons kept in every layer")
     drop_layers: int = opt(0, help="whole layers removed, chosen by the sensitivity table")
     importance_windows: int = opt(512, help="labelled training windows for head/neuron importance")
-    sensitivity_questions: int = opt(300, help="held-out training questions scored per removed layer")
+    sensitivity_questions: int = opt(300, help="validation questions scored per removed layer or "
+                                     "channel share (the last training questions without one)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,6 +79,20 @@ class PruneConfig(KDSettings):
             raise ValueError(f"drop_layers must be >= 0, got {self.drop_layers}")
         if self.importance_windows < 1 or self.sensitivity_questions < 1:
             raise ValueError("importance_windows and sensitivity_questions must be >= 1")
+        if self.method not in PRUNE_METHODS:
+            raise ValueError(f"unknown prune method {self.method!r}; valid: {', '.join(PRUNE_METHODS)}")
+        if not 0 < self.flops_ratio < 1:
+            raise ValueError(f"flops_ratio must be in (0, 1), got {self.flops_ratio}")
+        if self.prunes_student and self.drop_layers:
+            raise ValueError(f"drop_layers is for method heads_ffn; {self.method} keeps every layer")
+        if not self.prunes_student and self.model:
+            raise ValueError("model is for methods that prune a student (l1norm, fpgm); heads_ffn "
+                             "prunes the teacher: leave prune.model empty")
+
+    @property
+    def prunes_student(self) -> bool:
+        """True when the method prunes a (distilled) student rather than the teacher."""
+        return self.method in PRUNERS
 
 
 def importance(model, feats: dict[str, np.ndarray], n_windows: int, batch_size: int, seed: int):
@@ -103,6 +136,19 @@ def heldout_f1(model, tokenizer, params, examples, *, n_best: int, max_answer_le
     return cmrc_scores(gold, predictions_from_spans([ex.qid for ex in examples], spans))["f1"]
 
 
+def sensitivity_examples(config: "PruneConfig", train_examples: list) -> list:
+    """The questions sensitivity is scored on: the first ``sensitivity_questions`` of the
+    validation split (questions about passages the teacher and student never trained on), or,
+    without one, the last training questions (seen in training: a weaker, optimistic signal)."""
+    if config.validation_file:
+        examples, _ = load_examples(config.validation_file, mode="eval",
+                                    max_context_chars=config.max_context_chars)
+        return examples[:config.sensitivity_questions]
+    log.warning("no validation_file: layer/channel sensitivity is scored on the last %d training "
+                "questions, which the models were trained on", config.sensitivity_questions)
+    return train_examples[-config.sensitivity_questions:]
+
+
 def _f1(model, tokenizer, params, examples, config: "PruneConfig") -> float:
     return heldout_f1(model, tokenizer, params, examples, n_best=config.n_best,
                       max_answer_length=config.max_answer_length,
@@ -143,7 +189,14 @@ def _write_table(out: Path, rows: list[dict[str, Any]], dropped: list[int]) -> N
 
 
 def run(config: PruneConfig, *, resume: bool = False, callbacks=()) -> dict:
-    """Prune the teacher, distil the pruned model back; metrics before and after each step."""
+    """Prune (``config.method``), distil the pruned model back; metrics before and after each step."""
+    inputs = {"model": config.model} if config.model else {}
+    return kd_run(config, "prune", PRUNE_METHODS[config.method](config), resume=resume,
+                  callbacks=callbacks, inputs=inputs)
+
+
+def _heads_ffn(config: PruneConfig) -> Callable:
+    """``make_student`` for kd_run: the teacher's layers, heads and FFN neurons (module doc)."""
     from ..models.compact import from_ernie, select
 
     out = Path(config.output_dir)
@@ -157,9 +210,8 @@ def run(config: PruneConfig, *, resume: bool = False, callbacks=()) -> dict:
         examples, _ = load_examples(config.train_file, mode="train",
                                     max_context_chars=config.max_context_chars)
         cache = config.cache_dir or None
-        # Depth: sensitivity on the *last* training questions (held out from the importance pass,
-        # which samples windows of all questions; the dev set is kept for the final score).
-        held_out = examples[-config.sensitivity_questions:]
+        # Depth: sensitivity on the validation split (never the dev set, kept for the final score)
+        held_out = sensitivity_examples(config, examples)
         rows = []
         dropped: list[int] = []
         if config.drop_layers:
@@ -206,4 +258,45 @@ def run(config: PruneConfig, *, resume: bool = False, callbacks=()) -> dict:
                 "width_mult": config.width_mult, "head_importance": head_imp.round(6).tolist()}
         return pruned, [i + 1 for i in kept], info
 
-    return kd_run(config, "prune", make_student, resume=resume, callbacks=callbacks)
+    return make_student
+
+
+def _channels(config: PruneConfig) -> Callable:
+    """``make_student`` for kd_run: the conv channels of the mobilenet student ``config.model``,
+    per-block ratios from PaddleSlim's sensitivity on held-out training questions."""
+    def make_student(teacher, metrics, tokenizer, params):
+        if not config.model or not Path(config.model).is_dir():
+            raise ConfigError(f"prune.method {config.method} prunes a mobilenet student, and "
+                              f"prune.model ({config.model or 'not set'}) is not a model folder: run "
+                              "distill with student.kind mobilenet first (`paddleqa run` wires its "
+                              "model/), or set prune.model")
+        student = load_model(config.model)
+        student.eval()
+        examples, _ = load_examples(config.train_file, mode="train",
+                                    max_context_chars=config.max_context_chars)
+        held_out = sensitivity_examples(config, examples)  # never the dev set
+
+        def score(model) -> float:
+            return _f1(model, tokenizer, params, held_out, config)
+
+        pruned, info = prune_channels(student, config.method, score, flops_ratio=config.flops_ratio,
+                                      seq_len=params.max_seq_len, out_dir=Path(config.output_dir))
+        before, after = count_params(student), count_params(pruned)
+        metrics.update(
+            pruned_params=after["params"], pruned_non_embedding_params=after["non_embedding_params"],
+            student_params=before["params"], student_flops_per_query=info["flops_before"],
+            pruned_flops_per_query=info["flops_after"], pruned_flops_ratio=info["flops_ratio"],
+            block_channels_before=info["block_channels_before"], block_channels=info["block_channels"],
+            params_ratio=round(after["params"] / before["params"], 4),
+            student_heldout_f1=score(student), pruned_heldout_f1_before_recovery=score(pruned),
+            channel_sensitivity=info["channel_sensitivity"])
+        layers = spaced_layers(pruned.config.num_hidden_layers, teacher.config.num_hidden_layers)
+        return pruned, layers, {"pruned_model": config.model, "method": config.method,
+                                "block_channels": info["block_channels"],
+                                "pruned_ratios": info["pruned_ratios"]}
+
+    return make_student
+
+
+# prune.method -> make_student factory for kd_run; l1norm/fpgm: PaddleSlim's filter pruners
+PRUNE_METHODS: dict[str, Callable] = {"heads_ffn": _heads_ffn, **{name: _channels for name in PRUNERS}}

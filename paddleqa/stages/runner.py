@@ -1,8 +1,8 @@
 """Run the stages of a run in order, each one unless it already ran.
 
-``run_stages`` takes the stage configs of ``pipeline.stage_configs`` and runs data check ->
-vocab -> finetune -> evaluate -> augment -> distill -> prune -> quantize -> export -> bench
-(those configured). A stage's folder holds a ``manifest.json`` with the config it ran with and
+``run_stages`` takes the stage configs of ``pipeline.stage_configs`` and runs data (check, merge,
+validation split) -> augment -> vocab -> pretrain -> finetune -> evaluate -> distill -> prune ->
+quantize -> export -> bench (those configured). A stage's folder holds a ``manifest.json`` with the config it ran with and
 the sha256 of its inputs and outputs (``core.manifest``). A stage whose manifest records the
 same config and the same inputs, and whose outputs are unchanged, is skipped and its
 ``metrics.json`` returned, so re-running a finished or interrupted pipeline only does what is
@@ -21,13 +21,14 @@ from typing import Any, Callable, Mapping, Sequence
 from ..core.config import to_dict
 from ..core.manifest import MANIFEST, sha256_path, write_manifest
 from ..runtime import bench as bench_stage, evaluate as evaluate_stage
-from ..runtime.layout import DEFAULT_FOLDERS, MERGED_TRAIN, RunLayout
+from ..runtime.layout import DEFAULT_FOLDERS, RunLayout
 from ..text import augment as augment_stage, tokenizer as vocab_stage
-from ..text.dataset import load_examples, merge_training_files
 from . import (
+    data as data_stage,
     distill as distill_stage,
     export as export_stage,
     finetune as finetune_stage,
+    pretrain as pretrain_stage,
     prune as prune_stage,
     quantize as quantize_stage,
 )
@@ -156,42 +157,39 @@ def int8_export_config(export: ExportConfig, quantize: QuantizeConfig | None) ->
         precisions=["fp32"], onnx=False)
 
 
-def _check_data(data: Any, out_dir: Path, inputs: dict[str, str]) -> dict:
-    """The data stage: load (and so validate) the files; their summaries are its metrics. With
-    ``data.train_files`` the training files are merged into ``out_dir/train.json``."""
-    metrics, outputs = {}, {}
-    if any(Path(f).resolve() == Path(data.dev_file).resolve() for f in [data.train_file, *data.train_files]):
-        log.warning("the dev file %s is also a training file: its scores say nothing about unseen "
-                    "questions", data.dev_file)
-    for name, path, mode in (("train", data.train_file, "train"), ("dev", data.dev_file, "eval")):
-        _, report = load_examples(path, mode=mode, max_context_chars=data.max_context_chars)
-        summary = report.summary()
-        summary.pop("findings")
-        metrics[name] = summary
-    if data.train_files:
-        merged = out_dir / MERGED_TRAIN
-        metrics["merged_train"] = merge_training_files([data.train_file, *data.train_files], merged,
-                                                       max_context_chars=data.max_context_chars)
-        outputs["merged_train"] = merged
-    write_manifest(out_dir, "data", to_dict(data), inputs, outputs, metrics)
-    return metrics
-
-
 def _run_teacher(stage: StageRunner, cfg: dict[str, Any], layout: RunLayout, resume: bool,
                  callbacks: Mapping[str, Sequence[Any]]) -> None:
-    """data check -> vocab (from-scratch models only) -> finetune (teacher) -> evaluate."""
+    """data check -> augment (when configured) -> vocab (from-scratch models only) -> pretrain
+    (when configured) -> finetune (teacher) -> evaluate."""
     root, data = cfg["run_dir"], cfg["data"]
     data_dir = layout.folder(root, "data")
     data_inputs = {"train_file": data.train_file, "dev_file": data.dev_file,
                    **{f"train_files_{i}": f for i, f in enumerate(data.train_files)}}
-    stage("data", data_dir, data, data_inputs, lambda: _check_data(data, data_dir, data_inputs))
+    if data.validation_file:
+        data_inputs["validation_file"] = data.validation_file
+    stage("data", data_dir, data, data_inputs, lambda: data_stage.run(data, root, data_dir, data_inputs))
+    aug = cfg["augment"]
+    if aug is not None:  # before the teacher: it may train on the variants (augment.teacher)
+        out = Path(aug.output_file)
+        stage("augment", out.parent, aug, {"input_file": aug.input_file},
+              lambda: augment_stage.run(aug, progress=cfg["finetune"].progress),
+              prefix=out.name[: -len("json")])
     if cfg["vocab"] is not None:
-        train = data.training_file(root)
-        vcfg = vocab_stage.VocabConfig(data_files=[train], out_dir=str(layout.folder(root, "vocab")),
+        files = [data.training_file(root)] + ([aug.output_file] if getattr(aug, "teacher", False) else [])
+        vcfg = vocab_stage.VocabConfig(data_files=files, out_dir=str(layout.folder(root, "vocab")),
                                        min_freq=cfg["vocab"].min_freq, max_size=cfg["vocab"].max_size)
-        stage("vocab", Path(vcfg.out_dir), vcfg, {"data_0": train}, lambda: vocab_stage.run(vcfg))
+        stage("vocab", Path(vcfg.out_dir), vcfg, {f"data_{i}": f for i, f in enumerate(files)},
+              lambda: vocab_stage.run(vcfg))
+    pre = cfg.get("pretrain")
+    if pre is not None:
+        stage("pretrain", Path(pre.output_dir), pre, pre.inputs(),
+              lambda: pretrain_stage.run(pre, resume=resume, callbacks=callbacks.get("pretrain", ())),
+              trained_from=pre.inputs())
     ft = cfg["finetune"]
-    stage("finetune", Path(ft.output_dir), ft, training_inputs(ft),
+    ft_inputs = training_inputs(ft)
+    if ft.model and Path(ft.model).is_dir():  # a local model (the pretrained one): redo when it changes
+        ft_inputs["model"] = ft.model
+    stage("finetune", Path(ft.output_dir), ft, ft_inputs,
           lambda: finetune_stage.run(ft, resume=resume, callbacks=callbacks.get("finetune", ())),
           trained_from={"model": ft.model, "tokenizer": ft.tokenizer})
     ev = cfg["evaluate"]
@@ -201,21 +199,18 @@ def _run_teacher(stage: StageRunner, cfg: dict[str, Any], layout: RunLayout, res
 
 def _run_students(stage: StageRunner, cfg: dict[str, Any], resume: bool,
                   callbacks: Mapping[str, Sequence[Any]]) -> None:
-    """augment -> distill -> prune, each when configured (or asked for by name)."""
-    aug, di, pr = cfg["augment"], cfg["distill"], cfg["prune"]
-    if aug is not None:
-        out = Path(aug.output_file)
-        stage("augment", out.parent, aug, {"input_file": aug.input_file},
-              lambda: augment_stage.run(aug, progress=cfg["finetune"].progress),
-              prefix=out.name[: -len("json")])
+    """distill -> prune, each when configured (or asked for by name); augment ran before the
+    teacher."""
+    di, pr = cfg["distill"], cfg["prune"]
     if di is not None:
         stage("distill", Path(di.output_dir), di, training_inputs(di),
               lambda: distill_stage.run(di, resume=resume, callbacks=callbacks.get("distill", ())),
               trained_from={"teacher": di.teacher})
     if pr is not None:
-        stage("prune", Path(pr.output_dir), pr, training_inputs(pr),
+        student = {"model": pr.model} if pr.model else {}  # the student prune narrows (l1norm/fpgm)
+        stage("prune", Path(pr.output_dir), pr, {**training_inputs(pr), **student},
               lambda: prune_stage.run(pr, resume=resume, callbacks=callbacks.get("prune", ())),
-              trained_from={"teacher": pr.teacher})
+              trained_from={"teacher": pr.teacher, **student})
 
 
 def _run_deploy(stage: StageRunner, cfg: dict[str, Any]) -> None:

@@ -110,15 +110,16 @@ class StepSeed(TrainerCallback):
 
 
 class EpochEval(TrainerCallback):
-    """Score ``examples`` after every epoch and append the point to the learning curve.
+    """Score ``examples`` after every epoch and append the point to the learning curve (keys
+    ``{label}_em``/``{label}_f1``: the validation split, or the dev file without one).
 
     Every rank scores (the same questions): a rank that waited instead would sit in the next
     gradient all-reduce until gloo's timeout kills it. Only rank 0 records the point.
     """
 
     def __init__(self, examples: list, predict: Callable[[list], dict[str, str]], trainable,
-                 curve: list[dict[str, Any]], curve_path: Path, started: float):
-        self.examples, self.predict, self.trainable = examples, predict, trainable
+                 curve: list[dict[str, Any]], curve_path: Path, started: float, label: str = "dev"):
+        self.examples, self.predict, self.trainable, self.label = examples, predict, trainable, label
         self.curve, self.curve_path, self.started = curve, curve_path, started
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -132,17 +133,18 @@ class EpochEval(TrainerCallback):
         entry = {"epoch": round(state.epoch or 0, 3), "step": state.global_step,
                  "seconds": round(time.time() - self.started, 1),
                  "train_loss": losses[-1] if losses else None,
-                 "dev_em": s["em"], "dev_f1": s["f1"], "dev_questions": s["total"]}
+                 f"{self.label}_em": s["em"], f"{self.label}_f1": s["f1"],
+                 f"{self.label}_questions": s["total"]}
         self.curve.append(entry)
         write_json(self.curve_path, self.curve)
-        log.info("epoch %.2f: dev EM %.2f F1 %.2f", entry["epoch"], s["em"], s["f1"])
+        log.info("epoch %.2f: %s EM %.2f F1 %.2f", entry["epoch"], self.label, s["em"], s["f1"])
 
 
-def make_trainer(config: Any, trainable, tokenizer, train_feats: dict[str, np.ndarray],
-                 callbacks: Sequence[Any]) -> ResumableTrainer:
-    """The Trainer of a training stage's ``config`` (a ``TrainSettings``): its schedule, its
-    checkpoints in ``output_dir/checkpoints``, the windows ``train_feats`` in seeded order."""
-    args = TrainingArguments(
+def training_arguments(config: Any) -> TrainingArguments:
+    """The Trainer's arguments from a training stage's ``config`` (a ``TrainSettings``, or any
+    config with its schedule fields: pretrain's): schedule, checkpoints in
+    ``output_dir/checkpoints``, progress bar."""
+    return TrainingArguments(
         output_dir=str(Path(config.output_dir) / "checkpoints"),
         device=config.device,
         per_device_train_batch_size=config.batch_size,
@@ -160,9 +162,15 @@ def make_trainer(config: Any, trainable, tokenizer, train_feats: dict[str, np.nd
         dataloader_num_workers=0,
         do_train=True,
     )
+
+
+def make_trainer(config: Any, trainable, tokenizer, train_feats: dict[str, np.ndarray],
+                 callbacks: Sequence[Any]) -> ResumableTrainer:
+    """The Trainer of a training stage's ``config`` (a ``TrainSettings``): its schedule, its
+    checkpoints in ``output_dir/checkpoints``, the windows ``train_feats`` in seeded order."""
     return ResumableTrainer(
         model=trainable,
-        args=args,
+        args=training_arguments(config),
         train_dataset=WindowDataset(train_feats, config.seed),
         data_collator=window_collator(tokenizer.pad_token_id or 0),
         tokenizer=tokenizer,

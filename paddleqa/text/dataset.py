@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from ..core.errors import DataError
-from ..core.io import read_json, write_json
+from ..core.io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -366,31 +366,3 @@ def to_squad_json(examples: Iterable[QAExample], version: str = "v1.0") -> dict[
             "answers": [{"text": t, "answer_start": s} for t, s in zip(ex.answers, ex.answer_starts)],
         })
     return {"version": version, "data": list(articles.values())}
-
-
-def merge_training_files(paths: list[str], out: str | Path, *, max_context_chars: int = 5000
-                         ) -> dict[str, Any]:
-    """Load (validate, repair) several training files and write their questions as one file.
-
-    Question ids stay as they are unless an earlier file already used one; then the later one is
-    prefixed with its file's name (``drcd_dev:1001-1``). Returns each file's load summary and the
-    merged counts."""
-    merged: list[QAExample] = []
-    seen: set[str] = set()
-    summaries, renamed = {}, 0
-    for i, path in enumerate(paths):
-        examples, report = load_examples(path, mode="train", max_context_chars=max_context_chars)
-        stem = Path(path).stem
-        for ex in examples:
-            qid = ex.qid
-            for candidate in (qid, f"{stem}:{qid}", f"{i}:{stem}:{qid}"):
-                if candidate not in seen:
-                    break
-            renamed += candidate != qid
-            seen.add(candidate)
-            merged.append(dataclasses.replace(ex, qid=candidate, context_id=f"{i}:{ex.context_id}"))
-        summary = report.summary()
-        summary.pop("findings")
-        summaries[str(path)] = summary
-    write_json(out, to_squad_json(merged))
-    return {"files": summaries, "questions": len(merged), "ids_prefixed": renamed}

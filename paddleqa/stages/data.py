@@ -1,0 +1,95 @@
+"""The data stage: check the run's files, merge the training files, carve the validation split.
+
+Its config is the pipeline YAML's ``data`` section. ``run`` loads (and so validates) every file,
+records their summaries as its metrics, and -- with ``train_files`` or a validation split --
+writes the training file every training stage reads (``RUN_DIR/data/train.json``) and the
+split (``RUN_DIR/data/validation.json``, see :mod:`paddleqa.text.splits`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from ..core.config import opt, to_dict
+from ..core.manifest import write_manifest
+from ..core.settings import ContextLimit
+from ..runtime.layout import DEFAULT_FOLDERS, MERGED_TRAIN, VALIDATION
+from ..text.dataset import load_examples
+from ..text.splits import build_training_sets
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class DataConfig(ContextLimit):
+    """Where the data comes from (paths may use ${VAR:-default})."""
+
+    train_file: str = opt("", help="SQuAD/CMRC training JSON")
+    dev_file: str = opt("", help="SQuAD/CMRC dev JSON")
+    train_files: list[str] = opt(factory=list, help="more training files (e.g. DRCD after `paddleqa "
+                                 "data simplify`): the data stage merges them with train_file into "
+                                 "RUN_DIR/data/train.json, which every training stage then reads")
+    validation_share: float = opt(0.05, help="share of train_file's contexts held out as the "
+                                  "validation split (RUN_DIR/data/validation.json): learning curves "
+                                  "and every setting are chosen on it, never on dev (0 = no split)")
+    validation_seed: int = opt(0, help="salt of the split (a context's side depends only on its "
+                               "text and this)")
+    validation_file: str = opt("", help="a validation file of your own instead of the split")
+    # max_context_chars: inherited from ContextLimit (core/settings.py)
+
+    def __post_init__(self) -> None:
+        if not self.train_file or not self.dev_file:
+            raise ValueError("data.train_file and data.dev_file are required")
+        if not 0 <= self.validation_share < 0.5:
+            raise ValueError(f"data.validation_share must be in [0, 0.5), got {self.validation_share}")
+
+    @property
+    def carves_validation(self) -> bool:
+        return self.validation_share > 0 and not self.validation_file
+
+    def training_file(self, root: Path) -> str:
+        """The file the training stages read: train_file, or what the data stage wrote from it
+        (train_file less the validation split, merged with train_files)."""
+        if not self.train_files and not self.carves_validation:
+            return self.train_file
+        return str(root / DEFAULT_FOLDERS["data"] / MERGED_TRAIN)
+
+    def validation_path(self, root: Path) -> str:
+        """The validation file the training stages choose settings on ('' = none)."""
+        if self.carves_validation:
+            return str(root / DEFAULT_FOLDERS["data"] / VALIDATION)
+        return self.validation_file
+
+
+def run(data: DataConfig, root: Path, out_dir: Path, inputs: dict[str, str]) -> dict:
+    """The data stage: load (and so validate) the files; their summaries are its metrics. With
+    ``data.train_files`` or a validation split, it writes the training file the training stages
+    read (``out_dir/train.json``) and the split (``out_dir/validation.json``)."""
+    metrics, outputs = {}, {}
+    if any(Path(f).resolve() == Path(data.dev_file).resolve() for f in [data.train_file, *data.train_files]):
+        log.warning("the dev file %s is also a training file: its scores say nothing about unseen "
+                    "questions", data.dev_file)
+    checks = [("train", data.train_file, "train"), ("dev", data.dev_file, "eval")]
+    if data.validation_file:
+        checks.append(("validation", data.validation_file, "eval"))
+    for name, path, mode in checks:
+        _, report = load_examples(path, mode=mode, max_context_chars=data.max_context_chars)
+        summary = report.summary()
+        summary.pop("findings")
+        metrics[name] = summary
+    training = Path(data.training_file(root))
+    if training != Path(data.train_file):
+        validation = Path(data.validation_path(root)) if data.carves_validation else None
+        built = build_training_sets([data.train_file, *data.train_files], training, validation,
+                                    share=data.validation_share, seed=data.validation_seed,
+                                    max_context_chars=data.max_context_chars)
+        metrics["merged_train"] = {k: v for k, v in built.items() if k != "validation"}
+        outputs["merged_train"] = training
+        if validation is not None:
+            metrics["validation"] = built["validation"]
+            outputs["validation"] = validation
+            log.info("validation split: %d questions on %d contexts held out of %s",
+                     built["validation"]["questions"], built["validation"]["contexts"], data.train_file)
+    write_manifest(out_dir, "data", to_dict(data), inputs, outputs, metrics)
+    return metrics
