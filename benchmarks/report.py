@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
+import subprocess
+import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -61,3 +65,17 @@ def replace_section(path: Path, name: str, body: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> float:
+    """Run one benchmark step as a child process, its output appended to ``log_path``; exit with a
+    message naming the step and the log when it fails. Returns its wall time in seconds."""
+    print("+", shlex.join(cmd), flush=True)
+    t = time.time()
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"\n+ {shlex.join(cmd)}\n")
+        log.flush()
+        rc = subprocess.run(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        sys.exit(f"benchmark step failed (exit {rc}): {shlex.join(cmd)}; see {log_path}")
+    return time.time() - t

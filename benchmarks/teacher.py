@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,19 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import machine_info, replace_section  # noqa: E402
+from benchmarks.report import machine_info, replace_section, run_logged  # noqa: E402
 
 
 def _run(cmd: list[str], env: dict[str, str], log_path: Path) -> float:
-    print("+", shlex.join(cmd), flush=True)
-    t = time.time()
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"\n+ {shlex.join(cmd)}\n")
-        log.flush()
-        rc = subprocess.run(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
-    if rc != 0:
-        sys.exit(f"benchmark step failed (exit {rc}): {shlex.join(cmd)}; see {log_path}")
-    return time.time() - t
+    return run_logged(cmd, env, log_path, ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:

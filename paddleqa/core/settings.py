@@ -62,6 +62,39 @@ class Int8Settings:
                               "op MKLDNN supports")
 
 
+@dataclasses.dataclass
+class ScheduleSettings:
+    """The Trainer schedule of every training stage (``stages.trainer.training_arguments`` turns it
+    into PaddleNLP's TrainingArguments): pretrain, finetune, distill, prune."""
+
+    epochs: float = opt(2.0, help="training epochs (ignored when max_steps > 0)")
+    max_steps: int = opt(-1, help="stop after this many optimizer steps (-1 = use epochs)")
+    batch_size: int = opt(16, help="windows per optimizer step (per process)")
+    learning_rate: float = opt(5e-5, help="peak learning rate (linear warm-up and decay)")
+    warmup_ratio: float = opt(0.1, help="fraction of steps spent warming up")
+    weight_decay: float = opt(0.01, help="AdamW weight decay")
+    seed: int = opt(42, help="seed for paddle, numpy and random")
+    logging_steps: int = opt(20, help="log the training loss every N steps")
+    save_steps: int = opt(200, help="checkpoint every N steps (resume point)")
+    save_total_limit: int = opt(2, help="checkpoints kept")
+    device: str = opt("cpu", help="cpu or gpu (a CUDA build of paddlepaddle is needed for gpu)")
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be 'cpu' or 'gpu', got {self.device!r}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be -1 (use epochs) or > 0, got {self.max_steps}")
+        if self.max_steps == -1 and self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        for name in ("batch_size", "logging_steps", "save_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
 # Bases listed last-first: dataclass fields follow the reversed MRO, so the fields come out as
 # context, answer, feature, threads, int8.
 @dataclasses.dataclass

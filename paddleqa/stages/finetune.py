@@ -20,7 +20,7 @@ from ..core.io import write_json, write_yaml
 from ..core.manifest import RESOLVED_CONFIG, sha256_path, write_manifest
 from ..core.metrics import cmrc_scores
 from ..core.postprocess import predictions_from_spans
-from ..core.settings import AnswerSettings, FeatureSettings
+from ..core.settings import AnswerSettings, FeatureSettings, ScheduleSettings
 from ..models.build import ArchConfig, build_from_scratch, count_params, load_model
 from ..models.flops import flops_per_query
 from ..runtime.evaluate import answer
@@ -35,7 +35,7 @@ RUN_INPUTS = "run_inputs.json"  # sha256 of the inputs the checkpoints were trai
 
 
 @dataclasses.dataclass
-class TrainSettings(FeatureSettings, AnswerSettings):
+class TrainSettings(ScheduleSettings, FeatureSettings, AnswerSettings):
     """What every training stage (finetune, distill) shares: data, schedule, checkpoints, scoring."""
 
     train_file: str = opt("", help="SQuAD/CMRC training JSON")
@@ -44,41 +44,21 @@ class TrainSettings(FeatureSettings, AnswerSettings):
                                "context) for the per-epoch curve and the score settings are chosen "
                                "on; '' = the curve uses dev_file")
     output_dir: str = opt("", help="run folder: checkpoints/, model/, metrics, manifest")
-    epochs: float = opt(2.0, help="training epochs (ignored when max_steps > 0)")
-    max_steps: int = opt(-1, help="stop after this many optimizer steps (-1 = use epochs)")
-    batch_size: int = opt(16, help="windows per optimizer step (per process)")
-    learning_rate: float = opt(5e-5, help="peak learning rate (linear warm-up and decay)")
-    warmup_ratio: float = opt(0.1, help="fraction of steps spent warming up")
-    weight_decay: float = opt(0.01, help="AdamW weight decay")
-    seed: int = opt(42, help="seed for paddle, numpy and random")
-    logging_steps: int = opt(20, help="log the training loss every N steps")
-    save_steps: int = opt(200, help="checkpoint every N steps (resume point)")
-    save_total_limit: int = opt(2, help="checkpoints kept")
     eval_each_epoch: bool = opt(True, help="score the validation file (else the dev file) after "
                                 "every epoch: the learning curve")
     eval_max_questions: int = opt(0, help="questions used for per-epoch scores (0 = all)")
-    # n_best, max_answer_length, max_context_chars, cache_dir, progress: inherited (core/settings.py)
-    device: str = opt("cpu", help="cpu or gpu (a CUDA build of paddlepaddle is needed for gpu)")
+    # the schedule (epochs ... device), n_best, max_answer_length, max_context_chars, cache_dir,
+    # progress: inherited (core/settings.py)
 
     def __post_init__(self) -> None:
-        if self.device not in ("cpu", "gpu"):
-            raise ValueError(f"device must be 'cpu' or 'gpu', got {self.device!r}")
+        super().__post_init__()  # the schedule's checks
         if not self.train_file:
             raise ValueError("train_file is required")
         if not self.output_dir:
             raise ValueError("output_dir is required")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"max_steps must be -1 (use epochs) or > 0, got {self.max_steps}")
-        if self.max_steps == -1 and self.epochs <= 0:
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
-        for name in ("batch_size", "logging_steps", "save_steps", "save_total_limit", "n_best",
-                     "max_answer_length"):
+        for name in ("n_best", "max_answer_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.learning_rate < 1:
-            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.eval_max_questions < 0:
             raise ValueError("eval_max_questions must be >= 0")
 
@@ -249,7 +229,8 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
     write_json(out / "train_log.json", trainer.state.log_history)
     metrics: dict[str, Any] = {
         **sizes,
-        **_training_metrics(data, trainer.state, result, train_seconds, last_checkpoint),
+        **_data_metrics(data),
+        **tr.run_metrics(trainer.state, result, train_seconds, last_checkpoint, "train_windows_per_second"),
     }
     metrics.update(recipe.metrics)
     _save_and_score(config, recipe, model, model_dir, metrics, replicas, predict, data)
@@ -342,22 +323,13 @@ def _save_model(config: TrainSettings, recipe: Recipe, model, out: Path) -> Path
     return model_dir
 
 
-def _training_metrics(data: TrainingData, state, result, train_seconds: float,
-                      last_checkpoint: str | None) -> dict[str, Any]:
-    """What the training run did: data, steps, loss, time, where it resumed from."""
+def _data_metrics(data: TrainingData) -> dict[str, Any]:
+    """What the training run read: questions, windows, what loading dropped and repaired."""
     return {
         "train_questions": len(data.train_examples),
         "train_windows": int(len(data.train_feats["input_ids"])),
         "train_dropped": data.train_report.dropped,
         "train_repaired": data.train_report.repaired,
-        "global_step": state.global_step,
-        "epochs": round(state.epoch or 0, 3),
-        "train_loss": round(float(result.training_loss), 5) if result.training_loss is not None else None,
-        "train_seconds": round(train_seconds, 1),
-        "train_windows_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
-        "resumed_from": Path(last_checkpoint).name if last_checkpoint else None,
-        "steps_this_run": state.global_step - (
-            int(Path(last_checkpoint).name.rsplit("-", 1)[-1]) if last_checkpoint else 0),
     }
 
 

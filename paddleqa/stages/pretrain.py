@@ -29,7 +29,7 @@ from ..core.distributed import file_lock, is_main
 from ..core.errors import PaddleQAError
 from ..core.io import write_json
 from ..core.manifest import sha256_path, write_manifest
-from ..core.settings import FeatureSettings
+from ..core.settings import FeatureSettings, ScheduleSettings
 from ..models.build import ArchConfig, count_params, ernie_config
 from ..text.corpus import PACKING_VERSION, Corpus, Sequences, pack_sequences, read_corpus
 from ..text.features import default_cache_dir
@@ -43,7 +43,7 @@ PROBE_ROWS = 64
 
 
 @dataclasses.dataclass
-class PretrainConfig(FeatureSettings):
+class PretrainConfig(ScheduleSettings, FeatureSettings):
     """Masked-LM pre-training with whole-word masking (jieba) of a from-scratch ERNIE encoder."""
 
     corpus: list[str] = opt(factory=list, help="text to pre-train on: UTF-8 .txt/.md files, folders "
@@ -60,22 +60,16 @@ class PretrainConfig(FeatureSettings):
     max_seq_len: int = opt(384, help="tokens per packed sequence, [CLS] and [SEP] included")
     mlm_probability: float = opt(0.15, help="share of each sequence's tokens masked, whole jieba "
                                  "words at a time")
-    # The schedule: the same names and meaning as finetune's (TrainSettings), so the Trainer's
-    # arguments are made by the one function every stage uses (trainer.training_arguments).
+    # The schedule (core/settings.ScheduleSettings, as finetune's, so the Trainer's arguments come
+    # from the one trainer.training_arguments); pre-training wants other defaults:
     epochs: float = opt(3.0, help="passes over the corpus (ignored when max_steps > 0)")
-    max_steps: int = opt(-1, help="stop after this many optimizer steps (-1 = use epochs)")
     batch_size: int = opt(32, help="sequences per optimizer step (per process)")
     learning_rate: float = opt(5e-4, help="peak learning rate (linear warm-up and decay)")
     warmup_ratio: float = opt(0.06, help="fraction of steps spent warming up")
-    weight_decay: float = opt(0.01, help="AdamW weight decay")
-    seed: int = opt(42, help="seed for the initial weights, the batch order and the masks")
-    logging_steps: int = opt(20, help="record the MLM loss every N steps (the loss curve)")
-    save_steps: int = opt(200, help="checkpoint every N steps (resume point)")
-    save_total_limit: int = opt(2, help="checkpoints kept")
-    device: str = opt("cpu", help="cpu or gpu (a CUDA build of paddlepaddle is needed for gpu)")
     # cache_dir (the packed corpus is cached there too), progress: inherited (core/settings.py)
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the schedule's checks
         if self.arch.kind != "ernie":
             raise ValueError(f"pretrain builds ERNIE encoders (ErnieForMaskedLM); arch.kind "
                              f"{self.arch.kind!r} has no masked-LM head here: drop the pretrain "
@@ -87,24 +81,11 @@ class PretrainConfig(FeatureSettings):
         if not self.tokenizer:
             raise ValueError("tokenizer is required: a folder with vocab.txt (`paddleqa vocab build "
                              "DATA.json --out DIR`, or a pretrained model's folder)")
-        if self.device not in ("cpu", "gpu"):
-            raise ValueError(f"device must be 'cpu' or 'gpu', got {self.device!r}")
         if not 8 <= self.max_seq_len <= self.arch.max_position_embeddings:
             raise ValueError(f"max_seq_len must be in [8, arch.max_position_embeddings = "
                              f"{self.arch.max_position_embeddings}], got {self.max_seq_len}")
         if not 0 < self.mlm_probability < 1:
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"max_steps must be -1 (use epochs) or > 0, got {self.max_steps}")
-        if self.max_steps == -1 and self.epochs <= 0:
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
-        for name in ("batch_size", "logging_steps", "save_steps", "save_total_limit"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.learning_rate < 1:
-            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
     def inputs(self) -> dict[str, str]:
         """What decides the result besides the config: the corpus paths and the tokenizer."""
@@ -181,7 +162,7 @@ def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any
         **sizes, "encoder_params": count_params(model.ernie)["params"],
         "corpus": corpus_stats, "max_seq_len": config.max_seq_len,
         "mlm_probability": config.mlm_probability,
-        **_run_metrics(trainer.state, result, train_seconds, last_checkpoint),
+        **tr.run_metrics(trainer.state, result, train_seconds, last_checkpoint, "sequences_per_second"),
         "probe_sequences": min(PROBE_ROWS, len(dataset)), "probe_loss_before": probe_before,
         "probe_loss_after": mlm.probe_loss(model, dataset, collate, PROBE_ROWS, config.batch_size),
         "loss_curve": curve,
@@ -195,19 +176,6 @@ def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any
     write_manifest(out, "pretrain", to_dict(config), config.inputs(), {"model": model_dir}, metrics,
                    started=started)
     return metrics
-
-
-def _run_metrics(state, result, train_seconds: float, last_checkpoint: str | None) -> dict[str, Any]:
-    done_before = int(Path(last_checkpoint).name.rsplit("-", 1)[-1]) if last_checkpoint else 0
-    return {
-        "global_step": state.global_step,
-        "epochs": round(state.epoch or 0, 3),
-        "train_loss": round(float(result.training_loss), 5) if result.training_loss is not None else None,
-        "train_seconds": round(train_seconds, 1),
-        "sequences_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
-        "resumed_from": Path(last_checkpoint).name if last_checkpoint else None,
-        "steps_this_run": state.global_step - done_before,
-    }
 
 
 def _sequences(config: PretrainConfig, corpus: Corpus, tokenizer) -> tuple[Sequences, dict[str, Any]]:

@@ -198,3 +198,19 @@ def replica_fingerprints(model) -> list[str]:
         log.warning("could not compare replica weights (%s: %s)", type(exc).__name__, exc)
         return []
     return [t.numpy().astype(np.int32).tobytes().hex() for t in gathered]
+
+
+def run_metrics(state, result, train_seconds: float, last_checkpoint: str | None,
+                rate_name: str) -> dict[str, Any]:
+    """What a Trainer run did: steps, epochs, loss, time, its rate (``rate_name``: samples per
+    second), where it resumed from and how many steps this leg trained."""
+    done_before = int(Path(last_checkpoint).name.rsplit("-", 1)[-1]) if last_checkpoint else 0
+    return {
+        "global_step": state.global_step,
+        "epochs": round(state.epoch or 0, 3),
+        "train_loss": round(float(result.training_loss), 5) if result.training_loss is not None else None,
+        "train_seconds": round(train_seconds, 1),
+        rate_name: round(result.metrics.get("train_samples_per_second", 0.0), 3),
+        "resumed_from": Path(last_checkpoint).name if last_checkpoint else None,
+        "steps_this_run": state.global_step - done_before,
+    }
