@@ -140,3 +140,35 @@ def test_overlap_types_mark_exactly_the_shared_characters(tiny_json, tok):
                 assert m == (2 if (t in q_tokens and not special) else 1), t
             else:
                 assert m == (3 if (t in c_tokens and not special) else 0), t
+
+
+def test_best_spans_equal_a_brute_force_ranking_with_ties():
+    """best_spans keeps only each window's best pairs: the result must still be the brute-force
+    n-best over every valid pair of every window (ties included, broken by position)."""
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        W, L = int(rng.integers(1, 5)), int(rng.integers(8, 60))
+        ex_idx = rng.integers(0, 2, W)
+        offs = np.full((W, L, 2), -1)
+        for w in range(W):
+            a, shift = int(rng.integers(1, 4)), int(rng.integers(0, 5))
+            for t in range(a, L - 1):
+                offs[w, t] = (shift + t - a, shift + t - a + 1)
+        draw = (lambda: rng.integers(0, 3, (W, L))) if trial % 2 else (lambda: rng.normal(size=(W, L)))
+        s, e = draw().astype(np.float32), draw().astype(np.float32)
+        ctx = ["字" * 80, "词" * 80]
+        n_best, max_len = 5, 6
+        got = best_spans(s, e, offs, ex_idx, ctx, n_best=n_best, max_answer_length=max_len)
+        for i in range(2):
+            best = {}
+            for w in np.flatnonzero(ex_idx == i):
+                valid = np.flatnonzero(offs[w, :, 0] >= 0)
+                top_s = sorted(valid, key=lambda t: -s[w, t])[:n_best]  # stable: position breaks ties
+                top_e = sorted(valid, key=lambda t: -e[w, t])[:n_best]
+                for a in top_s:
+                    for b in top_e:
+                        if a <= b < a + max_len:
+                            key = (int(offs[w, a, 0]), int(offs[w, b, 1]))
+                            best[key] = max(best.get(key, -np.inf), float(s[w, a]) + float(e[w, b]))
+            want = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:n_best]
+            assert [((x.start, x.end), x.score) for x in got[i]] == want

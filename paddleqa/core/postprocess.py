@@ -57,12 +57,23 @@ def best_spans(
         # All start/end pairs of the top-k at once: end >= start, length within the limit.
         ss, ee = np.meshgrid(top_s, top_e, indexing="ij")
         ok = (ee >= ss) & (ee - ss + 1 <= max_answer_length)
-        cands = candidates[int(example_index[w])]
-        for s, e in zip(ss[ok], ee[ok]):
-            key = (int(offsets[w, s, 0]), int(offsets[w, e, 1]))
-            score = float(s_log[s] + e_log[e])
-            if score > cands.get(key, -np.inf):
-                cands[key] = score
+        ss, ee = ss[ok], ee[ok]
+        scores = s_log[ss] + e_log[ee]
+        order = np.argsort(-scores, kind="stable")
+        starts, ends = offsets[w, ss[order], 0].tolist(), offsets[w, ee[order], 1].tolist()
+        # Best pair first, so a span's first pair is its best in this window; once n_best spans
+        # are taken, a lower-scoring pair cannot enter an example's n_best (ties are still taken,
+        # as the final ranking breaks them by position). Exact, and the loop stays short.
+        cands, taken, floor = candidates[int(example_index[w])], set(), -np.inf
+        for a, b, score in zip(starts, ends, scores[order].tolist()):
+            if len(taken) >= n_best and score < floor:
+                break
+            if (a, b) in taken:
+                continue
+            taken.add((a, b))
+            floor = score
+            if score > cands.get((a, b), -np.inf):
+                cands[(a, b)] = score
     out: list[list[Span]] = []
     for i, cands in enumerate(candidates):
         ranked = sorted(cands.items(), key=lambda kv: (-kv[1], kv[0]))[:n_best]
