@@ -73,15 +73,19 @@ def _simplify_drcd(env: dict[str, str], log_path: Path) -> None:
 
 
 def variant_sets(name: str, steps: int, base_sets: list[str]) -> list[str]:
+    from paddleqa.core.config import expand_env
+
     run = f"{SWEEP_DIR}/{name}"
     sets = [f"run_dir={run}", f"finetune.max_steps={steps}", "finetune.eval_each_epoch=false",
             "finetune.dev_file=", *base_sets]
-    return sets + [s.replace("{run}", run) for s in FACTORS[name][1]]
+    # ${VAR:-default} is expanded here: inside a YAML list, `{` would start a mapping
+    return sets + [expand_env(s.replace("{run}", run)) for s in FACTORS[name][1]]
 
 
 def run_variant(name: str, args, env: dict[str, str], log_path: Path) -> dict:
     from paddleqa import pipeline
     from paddleqa.core.config import merge, parse_overrides, read_yaml
+    from paddleqa.stages.runner import training_done, up_to_date
 
     sets = variant_sets(name, args.steps, args.set)
     doc = merge(read_yaml(ROOT / args.config), parse_overrides(sets))
@@ -95,11 +99,15 @@ def run_variant(name: str, args, env: dict[str, str], log_path: Path) -> dict:
     for stage in ("data", "augment", "vocab"):
         if wanted[stage]:
             _run(paddleqa + ["run", args.config, "--only", stage, *flags], env, log_path)
-    if cfg.get("pretrain") is not None:
-        _run(paddleqa + ["pretrain", "--config", args.config, "--nproc", str(args.nproc), *flags],
-             env, log_path)
-    _run(paddleqa + ["finetune", "--config", args.config, "--resume", "--nproc", str(args.nproc), *flags],
-         env, log_path)
+    # The training stages run data-parallel through their own commands, which --resume from a
+    # checkpoint but retrain a finished run: a finished one (its manifest matches) is skipped here.
+    pre = cfg.get("pretrain")
+    if pre is not None and not up_to_date(Path(pre.output_dir), pre, pre.inputs()):
+        _run(paddleqa + ["pretrain", "--config", args.config, "--resume", "--nproc", str(args.nproc),
+                         *flags], env, log_path)
+    if not training_done(cfg["finetune"]):
+        _run(paddleqa + ["finetune", "--config", args.config, "--resume", "--nproc", str(args.nproc),
+                         *flags], env, log_path)
     out = Path(cfg["finetune"].output_dir)
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     pre = {}
