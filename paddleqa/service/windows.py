@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 # Private helpers of text.features, reused so the overlap marks cannot drift from training's.
-from ..text.features import FeatureParams, _mark_overlap, _non_matching_ids
+from ..text.features import FeatureParams, mark_overlap, non_matching_ids
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Windows:
     def __init__(self, tokenizer, params: FeatureParams, *, cache_size: int = 50_000):
         self.tokenizer, self.params = tokenizer, params
         self.fast = _fast_tokenizer(tokenizer)
-        self.no_match = _non_matching_ids(tokenizer) if params.overlap_types else None
+        self.no_match = non_matching_ids(tokenizer) if params.overlap_types else None
         self.cls, self.sep = tokenizer.cls_token_id, tokenizer.sep_token_id
         self.pad = tokenizer.pad_token_id or 0
         self.cache_size = cache_size
@@ -232,7 +232,7 @@ class Windows:
             real = c_offs[:, 1] > c_offs[:, 0]  # as build_features: only tokens that cover text
             offsets[r, h: h + len(c_offs)][real] = c_offs[real]
             if self.no_match is not None:
-                _mark_overlap(input_ids[r, :k], types[r, :k], self.no_match)
+                mark_overlap(input_ids[r, :k], types[r, :k], self.no_match)
             lengths[r], example_index[r] = k, ex_i
         return {"input_ids": input_ids, "token_type_ids": types, "length": lengths,
                 "example_index": example_index, "offsets": offsets}

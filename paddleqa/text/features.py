@@ -99,7 +99,7 @@ def build_features(
 
     L = params.max_seq_len
     pad = tokenizer.pad_token_id or 0
-    no_match = _non_matching_ids(tokenizer) if params.overlap_types else None
+    no_match = non_matching_ids(tokenizer) if params.overlap_types else None
     cols: dict[str, list] = {k: [] for k in ("input_ids", "token_type_ids", "length", "example_index",
                                              "offsets", "start_positions", "end_positions")}
     bar = tqdm(total=len(examples), desc="features", unit="q", disable=not progress, leave=False)
@@ -116,7 +116,7 @@ def build_features(
             row_types = np.zeros(L, dtype=np.int32)
             row_types[:n] = types
             if no_match is not None:
-                _mark_overlap(row_ids[:n], row_types[:n], no_match)
+                mark_overlap(row_ids[:n], row_types[:n], no_match)
             # Character offsets for context tokens only; [SEP] and question tokens get -1.
             offs = np.full((L, 2), -1, dtype=np.int32)
             for t, (s, e) in enumerate(enc["offset_mapping"][f]):
@@ -147,7 +147,7 @@ def build_features(
     return out
 
 
-def _non_matching_ids(tokenizer) -> np.ndarray:
+def non_matching_ids(tokenizer) -> np.ndarray:
     """Token ids that never count as a question/context match: special tokens and punctuation."""
     import unicodedata
 
@@ -160,7 +160,7 @@ def _non_matching_ids(tokenizer) -> np.ndarray:
     return np.asarray(sorted(ids), dtype=np.int64)
 
 
-def _mark_overlap(ids: np.ndarray, types: np.ndarray, no_match: np.ndarray) -> None:
+def mark_overlap(ids: np.ndarray, types: np.ndarray, no_match: np.ndarray) -> None:
     """In place: context tokens found in the question -> 2, question tokens found in the context -> 3."""
     matchable = ~np.isin(ids, no_match)
     question = (types == QUESTION) & matchable
