@@ -282,7 +282,7 @@ def run_layout(cfg: dict[str, Any]) -> RunLayout:
     if cfg["pretrain"] is not None:
         folders["pretrain"] = cfg["pretrain"].output_dir
     files = {}
-    if cfg["data"].training_file(root) != cfg["data"].train_file:
+    if cfg["data"].writes_training_file:
         files["merged_train"] = cfg["data"].training_file(root)
     if cfg["data"].validation_path(root):
         files["validation"] = cfg["data"].validation_path(root)

@@ -48,10 +48,15 @@ class DataConfig(ContextLimit):
     def carves_validation(self) -> bool:
         return self.validation_share > 0 and not self.validation_file
 
+    @property
+    def writes_training_file(self) -> bool:
+        """True when the data stage writes the training file (a split or extra files)."""
+        return bool(self.train_files) or self.carves_validation
+
     def training_file(self, root: Path) -> str:
         """The file the training stages read: train_file, or what the data stage wrote from it
         (train_file less the validation split, merged with train_files)."""
-        if not self.train_files and not self.carves_validation:
+        if not self.writes_training_file:
             return self.train_file
         return str(root / DEFAULT_FOLDERS["data"] / MERGED_TRAIN)
 
@@ -70,7 +75,9 @@ def run(data: DataConfig, root: Path, out_dir: Path, inputs: dict[str, str]) -> 
     if any(Path(f).resolve() == Path(data.dev_file).resolve() for f in [data.train_file, *data.train_files]):
         log.warning("the dev file %s is also a training file: its scores say nothing about unseen "
                     "questions", data.dev_file)
-    checks = [("train", data.train_file, "train"), ("dev", data.dev_file, "eval")]
+    checks = [("dev", data.dev_file, "eval")]
+    if not data.writes_training_file:  # else building the training sets loads (checks) it
+        checks.insert(0, ("train", data.train_file, "train"))
     if data.validation_file:
         checks.append(("validation", data.validation_file, "eval"))
     for name, path, mode in checks:
@@ -78,12 +85,13 @@ def run(data: DataConfig, root: Path, out_dir: Path, inputs: dict[str, str]) -> 
         summary = report.summary()
         summary.pop("findings")
         metrics[name] = summary
-    training = Path(data.training_file(root))
-    if training != Path(data.train_file):
+    if data.writes_training_file:
+        training = Path(data.training_file(root))
         validation = Path(data.validation_path(root)) if data.carves_validation else None
         built = build_training_sets([data.train_file, *data.train_files], training, validation,
                                     share=data.validation_share, seed=data.validation_seed,
                                     max_context_chars=data.max_context_chars)
+        metrics = {"train": built["files"][str(data.train_file)], **metrics}
         metrics["merged_train"] = {k: v for k, v in built.items() if k != "validation"}
         outputs["merged_train"] = training
         if validation is not None:
