@@ -119,21 +119,17 @@ def run_variant(name: str, args, env: dict[str, str], log_path: Path) -> dict:
         "params": m["params"], "train_questions": m["train_questions"], "steps": m["global_step"],
         "validation_em": m["validation_em"], "validation_f1": m["validation_f1"],
         "validation_total": m["validation_total"], "train_seconds": m["train_seconds"],
-        "pretrain_seconds": pre.get("train_seconds"), "pretrain_final_loss": pre.get("final_loss"),
+        "pretrain_seconds": pre.get("train_seconds"), "pretrain_train_loss": pre.get("train_loss"),
+        "pretrain_probe_loss": [pre.get("probe_loss_before"), pre.get("probe_loss_after")] if pre else None,
         "wall_seconds_this_call": round(time.time() - started, 1),
         "predictions": str(out / "validation_predictions.json"),
         "validation_file": cfg["finetune"].validation_file,
     }
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def with_effects(rows: list[dict], resamples: int = 1000) -> list[dict]:
     """Each variant's F1 minus the base's, with a paired bootstrap 95% interval."""
+    from paddleqa.core.manifest import sha256_path
     from paddleqa.core.metrics import question_scores
     from paddleqa.core.stats import paired_bootstrap
     from paddleqa.text.dataset import gold_references
@@ -152,7 +148,7 @@ def with_effects(rows: list[dict], resamples: int = 1000) -> list[dict]:
     for r in rows:
         # each variant's run folder holds its own copy of the split: the same questions when the
         # same training file was split (the split depends on the passages only)
-        if r is base or _sha256(r["validation_file"]) != _sha256(base["validation_file"]):
+        if r is base or sha256_path(r["validation_file"]) != sha256_path(base["validation_file"]):
             continue
         diff = paired_bootstrap(f1s(r), ref, resamples=resamples, seed=0)
         r["f1_effect"], r["f1_effect_ci95"] = diff["delta"], diff["ci95"]
