@@ -125,7 +125,11 @@ def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
                                           **sec["export"]}, where="export")
     if "bench" in doc:
         export_teacher = _teacher_export(root, finetune, export)
-        arts, no_score = _bench_artifacts(finetune, deployed, quantize, export, export_teacher)
+        # The distilled student before channel pruning: its own row, so the table shows what
+        # pruning cost and gained (distill scored it on dev).
+        earlier = [prune.model] if "prune" in doc and "distill" in doc and prune.model else []
+        arts, no_score = _bench_artifacts(finetune, deployed, quantize, export, export_teacher,
+                                          earlier)
         wired_b = {"artifacts": arts, "no_score": no_score,
                    "out": str(root / DEFAULT_FOLDERS["bench"] / "results.json"),
                    "seq_lens": [finetune.max_seq_len], "threads": [1], "score_file": data.dev_file}
@@ -236,12 +240,13 @@ def _teacher_export(root: Path, finetune: FinetuneConfig, export: ExportConfig |
 
 
 def _bench_artifacts(finetune: FinetuneConfig, deployed: str, quantize: QuantizeConfig | None,
-                     export: ExportConfig | None, export_teacher: ExportConfig | None
-                     ) -> tuple[list[str], list[str]]:
+                     export: ExportConfig | None, export_teacher: ExportConfig | None,
+                     earlier: list[str] = ()) -> tuple[list[str], list[str]]:
     """What the bench stage times, and which of those it does not score again: model folders
-    whose own stage scored them on this dev file, and the teacher's baseline graph."""
+    whose own stage scored them on this dev file (the teacher, ``earlier`` students of the
+    chain, the deployed model), and the teacher's baseline graph."""
     teacher_model = str(Path(finetune.output_dir) / "model")
-    arts, no_score = [teacher_model], [teacher_model]
+    arts, no_score = [teacher_model, *earlier], [teacher_model, *earlier]
     if export and export.model != teacher_model:
         arts.append(export.model)
         if export.model == deployed and deployed != teacher_model:

@@ -25,6 +25,7 @@ import paddle.nn.functional as F
 from paddlenlp.transformers import ErnieConfig
 from paddlenlp.transformers.ernie.modeling import ErnieEmbeddings, ErniePretrainedModel
 
+from ..core.errors import ConfigError
 from .compact import CompactLayer, span_outputs
 from .weights import copy_matching, spaced_layers
 
@@ -203,18 +204,38 @@ def build_mobile_student(teacher, spec):
 
     layers = spaced_layers(cfg.num_hidden_layers, t.num_hidden_layers)
     if spec.init == "teacher":
-        tf_src = layers[cfg.conv_blocks:]
-
-        def source(name: str) -> str:
-            if name.startswith("mobile.layers."):
-                j, rest = name[len("mobile.layers."):].split(".", 1)
-                return f"ernie.encoder.layers.{tf_src[int(j)] - 1}.{rest}"
-            return name.replace("mobile.embeddings.", "ernie.embeddings.", 1)
-
-        copy_matching(student, teacher, source)
+        copy_matching(student, teacher, _teacher_names(teacher, cfg, layers))
         if student.mobile.embeddings_project is not None:
             svd_embeddings(student, teacher)
     return student, layers
+
+
+def _teacher_names(teacher, cfg: MobileQAConfig, layers: list[int]):
+    """Maps a student tensor name to its teacher counterpart. Student layers count conv blocks
+    first, then transformer layers; student layer ``u`` (1-based) takes teacher layer
+    ``layers[u - 1]`` when both are of the same kind: a transformer layer of an ERNIE teacher, or
+    a conv block / transformer layer of a mobile (hybrid) teacher."""
+    prefix = teacher.base_model_prefix
+    t_conv = getattr(teacher.config, "conv_blocks", 0) if prefix == "mobile" else 0
+
+    def teacher_layer(number: int, conv: bool) -> str | None:
+        if conv:
+            return f"mobile.blocks.{number - 1}" if number <= t_conv else None
+        if number <= t_conv:
+            return None
+        return (f"mobile.layers.{number - 1 - t_conv}" if prefix == "mobile"
+                else f"ernie.encoder.layers.{number - 1}")
+
+    def source(name: str) -> str:
+        for part, offset, conv in (("mobile.blocks.", 0, True),
+                                   ("mobile.layers.", cfg.conv_blocks, False)):
+            if name.startswith(part):
+                j, rest = name[len(part):].split(".", 1)
+                target = teacher_layer(layers[offset + int(j)], conv)
+                return f"{target}.{rest}" if target else ""
+        return name.replace("mobile.", f"{prefix}.", 1)
+
+    return source
 
 
 def svd_embeddings(student: "MobileQAForQuestionAnswering", teacher) -> float:
@@ -227,7 +248,14 @@ def svd_embeddings(student: "MobileQAForQuestionAnswering", teacher) -> float:
     trained embedding.)"""
     import numpy as np
 
-    src, dst = teacher.ernie.embeddings, student.mobile.embeddings
+    backbone = getattr(teacher, teacher.base_model_prefix)
+    if getattr(backbone, "embeddings_project", None) is not None:
+        if backbone.embeddings.word_embeddings.weight.shape[1] == student.config.embedding_size:
+            return 0.0  # the same factorisation: copy_matching took the tables as they are
+        raise ConfigError("distill.student.embedding_size: the teacher's embeddings are factorised "
+                          "already; give the student the teacher's embedding_size (copied as they "
+                          "are) or use a teacher with full-width embeddings")
+    src, dst = backbone.embeddings, student.mobile.embeddings
     k = student.config.embedding_size
     w = src.word_embeddings.weight.numpy().astype(np.float64)
     u, sv, vt = np.linalg.svd(w, full_matrices=False)
