@@ -191,7 +191,11 @@ def capacity(run_dir: Path, jobs: list, processes: int) -> dict:
     from paddleqa.text.features import feature_params_for
     from paddleqa.text.tokenizer import load_tokenizer
 
-    artifact, facts = fastest_artifact(run_dir)
+    from paddleqa.service.serve import ServeConfig
+
+    # the form `paddleqa serve RUN_DIR` picks with its defaults
+    drop = ServeConfig.__dataclass_fields__["int8_max_f1_drop"].default
+    artifact, facts = fastest_artifact(run_dir, drop)
     windows = Windows(load_tokenizer(artifact), feature_params_for(artifact))
     answerer = Answerer(None, KnowledgeBase(DEV), top_k=3)
     counts = collections.defaultdict(list)

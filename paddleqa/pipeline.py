@@ -234,7 +234,7 @@ def _teacher_export(root: Path, finetune: FinetuneConfig, export: ExportConfig |
     teacher_model = str(Path(finetune.output_dir) / "model")
     if export is None or export.model == teacher_model:
         return None
-    return dataclasses.replace(export, model=teacher_model, targets=["x86"], precisions=["fp32"],
+    return dataclasses.replace(export, model=teacher_model, targets=["x86"], precisions=["fp32"], onnx_int8=False,
                                inference_model="",
                                out_dir=str(root / DEFAULT_FOLDERS["export_teacher"]))
 
@@ -264,6 +264,8 @@ def _bench_artifacts(finetune: FinetuneConfig, deployed: str, quantize: Quantize
             arts.append(str(Path(export.out_dir) / "x86-fp32"))
         if export.onnx:
             arts.append(str(Path(export.out_dir) / "onnx"))
+        if export.onnx_int8:  # ONNX Runtime's dynamic int8 of the same graph, scored here
+            arts.append(str(Path(export.out_dir) / "onnx" / "model.int8.onnx"))
     if quantize and quantize.method in ("ptq", "qat"):
         arts.append(str(Path(quantize.out_dir) / "inference"))
     return arts, no_score

@@ -217,12 +217,19 @@ def test_student_architectures_export_and_agree(teacher_run, tmp_path, kind):
     student.save_pretrained(str(model_dir))
     for f in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(f"{doc['run_dir']}/teacher/model/{f}", model_dir / f)
-    m = run(ExportConfig(model=str(model_dir), out_dir=str(tmp_path / "out"), targets=["arm", "x86"]))
+    conv = kind != "compact"  # ONNX int8 of conv blocks: they stay fp32 (ORT has no ConvInteger)
+    m = run(ExportConfig(model=str(model_dir), out_dir=str(tmp_path / "out"), targets=["arm", "x86"],
+                         onnx=conv, onnx_int8=conv))
     assert m["bundles"]["arm-fp32"]["bytes"] > 0  # Lite's ARM passes take this graph too
     inputs, lengths = _batch(vocab=src.config.vocab_size)
     ref_s, _ = _dygraph(model_dir, inputs)
     s, _ = open_artifact(tmp_path / "out" / "x86-fp32").predict(inputs)
     np.testing.assert_allclose(_real(s, lengths), _real(ref_s, lengths), atol=1e-4)
+    if conv:
+        q = open_artifact(tmp_path / "out" / "onnx" / "model.int8.onnx")
+        s8, _ = q.predict(inputs)
+        assert q.precision == "int8" and np.isfinite(s8).all()
+        assert np.corrcoef(_real(s8, lengths), _real(ref_s, lengths))[0, 1] > 0.9
     assert program_op_counts(tmp_path / "out" / "inference" / "model.pdmodel")
 
 

@@ -36,6 +36,18 @@ def test_layout_json_round_trips(tmp_path):
     assert json.loads(path.read_text(encoding="utf-8")) == layout.to_dict()
 
 
+def test_channel_pruned_chain_benches_the_student_before_and_after_pruning(tmp_path):
+    """distill -> l1norm prune deploys the pruned student; the distilled one keeps its own row
+    (scored by its stage), so the table shows what pruning cost and gained."""
+    layout = _layout(_doc(tmp_path, prune={"method": "l1norm"}))
+    assert layout.deployed == "prune"
+    assert {"distill/model", "prune/model"} <= set(layout.bench_artifacts)
+    assert {"distill/model", "prune/model"} <= set(layout.no_score)
+    assert layout.bench_artifacts.count("distill/model") == 1
+    plain = _layout(_doc(tmp_path))  # nothing pruned: the distilled student is the deployed one
+    assert plain.deployed == "distill" and "prune/model" not in plain.bench_artifacts
+
+
 def test_pipeline_writes_the_layout_before_its_stages(tiny_json, tmp_path):
     doc = tiny_pipeline_doc(tmp_path, tiny_json, tiny_json)
     pipeline.run(doc, only="data")

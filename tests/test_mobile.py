@@ -129,3 +129,41 @@ def test_factorised_embeddings_are_for_the_mobile_student_only():
 
     with pytest.raises(ValueError, match="embedding_size"):
         StudentConfig(kind="ernie", embedding_size=16)
+
+
+def test_mobile_student_starts_from_a_hybrid_teachers_layers():
+    """A hybrid (mobile) teacher: the student's conv block and attention layer copy the teacher
+    layers they map to (conv to conv, attention to the top attention layer), its factorised
+    embeddings start from the teacher's by SVD, and a layer of the other kind is not copied."""
+    from paddleqa.models.mobile import build_mobile_student
+    from paddleqa.stages.distill import StudentConfig
+
+    paddle.seed(1)
+    teacher = MobileQAForQuestionAnswering(MobileQAConfig(**{**CFG, "num_transformer_layers": 2}))
+    spec = StudentConfig(kind="mobilenet", conv_blocks=1, expand_ratio=2, kernel_size=3,
+                         num_layers=1, embedding_size=4)
+    student, layers = build_mobile_student(teacher, spec)
+    assert layers == [2, 4]  # student conv -> teacher conv block 2, attention -> the top layer
+    t, s = teacher.state_dict(), student.state_dict()
+    np.testing.assert_array_equal(s["mobile.blocks.0.expand.weight"].numpy(),
+                                  t["mobile.blocks.1.expand.weight"].numpy())
+    np.testing.assert_array_equal(s["mobile.layers.0.linear1.weight"].numpy(),
+                                  t["mobile.layers.1.linear1.weight"].numpy())
+    assert not np.array_equal(s["mobile.layers.0.linear1.weight"].numpy(),
+                              t["mobile.layers.0.linear1.weight"].numpy())
+    w = t["mobile.embeddings.word_embeddings.weight"].numpy().astype(np.float64)
+    approx = (s["mobile.embeddings.word_embeddings.weight"].numpy()
+              @ s["mobile.embeddings_project.weight"].numpy())
+    sv = np.linalg.svd(w, compute_uv=False)
+    np.testing.assert_allclose(np.linalg.norm(approx - w), np.sqrt((sv[4:] ** 2).sum()), rtol=1e-4)
+    # a student whose first layer maps onto a teacher attention layer keeps a random conv block
+    deep = MobileQAForQuestionAnswering(MobileQAConfig(**{**CFG, "conv_blocks": 1,
+                                                          "num_transformer_layers": 3}))
+    student2, layers2 = build_mobile_student(deep, spec)
+    assert layers2 == [2, 4]
+    s2, d = student2.state_dict(), deep.state_dict()
+    assert s2["mobile.blocks.0.expand.weight"].shape == d["mobile.blocks.0.expand.weight"].shape
+    assert not np.array_equal(s2["mobile.blocks.0.expand.weight"].numpy(),
+                              d["mobile.blocks.0.expand.weight"].numpy())
+    np.testing.assert_array_equal(s2["mobile.layers.0.linear1.weight"].numpy(),
+                                  d["mobile.layers.2.linear1.weight"].numpy())

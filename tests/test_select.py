@@ -1,4 +1,4 @@
-"""`paddleqa serve RUN_DIR` serves the deployed model's fastest measured fp32 form."""
+"""`paddleqa serve RUN_DIR` serves the deployed model's fastest measured form (int8 within an F1 bound)."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,9 @@ from paddleqa.runtime.layout import ExportFolder, RunLayout
 from paddleqa.service.select import fastest_artifact, served_artifact
 
 
-def _run(tmp_path, rows):
+def _run(tmp_path, rows, **folders):
     run = tmp_path / "myrun"
-    RunLayout(folders={"bench": "bench", "distill": "distill"}, files={"bench_results": "bench/results.json"},
+    RunLayout(folders={"bench": "bench", "distill": "distill", **folders}, files={"bench_results": "bench/results.json"},
               deployed="distill", deployed_model="distill/model",
               exports={"export": ExportFolder("export", "deployed"),
                        "export_int8": ExportFolder("export-int8", "int8"),
@@ -51,3 +51,17 @@ def test_a_run_without_bench_results_says_what_to_do(tmp_path):
     (run / "bench" / "results.json").unlink()
     with pytest.raises(PaddleQAError, match="--only bench"):
         fastest_artifact(run)
+
+
+def test_an_int8_form_is_served_only_within_the_allowed_f1_drop(tmp_path):
+    run = _run(tmp_path, [
+        _row("runs/myrun/export/onnx", 1.2, "onnxruntime", precision="fp32", dev_f1=40.0),
+        _row("runs/myrun/export/onnx/model.int8.onnx", 0.7, "onnxruntime", precision="int8", dev_f1=39.5),
+        _row("runs/myrun/quantize/inference", 0.5, "paddle-inference", precision="int8", dev_f1=37.0),
+    ], quantize="quantize")
+    path, facts = fastest_artifact(run, 1.0)  # PTQ is faster but 3 points down: left out
+    assert path == str(run / "export" / "onnx" / "model.int8.onnx") and facts["precision"] == "int8"
+    assert "F1 37.00 vs fp32 40.00" in facts["int8_rejected"][str(run / "quantize" / "inference")]
+    assert fastest_artifact(run, 5.0)[0] == str(run / "quantize" / "inference")
+    assert fastest_artifact(run, -1)[0] == str(run / "export" / "onnx")  # fp32 only
+    assert served_artifact(run, 1.0) == path

@@ -67,6 +67,9 @@ def _export_rows(exp: dict, folder: Path, prefix: str, source: str | None,
     if exp.get("onnx"):
         files.append(("onnx fp32", "onnxruntime", "fp32", Path(exp["onnx"]["path"]).parent,
                       exp["onnx"]["bytes"]))
+        if exp["onnx"].get("int8"):  # ONNX Runtime's dynamic int8 of the same graph
+            files.append(("onnx int8", "onnxruntime", "int8", Path(exp["onnx"]["int8"]["path"]),
+                          exp["onnx"]["int8"]["bytes"]))
     rows = [{"name": prefix + name, "source": source, "backend": backend, "precision": precision,
              "path": str(path), "params": exp.get("params"), "file_bytes": size}
             for name, backend, precision, path, size in files]
@@ -127,8 +130,9 @@ def _model_rows(run_dir: Path, layout: RunLayout) -> list[dict]:
     for name in ("distill", "prune"):
         folder = layout.folder(run_dir, MODEL_STAGES[name])
         m = _read(folder / "metrics.json") if folder else None
-        if m is not None:
-            models[name] = (m, "teacher")
+        if m is not None:  # a pruned student (student_params in its metrics) came from distill
+            pruned_student = name == "prune" and "student_params" in m and "distill" in models
+            models[name] = (m, "distill" if pruned_student else "teacher")
     rows = []
     for name, (m, source) in models.items():
         folder = layout.folder(run_dir, MODEL_STAGES[name])

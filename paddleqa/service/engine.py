@@ -35,8 +35,10 @@ class Engine:
     """Micro-batching answerer over ``workers`` threads, each with its own predictor."""
 
     def __init__(self, artifact: str, *, workers: int = 1, max_batch: int = 8, max_wait_ms: float = 5.0,
-                 n_best: int = 20, max_answer_length: int = 64, threads: int = 1, max_queue: int = 0):
-        self.artifact = served_artifact(artifact)  # a run folder: its fastest measured form
+                 n_best: int = 20, max_answer_length: int = 64, threads: int = 1, max_queue: int = 0,
+                 int8_max_f1_drop: float = -1.0):
+        # a run folder: its fastest measured form (int8 ones within int8_max_f1_drop F1 points)
+        self.artifact = served_artifact(artifact, int8_max_f1_drop)
         self.backend, _ = artifact_kind(self.artifact)
         if self.backend == "lite-arm":
             raise PaddleQAError(f"{self.artifact} is an ARM .nb: serve its x86 twin or the model on this machine")

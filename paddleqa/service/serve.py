@@ -37,6 +37,8 @@ class ServeConfig(ThreadSettings, AnswerSettings):
 
     artifact: str = opt("", help="model folder, Paddle inference model, Lite x86 .nb or ONNX model; "
                         "or a `paddleqa run` folder: its deployed model's fastest measured form")
+    int8_max_f1_drop: float = opt(1.0, help="a run folder: an int8 form may be served when the bench "
+                                  "scored it at most this many F1 points below the fp32 form (< 0 = fp32 only)")
     kb: str = opt("", help="knowledge base: folder of .txt/.md files or a CMRC JSON ('' = none; "
                   "then every request must carry a context)")
     faq: str = opt("", help="FAQ file: a JSON list of {question, answer} (or a CSV with those "
@@ -150,7 +152,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None, kb=None):
         engine = Engine(config.artifact, workers=config.workers, max_batch=config.max_batch,
                         max_wait_ms=config.max_wait_ms, n_best=config.n_best,
                         max_answer_length=config.max_answer_length, threads=config.threads,
-                        max_queue=config.max_queue)
+                        max_queue=config.max_queue, int8_max_f1_drop=config.int8_max_f1_drop)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -350,7 +352,8 @@ def ask_loop(config: ServeConfig, stdin, stdout) -> int:
 
     kb = KnowledgeBase(config.kb, passage_chars=config.passage_chars) if config.kb else None
     engine = Engine(config.artifact, max_batch=1, max_wait_ms=0, n_best=config.n_best,
-                    max_answer_length=config.max_answer_length, threads=config.threads)
+                    max_answer_length=config.max_answer_length, threads=config.threads,
+                    int8_max_f1_drop=config.int8_max_f1_drop)
     answerer = Answerer(engine, kb, top_k=config.top_k, faq=Faq(config.faq) if config.faq else None,
                         faq_threshold=config.faq_threshold)
     stdout.write("Ask a question (`question ||| context` to give the passage; empty line or Ctrl-D quits).\n")

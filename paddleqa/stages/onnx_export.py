@@ -40,9 +40,11 @@ def export_onnx(pdmodel: Path, pdiparams: Path, dest: Path, *, opset: int = 13) 
 
 def quantize_onnx(src: Path, dest: Path) -> Path:
     """int8 weights + dynamically quantized activations for ONNX Runtime (``quantize_dynamic``:
-    no calibration data; MatMul/Gemm become MatMulInteger with per-call activation scales)."""
+    no calibration data; MatMul becomes MatMulInteger with per-call activation scales; conv
+    layers stay fp32)."""
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.registry import IntegerOpsRegistry
     except ImportError:
         raise PaddleQAError("onnx_int8 needs ONNX Runtime's quantization tools: pip install -c "
                             "constraints.txt onnxruntime") from None
@@ -65,7 +67,10 @@ def quantize_onnx(src: Path, dest: Path) -> Path:
     tmp = dest.with_name(f".{dest.name}.tmp")
     onnx.save(model, str(prepared))
     try:
-        quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8)
+        # Every integer op of ONNX Runtime's dynamic registry except Conv: a quantized Conv
+        # becomes ConvInteger, which its CPU provider cannot run (a mobile student's conv blocks).
+        ops = [op for op in IntegerOpsRegistry if op != "Conv"]
+        quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=ops)
     finally:
         prepared.unlink(missing_ok=True)
     os.replace(tmp, dest)  # complete or absent, as with export_onnx

@@ -154,7 +154,7 @@ def int8_export_config(export: ExportConfig, quantize: QuantizeConfig | None) ->
     return dataclasses.replace(
         export, out_dir=str(Path(export.out_dir).with_name(DEFAULT_FOLDERS["export_int8"])),
         inference_model=str(Path(quantize.out_dir) / "inference" / "model"),
-        precisions=["fp32"], onnx=False)
+        precisions=["fp32"], onnx=False, onnx_int8=False)
 
 
 def _run_teacher(stage: StageRunner, cfg: dict[str, Any], layout: RunLayout, resume: bool,
