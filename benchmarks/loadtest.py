@@ -37,7 +37,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.report import machine_info, replace_section  # noqa: E402
 
 RECORD = "benchmarks/loadtest.json"
-DEV = "/work/shared/data/cmrc2018/cmrc2018_dev.json"
+# CMRC 2018 dev: $CMRC2018_DIR, else ../shared/data/cmrc2018 beside the checkout (data/README.md)
+DEV = str(Path(os.environ.get("CMRC2018_DIR") or ROOT.parent / "shared" / "data" / "cmrc2018")
+          / "cmrc2018_dev.json")
 MALFORMED = {
     "invalid_json": lambda q: b'{"question": "' + q.encode("utf-8"),
     "missing_question": lambda q: json.dumps({"context": "没有问题"}).encode("utf-8"),
