@@ -109,20 +109,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+TARGET_EM, TARGET_F1 = 30.0, 50.0  # the issue's targets for the teacher on all of dev
+
+
+def _describe(a: dict) -> str:
+    """The architecture in words: ERNIE, or the conv + attention hybrid."""
+    tf = f"{a['num_layers']}L-{a['hidden_size']}H-{a['num_heads']}A"
+    if a.get("kind", "ernie") == "mobilenet":
+        return (f"conv + attention hybrid: {a.get('conv_blocks', 2)} inverted-residual conv blocks "
+                f"(expand {a.get('expand_ratio', 4)}, kernel {a.get('kernel_size', 5)}) then ERNIE-style {tf}")
+    return f"ERNIE {tf}"
+
+
 def render(r: dict) -> str:
     a = r["config"]["arch"]
     c = r["config"]
     m = r["machine"]
     lines = [
-        "## Teacher: from-scratch ERNIE fine-tuned on CMRC 2018",
+        "## Teacher: from-scratch model fine-tuned on CMRC 2018",
         "",
         f"Produced by `{r['command']}` (see `benchmarks/teacher.json` for the raw record).",
         "",
         f"- Machine: {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), {m['os']}; "
         f"Python {m['python']}, paddlepaddle {m['paddlepaddle']}, paddlenlp {m['paddlenlp']}",
         f"- Threads: training {r['threads']['train']}, MKL_DEBUG_CPU_TYPE={r['threads']['MKL_DEBUG_CPU_TYPE']}",
-        f"- Model: ERNIE {a['num_layers']}L-{a['hidden_size']}H-{a['num_heads']}A, FFN {a['intermediate_size']}, "
-        f"random init, dropout {a.get('dropout', 0.1)}, char vocab from CMRC train, "
+        f"- Model: {_describe(a)}, FFN {a['intermediate_size']}, "
+        f"{'from ' + c['model'] if c.get('model') else 'random init'}, dropout {a.get('dropout', 0.1)}, char vocab from CMRC train, "
         f"{'exact-match token types (overlap_types)' if c.get('overlap_types') else 'plain token types'}; "
         f"{r['params']:,} params ({r['non_embedding_params']:,} non-embedding)",
         f"- Data: {r['train_questions']:,} train questions -> {r['train_windows']:,} windows "
@@ -145,14 +157,15 @@ def render(r: dict) -> str:
                   "resumed run)." if r.get("resumed_from") else
                   f"this run took {r['total_wall_seconds'] / 60:.1f} min "
                   f"({'within' if r['total_wall_seconds'] <= budget * 60 else 'OVER'} budget)."), ""]
-    target = 35.0
-    verdict = "reached" if r["dev_f1"] >= target else "not reached"
-    lines += [f"Target for a from-scratch teacher in this budget: dev F1 >= {target:.0f} -- {verdict} "
-              f"({r['dev_f1']:.2f}). The encoder starts from random weights (no pre-training "
-              f"corpus is reachable offline) and sees {r['train_questions']:,} questions for "
-              f"{r['epochs']:g} epochs on {r['machine']['cores']} CPU cores. A pretrained ERNIE (a local "
-              "folder in `finetune.model`) goes through the same command.",
-              ""]
+    em_ok, f1_ok = r["dev_em"] >= TARGET_EM, r["dev_f1"] >= TARGET_F1
+    lines += [f"Target: dev EM >= {TARGET_EM:.0f} and F1 >= {TARGET_F1:.0f} -- "
+              f"{'reached' if em_ok and f1_ok else 'not reached'} (EM {r['dev_em']:.2f}, F1 "
+              f"{r['dev_f1']:.2f}). The model starts from "
+              f"{'the pretrained folder ' + c['model'] if c.get('model') else 'random weights (no pretrained Chinese weights are reachable offline)'}"
+              f" and sees {r['train_questions']:,} questions for {r['epochs']:g} epochs on "
+              f"{r['machine']['cores']} CPU cores; the "Teacher ablation" section shows which ingredients "
+              "helped at an equal budget. A pretrained ERNIE (a local folder in `finetune.model`) goes "
+              "through the same command.", ""]
     if r.get("resumed_from"):
         lines += [f"This run resumed from {r['resumed_from']} (`--resume`) and trained the last "
                   f"{r['steps_this_run']} of {r['global_step']} steps; times and throughput are for "
