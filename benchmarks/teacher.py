@@ -163,7 +163,7 @@ def render(r: dict) -> str:
               f"{r['dev_f1']:.2f}). The model starts from "
               f"{'the pretrained folder ' + c['model'] if c.get('model') else 'random weights (no pretrained Chinese weights are reachable offline)'}"
               f" and sees {r['train_questions']:,} questions for {r['epochs']:g} epochs on "
-              f"{r['machine']['cores']} CPU cores; the "Teacher ablation" section shows which ingredients "
+              f"{r['machine']['cores']} CPU cores; the 'Teacher ablation' section shows which ingredients "
               "helped at an equal budget. A pretrained ERNIE (a local folder in `finetune.model`) goes "
               "through the same command.", ""]
     if r.get("resumed_from"):
