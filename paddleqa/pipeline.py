@@ -234,8 +234,8 @@ def _teacher_export(root: Path, finetune: FinetuneConfig, export: ExportConfig |
     teacher_model = str(Path(finetune.output_dir) / "model")
     if export is None or export.model == teacher_model:
         return None
-    return dataclasses.replace(export, model=teacher_model, targets=["x86"], precisions=["fp32"], onnx_int8=False,
-                               inference_model="",
+    return dataclasses.replace(export, model=teacher_model, targets=["x86"], precisions=["fp32"],
+                               onnx_int8=False, inference_model="",
                                out_dir=str(root / DEFAULT_FOLDERS["export_teacher"]))
 
 
