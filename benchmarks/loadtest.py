@@ -198,7 +198,8 @@ def capacity(run_dir: Path, jobs: list, processes: int) -> dict:
     # the form `paddleqa serve RUN_DIR` picks with its defaults
     drop = ServeConfig.__dataclass_fields__["int8_max_f1_drop"].default
     artifact, facts = fastest_artifact(run_dir, drop)
-    windows = Windows(load_tokenizer(artifact), feature_params_for(artifact))
+    folder = Path(artifact).parent if Path(artifact).is_file() else Path(artifact)  # e.g. model.int8.onnx
+    windows = Windows(load_tokenizer(str(folder)), feature_params_for(str(folder)))
     answerer = Answerer(None, KnowledgeBase(DEV), top_k=3)
     counts = collections.defaultdict(list)
     for kind, body in jobs:
