@@ -186,6 +186,7 @@ def wait_healthy(server: subprocess.Popen, port: int, log_path: Path) -> dict:
 def capacity(run_dir: Path, jobs: list, processes: int) -> dict:
     """Windows per good request (the server's own windowing and retrieval, computed here) and
     the requests/s the model alone would allow at the artifact's measured latency."""
+    from paddleqa.runtime.artifacts import tokenizer_dir_of
     from paddleqa.service.answer import Answerer
     from paddleqa.service.kb import KnowledgeBase
     from paddleqa.service.select import fastest_artifact
@@ -198,8 +199,8 @@ def capacity(run_dir: Path, jobs: list, processes: int) -> dict:
     # the form `paddleqa serve RUN_DIR` picks with its defaults
     drop = ServeConfig.__dataclass_fields__["int8_max_f1_drop"].default
     artifact, facts = fastest_artifact(run_dir, drop)
-    folder = Path(artifact).parent if Path(artifact).is_file() else Path(artifact)  # e.g. model.int8.onnx
-    windows = Windows(load_tokenizer(str(folder)), feature_params_for(str(folder)))
+    folder = str(tokenizer_dir_of(artifact))  # the folder the server's predictor reads
+    windows = Windows(load_tokenizer(folder), feature_params_for(folder))
     answerer = Answerer(None, KnowledgeBase(DEV), top_k=3)
     counts = collections.defaultdict(list)
     for kind, body in jobs:

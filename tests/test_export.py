@@ -345,3 +345,13 @@ def test_an_opt_crash_becomes_a_clear_error(exported, monkeypatch, tmp_path):
     with pytest.raises(PaddleQAError, match=r"opt failed \(signal 11\).*for arm"):
         export_mod.lite_optimize(out / "inference" / "model.pdmodel", out / "inference" / "model.pdiparams",
                                  "arm", "fp32", tmp_path / "m")
+
+
+def test_tokenizer_folder_is_found_without_opening_the_model(exported):
+    from paddleqa.runtime.artifacts import tokenizer_dir_of
+
+    out, _, model, _ = exported
+    for artifact in (out / "inference", out / "x86-fp32" / "model.nb", out / "onnx" / "model.int8.onnx",
+                     f"{model}/model"):
+        assert tokenizer_dir_of(artifact) == open_artifact(artifact).tokenizer_dir
+        assert (tokenizer_dir_of(artifact) / "vocab.txt").exists()

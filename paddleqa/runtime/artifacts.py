@@ -299,6 +299,14 @@ def _tokenizer_dir(folder: Path) -> Path:
 
 
 # ---------------------------------------------------------------- dispatch
+def tokenizer_dir_of(path: str | Path) -> Path:
+    """The tokenizer folder an artifact is read with (what its runner's ``tokenizer_dir`` is),
+    found without opening the model: a model folder's own, else the export file's folder or
+    the model it was exported from."""
+    kind, p = artifact_kind(path)
+    return p if kind == "dygraph" else _tokenizer_dir(p.parent)
+
+
 def artifact_kind(path: str | Path) -> tuple[str, Path]:
     """(backend, resolved path) for a model folder, an inference model or a ``.nb``."""
     p = Path(path)
