@@ -31,8 +31,9 @@ def _same_model_forms(run_dir: Path, layout: RunLayout) -> list[Path]:
 def _int8_forms(run_dir: Path, layout: RunLayout) -> list[Path]:
     """The deployed model's int8 forms that run here (an int8 Lite .nb does not on x86)."""
     forms = [folder / "onnx" / "model.int8.onnx" for _, folder in layout.export_folders(run_dir, "deployed")]
-    if "quantize" in layout.folders:
-        forms.append(run_dir / layout.folders["quantize"] / "inference")
+    quantize = layout.folder(run_dir, "quantize")
+    if quantize is not None:
+        forms.append(quantize / "inference")
     return forms
 
 
