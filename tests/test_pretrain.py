@@ -39,7 +39,7 @@ def _dev(tmp_path: Path) -> Path:
 
 
 def test_whole_word_masking_masks_every_character_of_a_word_together(tmp_path, tiny_tokenizer_dir):
-    from paddleqa.stages.mlm import SeededWholeWordMask, SequenceDataset
+    from paddleqa.stages.mlm import RowPacker, SeededWholeWordMask, SequenceDataset, unpack_rows
     from paddleqa.text.tokenizer import load_tokenizer
 
     tok = load_tokenizer(str(tiny_tokenizer_dir))
@@ -58,6 +58,9 @@ def test_whole_word_masking_masks_every_character_of_a_word_together(tmp_path, t
         batch = collate(rows)
         again = collate(rows)
         assert all(np.array_equal(batch[k], again[k]) for k in batch)  # a function of the batch
+        # padded in the DataLoader thread, unpacked and masked on the training thread: the same masks
+        packed = collate(unpack_rows(RowPacker(tok.pad_token_id)(rows)))
+        assert all(np.array_equal(batch[k], packed[k]) for k in batch)
         for k, r in enumerate(rows):
             masked = set(np.flatnonzero(batch["labels"][k] != -100))
             assert masked, "every row has something to predict"

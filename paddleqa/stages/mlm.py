@@ -1,9 +1,11 @@
 """The PaddleNLP Trainer pieces of masked-LM pre-training (``paddleqa pretrain``).
 
 What the Trainer is fed: packed sequences (:class:`SequenceDataset`) in an epoch-seeded order
-that tags every row with its epoch (:class:`EpochTaggedSampler`), masked by PaddleNLP's
-``DataCollatorForWholeWordMask`` made a function of the batch alone (:class:`SeededWholeWordMask`);
-and the fixed-mask probe loss the stage reports before and after training (:func:`probe_loss`).
+that tags every row with its epoch (:class:`EpochTaggedSampler`), padded in the DataLoader
+(:class:`RowPacker`) and masked on the training thread (:meth:`MLMTrainer._prepare_inputs`) by
+PaddleNLP's ``DataCollatorForWholeWordMask`` made a function of the batch alone
+(:class:`SeededWholeWordMask`); and the fixed-mask probe loss the stage reports before and after
+training (:func:`probe_loss`).
 
 This module imports paddle and paddlenlp at load, so :func:`paddleqa.stages.pretrain.run` imports
 it when training starts (deferred on purpose), as :mod:`.trainer` is.
@@ -57,8 +59,54 @@ class EpochTaggedSampler(DistributedBatchSampler):
             yield [epoch * n + i for i in batch]
 
 
+class RowPacker:
+    """The DataLoader's ``collate_fn``: pads rows into arrays and draws nothing at random.
+
+    The paddle DataLoader collates in a prefetch thread while the Trainer steps. Masking there
+    raced with the Trainer: on a resume it sets the global ``random``/``np.random`` states from
+    the checkpoint (``_load_rng_state``) while the thread may be masking the next batch between
+    its seeding and its draws, so the first step after a resume now and then trained on other
+    masks. The thread therefore only packs; :class:`MLMTrainer` masks on the training thread.
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad = pad_token_id
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = np.full((len(rows), width), self.pad, dtype=np.int64)
+        refs = np.zeros((len(rows), width), dtype=np.int64)
+        for k, r in enumerate(rows):
+            ids[k, :len(r["input_ids"])] = r["input_ids"]
+            refs[k, np.asarray(r["chinese_ref"], dtype=np.int64)] = 1
+        return {"input_ids": ids, "ref_mask": refs, "length": np.array([len(r["input_ids"]) for r in rows]),
+                "mask_key": np.array([r["mask_key"] for r in rows], dtype=np.int64)}
+
+
+def unpack_rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows :class:`RowPacker` packed (arrays or paddle tensors), as the dataset gave them."""
+    arrays = {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in batch.items()}
+    return [{"input_ids": arrays["input_ids"][k, :n], "chinese_ref": np.flatnonzero(arrays["ref_mask"][k, :n]),
+             "mask_key": int(arrays["mask_key"][k])} for k, n in enumerate(arrays["length"].tolist())]
+
+
 class MLMTrainer(ResumableTrainer):
-    """The Trainer over :class:`SequenceDataset`: same schedule and resume as every stage's."""
+    """The Trainer over :class:`SequenceDataset`: same schedule and resume as every stage's.
+
+    Batches arrive packed (:class:`RowPacker`) and are masked here, on the training thread, by
+    ``masker`` (a :class:`SeededWholeWordMask`): nothing else draws from the global RNGs while
+    it seeds, draws and restores them.
+    """
+
+    def __init__(self, *args, masker: "SeededWholeWordMask", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.masker = masker
+
+    def _prepare_inputs(self, inputs):
+        if "mask_key" in inputs:
+            masked = self.masker(unpack_rows(inputs))
+            inputs = {k: paddle.to_tensor(v) for k, v in masked.items()}
+        return super()._prepare_inputs(inputs)
 
     def _get_train_sampler(self):
         return EpochTaggedSampler(
@@ -72,10 +120,10 @@ class SeededWholeWordMask:
     """PaddleNLP's ``DataCollatorForWholeWordMask`` (numpy), reproducible batch by batch.
 
     The collator picks words with the global ``random`` module and draws the 80/10/10 split with
-    ``np.random``; the paddle DataLoader collates in a prefetch thread, ahead of the step, so
-    seeding per step cannot reach it. Here each batch seeds both from (seed, the rows' tagged
-    indices) and the caller's RNG states are restored afterwards: the masks are a function of
-    the batch alone, on every rank and after any resume.
+    ``np.random``, whose states the Trainer also saves and restores. Here each batch seeds both
+    from (seed, the rows' tagged indices) and the caller's RNG states are restored afterwards:
+    the masks are a function of the batch alone, on every rank and after any resume. Call it on
+    the training thread (:class:`MLMTrainer` does), never from the DataLoader's prefetch thread.
 
     Written around the collator, not instead of it: it adds two things the collator lacks. The
     seeding above, and one masked token in a row where it masks none (when every word of the row

@@ -144,7 +144,8 @@ def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any
     collate = mlm.SeededWholeWordMask(tokenizer, config.mlm_probability, config.seed)
     probe_before = mlm.probe_loss(model, dataset, collate, PROBE_ROWS, config.batch_size)
     trainer = mlm.MLMTrainer(model=model, args=tr.training_arguments(config), train_dataset=dataset,
-                             data_collator=collate, tokenizer=tokenizer,
+                             data_collator=mlm.RowPacker(tokenizer.pad_token_id or 0), masker=collate,
+                             tokenizer=tokenizer,
                              callbacks=[tr.StepSeed(config.seed), *callbacks])
     t_train = time.time()
     result = trainer.train(resume_from_checkpoint=last_checkpoint)
