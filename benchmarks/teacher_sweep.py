@@ -1,7 +1,7 @@
 """Teacher ablation: which ingredients make a better from-scratch teacher, judged on the validation split.
 
     python benchmarks/teacher_sweep.py [--config configs/cmrc2018.yaml] [--steps 200]
-                                       [--factors base,pretrain,drcd,augment,plain_types,hybrid]
+                                       [--factors base,pretrain,...,hybrid_deep]
     python benchmarks/teacher_sweep.py --report-only
 
 Every variant is the config's teacher with one ingredient changed, trained for the same number
@@ -57,7 +57,16 @@ FACTORS: dict[str, tuple[str, list[str]]] = {
     "hybrid": ("MobileNetV2-style hybrid: 2 inverted-residual conv blocks + 2 of the Transformer "
                "layers, same width (the compression benchmark's students learned faster than ERNIE)",
                ["finetune.arch.kind=mobilenet", "finetune.arch.num_layers=2", "finetune.arch.conv_blocks=2"]),
+    # Size arms of the winner (the issue's "sizes up to ~10 M params"): each changes the hybrid,
+    # so read its row against the hybrid's as well as against the base's effect column.
+    "hybrid_wide": ("the hybrid at 256 wide (FFN 1024, 4 heads of 64)",
+                    ["finetune.arch.kind=mobilenet", "finetune.arch.num_layers=2", "finetune.arch.conv_blocks=2",
+                     "finetune.arch.hidden_size=256", "finetune.arch.intermediate_size=1024"]),
+    "hybrid_deep": ("the hybrid with 3 conv blocks and 4 attention layers (128 wide)",
+                    ["finetune.arch.kind=mobilenet", "finetune.arch.num_layers=4", "finetune.arch.conv_blocks=3"]),
 }
+# variant -> the row it is an arm of, when that is not the base (the size arms vary the hybrid)
+ARM_OF = {"hybrid_wide": "hybrid", "hybrid_deep": "hybrid"}
 
 
 def _run(cmd: list[str], env: dict[str, str], log_path: Path) -> float:
@@ -148,14 +157,18 @@ def with_effects(rows: list[dict], resamples: int = 1000) -> list[dict]:
         per_question = question_scores(gold, preds)
         return [100 * per_question[q][1] for q in sorted(per_question)]
 
-    ref = f1s(base)
+    by_name = {r["name"]: r for r in rows}
     for r in rows:
         # each variant's run folder holds its own copy of the split: the same questions when the
         # same training file was split (the split depends on the passages only)
         if r is base or sha256_path(r["validation_file"]) != sha256_path(base["validation_file"]):
             continue
-        diff = paired_bootstrap(f1s(r), ref, resamples=resamples, seed=0)
+        diff = paired_bootstrap(f1s(r), f1s(base), resamples=resamples, seed=0)
         r["f1_effect"], r["f1_effect_ci95"] = diff["delta"], diff["ci95"]
+        arm_of = by_name.get(ARM_OF.get(r["name"], ""))
+        if arm_of is not None:
+            diff = paired_bootstrap(f1s(r), f1s(arm_of), resamples=resamples, seed=0)
+            r["arm_of"], r["f1_vs_arm_of"], r["f1_vs_arm_of_ci95"] = arm_of["name"], diff["delta"], diff["ci95"]
     return rows
 
 
@@ -211,8 +224,10 @@ def render(r: dict) -> str:
         "the config's teacher is now the winner) with one ingredient changed, trained for "
         f"{r['steps']} optimizer steps, scored with the official CMRC 2018 metric on the validation "
         "split (held-out training contexts; the dev set is not read). Effect = variant F1 minus the "
-        "base's on the same questions, with a paired bootstrap 95% interval. Short equal budgets "
-        "rank ingredients; they do not predict the fully trained teacher's score.",
+        "base's on the same questions, with a paired bootstrap 95% interval. The size arms "
+        "(`hybrid_wide`, `hybrid_deep`) change the hybrid's size instead: read them against the "
+        "hybrid's row, and with their training minutes, since the teacher's budget is wall time. "
+        "Short equal budgets rank ingredients; they do not predict the fully trained teacher's score.",
         "",
         "| variant | change | params | train questions | validation EM | validation F1 | effect on F1 [95% CI] | "
         "training min | pre-training min |",
@@ -227,6 +242,15 @@ def render(r: dict) -> str:
                      f"{row['validation_em']:.2f} | {row['validation_f1']:.2f} | {eff} | "
                      f"{row['train_seconds'] / 60:.1f} | {pre} |")
     lines.append("")
+    for row in rows:
+        if row.get("f1_vs_arm_of") is not None:
+            arm = next(r for r in rows if r["name"] == row["arm_of"])
+            lo, hi = row["f1_vs_arm_of_ci95"]
+            lines.append(f"- `{row['name']}` vs `{arm['name']}` (same questions, paired): F1 "
+                         f"{row['f1_vs_arm_of']:+.2f} [{lo:+.2f}, {hi:+.2f}], at "
+                         f"{row['train_seconds'] / arm['train_seconds']:.1f}x its training time.")
+    if any(r.get("f1_vs_arm_of") is not None for r in rows):
+        lines.append("")
     return "\n".join(lines)
 
 
