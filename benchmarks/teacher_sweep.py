@@ -152,10 +152,14 @@ def with_effects(rows: list[dict], resamples: int = 1000) -> list[dict]:
         return rows
     gold = gold_references(base["validation_file"])
 
-    def f1s(row):
-        preds = json.loads(Path(row["predictions"]).read_text(encoding="utf-8"))
-        per_question = question_scores(gold, preds)
-        return [100 * per_question[q][1] for q in sorted(per_question)]
+    scored: dict[str, list[float]] = {}
+
+    def f1s(row):  # per-question F1 of a row, scored once (the base and the hybrid are reused)
+        if row["name"] not in scored:
+            preds = json.loads(Path(row["predictions"]).read_text(encoding="utf-8"))
+            per_question = question_scores(gold, preds)
+            scored[row["name"]] = [100 * per_question[q][1] for q in sorted(per_question)]
+        return scored[row["name"]]
 
     by_name = {r["name"]: r for r in rows}
     for r in rows:
