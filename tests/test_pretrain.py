@@ -175,3 +175,35 @@ def test_kill_9_mid_run_and_resume_ends_as_an_uninterrupted_run(tmp_path, tiny_t
     assert wa.keys() == wb.keys()
     for k in wa:
         np.testing.assert_allclose(wa[k].numpy(), wb[k].numpy(), rtol=0, atol=1e-6, err_msg=k)
+
+
+def test_the_hybrid_pretrains_and_its_folder_loads_as_the_qa_model(tmp_path, tiny_tokenizer_dir):
+    import paddle
+
+    from paddleqa.core.config import from_dict
+    from paddleqa.models.build import load_model
+    from paddleqa.stages import pretrain
+
+    kb, train = _corpus(tmp_path)
+    arch = {**TINY_ARCH, "kind": "mobilenet", "conv_blocks": 1, "num_layers": 1, "dropout": 0.0}
+    cfg = from_dict(pretrain.PretrainConfig, {
+        "corpus": [str(kb), str(train)], "output_dir": str(tmp_path / "pre"), "cache_dir": str(tmp_path / "cache"),
+        "tokenizer": str(tiny_tokenizer_dir), "arch": arch, "max_seq_len": 24, "epochs": 30, "batch_size": 4,
+        "learning_rate": 0.005, "logging_steps": 5, "save_steps": 1000, "progress": False})
+    m = pretrain.run(cfg)
+    losses = [p["loss"] for p in m["loss_curve"]]
+    assert len(losses) >= 4 and np.mean(losses[-2:]) < np.mean(losses[:2])  # the MLM loss falls
+    assert m["probe_loss_after"] < m["probe_loss_before"]
+    folder = tmp_path / "pre" / "model"
+    assert json.loads((folder / "config.json").read_text(encoding="utf-8"))["architectures"] == ["MobileQAForMaskedLM"]
+    qa = load_model(str(folder))  # hash-checked against pretrain's manifest, then loaded
+    assert type(qa).__name__ == "MobileQAForQuestionAnswering"
+    saved = paddle.load(str(folder / "model_state.pdparams"))
+    encoder = {k: v for k, v in saved.items() if k.startswith("mobile.")}
+    assert encoder and not any(k.startswith("classifier") for k in saved)
+    mine = qa.state_dict()
+    for k, v in encoder.items():  # the whole encoder arrives; the span head starts fresh
+        np.testing.assert_array_equal(mine[k].numpy(), v.numpy(), err_msg=k)
+    ids = paddle.to_tensor([[2, 5, 6, 7, 3]])
+    start, end = qa(ids)[:2]
+    assert start.shape == [1, 5] and end.shape == [1, 5]

@@ -145,7 +145,7 @@ STAGE_COMMANDS: dict[str, StageCommand] = {
                  names={"input_file": "input", "output_file": "out", "keep_original": "original"}),
         _run_augment, section="augment"),
     "pretrain": StageCommand(
-        "pre-train an ERNIE encoder on unlabelled text (masked-LM, whole-word masking)",
+        "pre-train an encoder (ERNIE or the hybrid) on unlabelled text (masked-LM, whole-word masking)",
         FieldMap(pretrain.PretrainConfig, positional=("corpus",), required=("output_dir", "tokenizer")),
         _training_run("pretrain", pretrain), section="pretrain", training=True),
     "finetune": StageCommand(

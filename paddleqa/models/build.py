@@ -75,24 +75,49 @@ def _ernie(arch: ArchConfig, vocab_size: int, pad_token_id: int):
     return ErnieForQuestionAnswering(ernie_config(arch, vocab_size, pad_token_id))
 
 
-def _mobilenet(arch: ArchConfig, vocab_size: int, pad_token_id: int):
-    from .mobile import MobileQAConfig, MobileQAForQuestionAnswering
+def mobile_config(arch: ArchConfig, vocab_size: int, pad_token_id: int = 0):
+    """The ``MobileQAConfig`` of a from-scratch hybrid (ERNIE's embedding settings + the conv stack)."""
+    from .mobile import MobileQAConfig
 
     cfg = ernie_config(arch, vocab_size, pad_token_id).to_dict()
     for key in ("num_hidden_layers", "model_type", "architectures", "transformers_version",
                 "paddlenlp_version"):
         cfg.pop(key, None)
-    return MobileQAForQuestionAnswering(MobileQAConfig(
+    return MobileQAConfig(
         conv_blocks=arch.conv_blocks, expand_ratio=arch.expand_ratio, kernel_size=arch.kernel_size,
-        num_transformer_layers=arch.num_layers, embedding_size=arch.embedding_size, **cfg))
+        num_transformer_layers=arch.num_layers, embedding_size=arch.embedding_size, **cfg)
 
 
-# arch.kind -> builder of a randomly initialised QA model
+def _mobilenet(arch: ArchConfig, vocab_size: int, pad_token_id: int):
+    from .mobile import MobileQAForQuestionAnswering
+
+    return MobileQAForQuestionAnswering(mobile_config(arch, vocab_size, pad_token_id))
+
+
+def _ernie_mlm(arch: ArchConfig, vocab_size: int, pad_token_id: int):
+    from paddlenlp.transformers import ErnieForMaskedLM
+
+    return ErnieForMaskedLM(ernie_config(arch, vocab_size, pad_token_id))
+
+
+def _mobilenet_mlm(arch: ArchConfig, vocab_size: int, pad_token_id: int):
+    from .mobile import MobileQAForMaskedLM
+
+    return MobileQAForMaskedLM(mobile_config(arch, vocab_size, pad_token_id))
+
+
+# arch.kind -> builder of a randomly initialised QA model, and of its masked-LM twin (pretrain):
+# the same encoder under the same prefix, so a pre-trained folder loads into the QA model
 ARCHITECTURES = {"ernie": _ernie, "mobilenet": _mobilenet}
+MLM_ARCHITECTURES = {"ernie": _ernie_mlm, "mobilenet": _mobilenet_mlm}
 
 
 def build_from_scratch(arch: ArchConfig, vocab_size: int, pad_token_id: int = 0):
     return ARCHITECTURES[arch.kind](arch, vocab_size, pad_token_id)
+
+
+def build_mlm_from_scratch(arch: ArchConfig, vocab_size: int, pad_token_id: int = 0):
+    return MLM_ARCHITECTURES[arch.kind](arch, vocab_size, pad_token_id)
 
 
 def load_model(name_or_dir: str):
@@ -134,7 +159,7 @@ def _own_class(architecture: str):
         from .compact import CompactErnieForQuestionAnswering
 
         return CompactErnieForQuestionAnswering
-    if architecture == "MobileQAForQuestionAnswering":
+    if architecture in ("MobileQAForQuestionAnswering", "MobileQAForMaskedLM"):  # pretrain's folder
         from .mobile import MobileQAForQuestionAnswering
 
         return MobileQAForQuestionAnswering

@@ -181,6 +181,42 @@ class MobileQAForQuestionAnswering(ErniePretrainedModel):
                             output_hidden_states, output_attentions, return_dict)
 
 
+class MobileQAForMaskedLM(ErniePretrainedModel):
+    """Masked-LM head over :class:`MobileQAModel`, for ``paddleqa pretrain`` of the hybrid.
+
+    Written by hand: PaddleNLP's ``ErnieForMaskedLM`` is tied to ERNIE's own encoder. Its head is
+    ERNIE's shape (dense, GELU, LayerNorm, then the word embeddings transposed as the decoder,
+    plus a bias), narrowed to the embedding width when the embeddings are factorised. The encoder
+    sits under the same ``mobile`` prefix as in :class:`MobileQAForQuestionAnswering`, so a saved
+    folder loads into the QA model with the span head fresh and this head dropped.
+    """
+
+    config_class = MobileQAConfig
+    base_model_prefix = "mobile"
+
+    def __init__(self, config: MobileQAConfig):
+        super().__init__(config)
+        self.mobile = MobileQAModel(config)
+        width = config.embedding_size or config.hidden_size
+        self.transform = nn.Linear(config.hidden_size, width)
+        self.transform_norm = nn.LayerNorm(width, epsilon=1e-12)
+        self.decoder_bias = self.create_parameter([config.vocab_size], is_bias=True)
+
+    def get_input_embeddings(self):
+        return self.mobile.get_input_embeddings()
+
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
+                inputs_embeds=None, labels=None):
+        """Logits ``[batch, seq, vocab]``; with ``labels`` (-100 = not predicted), (loss, logits)."""
+        seq, _, _ = self.mobile(input_ids, token_type_ids, position_ids, attention_mask, inputs_embeds)
+        h = self.transform_norm(F.gelu(self.transform(seq)))
+        logits = paddle.matmul(h, self.get_input_embeddings().weight, transpose_y=True) + self.decoder_bias
+        if labels is None:
+            return logits
+        loss = F.cross_entropy(logits.reshape([-1, logits.shape[-1]]), labels.reshape([-1]), ignore_index=-100)
+        return loss, logits
+
+
 def build_mobile_student(teacher, spec):
     """A mobile student shaped by ``spec`` (distill's StudentConfig); returns (student, layers).
 

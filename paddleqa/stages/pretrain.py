@@ -1,11 +1,13 @@
-"""Pre-train an ERNIE encoder on unlabelled Chinese text: masked-LM with whole-word masking.
+"""Pre-train an encoder on unlabelled Chinese text: masked-LM with whole-word masking.
 
-Built from PaddleNLP pieces: ``ErnieForMaskedLM`` over the encoder finetune would build from the
-same ``arch`` and tokenizer, PaddleNLP's ``Trainer`` (the schedule, checkpoints and resume every
-training stage shares, :mod:`.trainer`), and ``DataCollatorForWholeWordMask`` fed the
-``chinese_ref`` of jieba words (:mod:`paddleqa.text.corpus`), so all characters of a word are
-masked together. The corpus is any list of text files, folders and SQuAD/CMRC JSON files; a
-file this run reports scores on is refused (``exclude_files``).
+Built from PaddleNLP pieces: ``ErnieForMaskedLM`` (``arch.kind: ernie``; for the conv +
+attention hybrid, ``kind: mobilenet``, :class:`paddleqa.models.mobile.MobileQAForMaskedLM`) over
+the encoder finetune would build from the same ``arch`` and tokenizer, PaddleNLP's ``Trainer``
+(the schedule, checkpoints and resume every training stage shares, :mod:`.trainer`), and
+``DataCollatorForWholeWordMask`` fed the ``chinese_ref`` of jieba words
+(:mod:`paddleqa.text.corpus`), so all characters of a word are masked together. The corpus is
+any list of text files, folders and SQuAD/CMRC JSON files; a file this run reports scores on is
+refused (``exclude_files``).
 
 Output: ``OUTPUT_DIR/model/`` is a plain pretrained folder (``config.json``,
 ``model_state.pdparams``, ``vocab.txt`` and the tokenizer files), which ``finetune.model: DIR``
@@ -30,7 +32,7 @@ from ..core.errors import PaddleQAError
 from ..core.io import write_json
 from ..core.manifest import sha256_path, write_manifest
 from ..core.settings import FeatureSettings, ScheduleSettings
-from ..models.build import ArchConfig, count_params, ernie_config
+from ..models.build import ArchConfig, build_mlm_from_scratch, count_params
 from ..text.corpus import PACKING_VERSION, Corpus, Sequences, pack_sequences, read_corpus
 from ..text.features import default_cache_dir
 from ..text.tokenizer import load_tokenizer
@@ -70,10 +72,6 @@ class PretrainConfig(ScheduleSettings, FeatureSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()  # the schedule's checks
-        if self.arch.kind != "ernie":
-            raise ValueError(f"pretrain builds ERNIE encoders (ErnieForMaskedLM); arch.kind "
-                             f"{self.arch.kind!r} has no masked-LM head here: drop the pretrain "
-                             "section or use kind: ernie")
         if not self.corpus:
             raise ValueError("corpus: give at least one text file, folder or SQuAD/CMRC JSON file")
         if not self.output_dir:
@@ -119,7 +117,6 @@ def pipeline_config(root: Path, finetune: Any, over: Mapping[str, Any], *, corpu
 def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
     """Pre-train, save ``model/``, write the records; returns the metrics (rank 0; {} elsewhere)."""
     import paddle  # deferred on purpose: the stages load without paddle
-    from paddlenlp.transformers import ErnieForMaskedLM
 
     from . import mlm, trainer as tr  # import paddle and paddlenlp at load: deferred on purpose
 
@@ -136,7 +133,7 @@ def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any
     paddle.set_device(config.device)
 
     paddle.seed(config.seed)
-    model = ErnieForMaskedLM(ernie_config(config.arch, len(tokenizer), tokenizer.pad_token_id or 0))
+    model = build_mlm_from_scratch(config.arch, len(tokenizer), tokenizer.pad_token_id or 0)
     sizes = count_params(model)
     log.info("pre-training %s params on %d sequences of <= %d tokens", f"{sizes['params']:,}",
              len(sequences), config.max_seq_len)
@@ -160,7 +157,7 @@ def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any
               "learning_rate": h.get("learning_rate")} for h in trainer.state.log_history if "loss" in h]
     write_json(out / LOSS_CURVE, curve)
     metrics: dict[str, Any] = {
-        **sizes, "encoder_params": count_params(model.ernie)["params"],
+        **sizes, "encoder_params": count_params(getattr(model, model.base_model_prefix))["params"],
         "corpus": corpus_stats, "max_seq_len": config.max_seq_len,
         "mlm_probability": config.mlm_probability,
         **tr.run_metrics(trainer.state, result, train_seconds, last_checkpoint, "sequences_per_second"),
