@@ -1,7 +1,7 @@
 """Teacher ablation: which ingredients make a better from-scratch teacher, judged on the validation split.
 
     python benchmarks/teacher_sweep.py [--config configs/cmrc2018.yaml] [--steps 200]
-                                       [--factors base,pretrain,...,hybrid_deep]
+                                       [--factors base,pretrain,...,hybrid_pretrain]
     python benchmarks/teacher_sweep.py --report-only
 
 Every variant is the config's teacher with one ingredient changed, trained for the same number
@@ -41,14 +41,16 @@ SIMPLIFIED = "runs/drcd"  # `paddleqa data simplify` output, made once
 # config's teacher is now the sweep's winner (the hybrid), so the base is pinned here and a
 # re-run reproduces the recorded table. Variants change one ingredient of this base.
 BASE = ["finetune.arch.kind=ernie", "finetune.arch.num_layers=4"]
+PRETRAIN = ["pretrain.corpus=[{run}/data/train.json, " + CMRC2019 + "/cmrc2019_trial.json, "
+            + CMRC2019 + "/cmrc2019_dev.json, " + CMRC2019 + "/cmrc2019_qualify.json]",
+            "pretrain.batch_size=16", "pretrain.max_steps=200"]
+HYBRID = ["finetune.arch.kind=mobilenet", "finetune.arch.num_layers=2", "finetune.arch.conv_blocks=2"]
 # name -> (what changes against the base, --set overrides). One ingredient per variant.
 FACTORS: dict[str, tuple[str, list[str]]] = {
     "base": ("ERNIE 4L-128H, the config's other teacher settings", []),
     "pretrain": ("+ masked-LM pre-training (jieba whole-word masking) on the training contexts "
                  "and the CMRC 2019 stories",
-                 ["pretrain.corpus=[{run}/data/train.json, " + CMRC2019 + "/cmrc2019_trial.json, "
-                  + CMRC2019 + "/cmrc2019_dev.json, " + CMRC2019 + "/cmrc2019_qualify.json]",
-                  "pretrain.batch_size=16", "pretrain.max_steps=200"]),
+                 PRETRAIN),
     "drcd": ("+ DRCD dev + test (7,017 questions, OpenCC Traditional -> Simplified)",
              [f"data.train_files=[{SIMPLIFIED}/drcd_dev.json, {SIMPLIFIED}/drcd_test.json]"]),
     "augment": ("+ synonym variants of the training questions (jieba + synonyms)",
@@ -56,17 +58,18 @@ FACTORS: dict[str, tuple[str, list[str]]] = {
     "plain_types": ("exact-match token types off", ["finetune.overlap_types=false"]),
     "hybrid": ("MobileNetV2-style hybrid: 2 inverted-residual conv blocks + 2 of the Transformer "
                "layers, same width (the compression benchmark's students learned faster than ERNIE)",
-               ["finetune.arch.kind=mobilenet", "finetune.arch.num_layers=2", "finetune.arch.conv_blocks=2"]),
-    # Size arms of the winner (the issue's "sizes up to ~10 M params"): each changes the hybrid,
-    # so read its row against the hybrid's as well as against the base's effect column.
+               HYBRID),
+    # Arms of the winner (its size, up to the issue's ~10 M params; its pre-training): each
+    # changes the hybrid, so read its row against the hybrid's as well as the base's effect.
     "hybrid_wide": ("the hybrid at 256 wide (FFN 1024, 4 heads of 64)",
-                    ["finetune.arch.kind=mobilenet", "finetune.arch.num_layers=2", "finetune.arch.conv_blocks=2",
-                     "finetune.arch.hidden_size=256", "finetune.arch.intermediate_size=1024"]),
+                    [*HYBRID, "finetune.arch.hidden_size=256", "finetune.arch.intermediate_size=1024"]),
     "hybrid_deep": ("the hybrid with 3 conv blocks and 4 attention layers (128 wide)",
-                    ["finetune.arch.kind=mobilenet", "finetune.arch.num_layers=4", "finetune.arch.conv_blocks=3"]),
+                    [*HYBRID, "finetune.arch.num_layers=4", "finetune.arch.conv_blocks=3"]),
+    "hybrid_pretrain": ("the hybrid + masked-LM pre-training, as `pretrain` (MobileQAForMaskedLM)",
+                        [*HYBRID, *PRETRAIN]),
 }
-# variant -> the row it is an arm of, when that is not the base (the size arms vary the hybrid)
-ARM_OF = {"hybrid_wide": "hybrid", "hybrid_deep": "hybrid"}
+# variant -> the row it is an arm of, when that is not the base (these vary the hybrid)
+ARM_OF = {"hybrid_wide": "hybrid", "hybrid_deep": "hybrid", "hybrid_pretrain": "hybrid"}
 
 
 def _run(cmd: list[str], env: dict[str, str], log_path: Path) -> float:
@@ -215,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _cost(row: dict) -> float:
+    """A variant's training seconds, its pre-training included."""
+    return row["train_seconds"] + (row.get("pretrain_seconds") or 0)
+
+
 def render(r: dict) -> str:
     m = r["machine"]
     rows = r["rows"]
@@ -228,9 +236,9 @@ def render(r: dict) -> str:
         "the config's teacher is now the winner) with one ingredient changed, trained for "
         f"{r['steps']} optimizer steps, scored with the official CMRC 2018 metric on the validation "
         "split (held-out training contexts; the dev set is not read). Effect = variant F1 minus the "
-        "base's on the same questions, with a paired bootstrap 95% interval. The size arms "
-        "(`hybrid_wide`, `hybrid_deep`) change the hybrid's size instead: read them against the "
-        "hybrid's row, and with their training minutes, since the teacher's budget is wall time. "
+        "base's on the same questions, with a paired bootstrap 95% interval. The arms "
+        "`hybrid_wide`, `hybrid_deep` (size) and `hybrid_pretrain` change the hybrid instead: read "
+        "them against the hybrid's row, and with their training minutes, since the teacher's budget is wall time. "
         "Short equal budgets rank ingredients; they do not predict the fully trained teacher's score.",
         "",
         "| variant | change | params | train questions | validation EM | validation F1 | effect on F1 [95% CI] | "
@@ -252,7 +260,7 @@ def render(r: dict) -> str:
             lo, hi = row["f1_vs_arm_of_ci95"]
             lines.append(f"- `{row['name']}` vs `{arm['name']}` (same questions, paired): F1 "
                          f"{row['f1_vs_arm_of']:+.2f} [{lo:+.2f}, {hi:+.2f}], at "
-                         f"{row['train_seconds'] / arm['train_seconds']:.1f}x its training time.")
+                         f"{_cost(row) / _cost(arm):.1f}x its training time (pre-training included).")
     if any(r.get("f1_vs_arm_of") is not None for r in rows):
         lines.append("")
     return "\n".join(lines)

@@ -32,4 +32,4 @@ def test_a_size_arm_is_compared_with_the_variant_it_varies(tmp_path, tiny_json):
     assert lo <= deep["f1_vs_arm_of"] <= hi
     text = render({"machine": {"cpu": "cpu", "cores": 2}, "command": "c", "nproc": 2, "config": "x.yaml",
                    "steps": 1, "rows": rows})
-    assert "`hybrid_deep` vs `hybrid`" in text and "2.0x its training time" in text
+    assert "`hybrid_deep` vs `hybrid`" in text and "2.0x its training time (pre-training included)" in text
