@@ -21,8 +21,9 @@ def _distill_doc(teacher_run, tmp_path, **distill):
 def test_distillation_loss_is_zero_for_a_student_equal_to_the_teacher(teacher_run, tmp_path):
     import paddle
 
-    from paddleqa.stages.distill import STUDENTS, _distiller_class
     from paddleqa.models.build import load_model
+    from paddleqa.models.distiller import Distiller
+    from paddleqa.models.students import STUDENTS
 
     cfg = pipeline.stage_configs(_distill_doc(teacher_run, tmp_path, alpha=0.0, temperature=3.0,
                                               hidden_weight=1.0, attention_weight=1.0,
@@ -31,7 +32,8 @@ def test_distillation_loss_is_zero_for_a_student_equal_to_the_teacher(teacher_ru
     teacher.eval()
     student, layers = STUDENTS["ernie"](teacher, cfg.student)  # same shape, copied from the teacher
     assert layers == [1, 2, 3, 4]
-    distiller = _distiller_class()(student, teacher, cfg, [(i, i) for i in range(1, 5)])
+    pairs = [(i, i) for i in range(1, 5)]
+    distiller = Distiller(student, teacher, cfg.objective(pairs))
     ids = paddle.to_tensor([[1, 8, 9, 2, 10, 11, 12, 2, 0, 0], [1, 13, 2, 14, 15, 16, 17, 18, 19, 2]])
     types = paddle.to_tensor([[0, 3, 0, 0, 2, 1, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]])
     labels = paddle.to_tensor([4, 0]), paddle.to_tensor([6, 0])
@@ -40,8 +42,17 @@ def test_distillation_loss_is_zero_for_a_student_equal_to_the_teacher(teacher_ru
     assert abs(float(loss)) < 1e-5
     # A different student: the same objective is clearly positive.
     other, _ = STUDENTS["ernie"](teacher, from_dict(type(cfg.student), {"init": "random", "dropout": 0.0}))
-    (loss2,) = _distiller_class()(other, teacher, cfg, [(i, i) for i in range(1, 5)])(ids, types, *labels)
+    (loss2,) = Distiller(other, teacher, cfg.objective(pairs))(ids, types, *labels)
     assert float(loss2) > 1e-3
+    # The same two terms written as data (`intermediate`) are the same objective.
+    layers = [f"{i}:{i}" for i in range(1, 5)]
+    as_data = pipeline.stage_configs(_distill_doc(teacher_run, tmp_path, alpha=0.0, temperature=3.0, intermediate=[
+        {"feature": "hidden", "loss": "hidden_mse", "layers": ["0:0", *layers], "weight": 1.0},
+        {"feature": "attention", "loss": "attention_mse", "layers": layers, "weight": 1.0}],
+        student={"dropout": 0.0}))["distill_config"]
+    assert as_data.objective(pairs) == cfg.objective(pairs)
+    (loss3,) = Distiller(other, teacher, as_data.objective(pairs))(ids, types, *labels)
+    assert float(loss3) == pytest.approx(float(loss2), rel=1e-6)
 
 
 def test_smaller_student_distils_saves_and_reloads(teacher_run, tmp_path, capsys):
@@ -79,6 +90,12 @@ def test_smaller_student_distils_saves_and_reloads(teacher_run, tmp_path, capsys
     ({"layer_map": ["2-4"]}, "must look like 'student:teacher'"),
     ({"student": {"kind": "lstm"}}, "valid: ernie, mobilenet"),
     ({"student": {"num_layers": 2, "init_layers": [1]}}, "one per student layer"),
+    ({"intermediate": [{"feature": "logits", "layers": ["1:1"]}]}, "valid: hidden, attention"),
+    ({"intermediate": [{"loss": "cosine", "layers": ["1:1"]}]}, "valid: hidden_mse, attention_mse"),
+    ({"intermediate": [{"layers": ["1:1"], "projection": "pca"}]}, "valid: linear, none"),
+    ({"intermediate": [{"feature": "attention", "loss": "attention_mse", "layers": ["0:0"]}]},
+     "layers count from 1"),
+    ({"intermediate": [{"layers": ["1:1"]}], "hidden_weight": 0.5}, "not both"),
 ])
 def test_bad_distill_settings_are_named(teacher_run, tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):

@@ -80,7 +80,7 @@ def test_mobile_student_refuses_attention_loss(teacher_run, tmp_path):
     _, data, doc = teacher_run
     doc = json.loads(json.dumps(doc))
     doc["distill"] = {"attention_weight": 1.0, "student": {"kind": "mobilenet"}}
-    with pytest.raises(ConfigError, match="set it to 0"):
+    with pytest.raises(ConfigError, match="set attention_weight to 0"):
         pipeline.stage_configs(doc)
 
 
@@ -89,7 +89,7 @@ def test_factorised_embeddings_start_as_the_teachers_best_rank_k_approximation(t
     word table: its error is exactly the discarded singular values (Eckart-Young), below any
     other rank-k factorisation tried; the tables shrink by H/k."""
     from paddleqa.stages.distill import StudentConfig
-    from paddleqa.models.mobile import build_mobile_student
+    from paddleqa.models.students import build_mobile_student
     from paddleqa.models.flops import mobile_flops
 
     tmp, _, doc = teacher_run
@@ -135,7 +135,7 @@ def test_mobile_student_starts_from_a_hybrid_teachers_layers():
     """A hybrid (mobile) teacher: the student's conv block and attention layer copy the teacher
     layers they map to (conv to conv, attention to the top attention layer), its factorised
     embeddings start from the teacher's by SVD, and a layer of the other kind is not copied."""
-    from paddleqa.models.mobile import build_mobile_student
+    from paddleqa.models.students import build_mobile_student
     from paddleqa.stages.distill import StudentConfig
 
     paddle.seed(1)

@@ -5,6 +5,7 @@ The run is killed at a fixed training step by a Trainer callback (``conftest.KIL
 what is on disk at the kill is the same every time: no polling for a checkpoint, no timing.
 """
 import os
+import json
 import re
 import subprocess
 import sys
@@ -43,10 +44,13 @@ def test_killed_run_resumes_and_a_corrupted_artifact_is_redone(tmp_path, tiny_js
     assert killed.returncode == -9, killed.stderr[-2000:]  # really SIGKILLed mid-training
     teacher = run_dir / "teacher"
     assert sorted(p.name for p in (teacher / "checkpoints").iterdir()) == ["checkpoint-4"]
-    assert not (teacher / "model").exists() and not (teacher / "manifest.json").exists()
+    # The record says the run started and did not finish (core/freshness.py).
+    record = json.loads((teacher / "manifest.json").read_text(encoding="utf-8"))
+    assert not (teacher / "model").exists() and record["status"] == "running" and not record["outputs"]
 
     err = _run(cfg).stderr
     assert "stage data: up to date, skipped" in err and "stage vocab: up to date, skipped" in err
+    assert "stage finetune: running (its last run did not finish)" in err
     # The fine-tune resumed from the killed run's last checkpoint, not from the start.
     resumed = re.search(r"resuming from \S*checkpoint-(\d+)", err)
     assert resumed and resumed.group(1) == "4", err[-2000:]

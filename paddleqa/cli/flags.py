@@ -40,7 +40,8 @@ class FieldMap:
     required: tuple[str, ...] = ()
 
     def fields(self) -> list[dataclasses.Field]:
-        """The offered fields: scalars, bools and lists (nested configs go through --set)."""
+        """The offered fields: scalars, bools and lists (nested configs, and lists of them, go
+        through --config/--set)."""
         hints = typing.get_type_hints(self.cls)
         return [f for f in dataclasses.fields(self.cls)
                 if f.init and f.name not in self.exclude and kind(hints[f.name]) is not None]
@@ -62,6 +63,9 @@ def kind(tp: Any) -> str | None:
     if tp in (int, float, str, bool):
         return tp.__name__
     if typing.get_origin(tp) in (list, tuple):
+        items = typing.get_args(tp)
+        if items and dataclasses.is_dataclass(items[0]):
+            return None  # a list of nested configs (distill.intermediate): YAML or --set only
         return "list"
     return None
 

@@ -20,16 +20,42 @@ import yaml
 from .errors import ConfigError
 
 
-def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None) -> Any:
-    """A dataclass field with help text; ``factory`` for mutable defaults."""
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None,
+        result: bool = True) -> Any:
+    """A dataclass field with help text; ``factory`` for mutable defaults. ``result=False`` marks
+    a field that does not change what the stage produces (progress bars, logging, where caches
+    live): :mod:`paddleqa.core.freshness` ignores it when it decides whether a recorded run
+    still stands for this config."""
+    metadata = {"help": help, "result": result}
     if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
-def field_help(cls: type) -> dict[str, str]:
-    """Field name -> help text for a config dataclass."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+def result_view(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of ``values`` (a :func:`to_dict` of a ``cls``, maybe recorded by an older
+    paddleqa) that decide a stage's result: fields marked ``result=False`` are dropped, a field
+    the record lacks takes its default (a field added later with a default that keeps the old
+    behaviour does not make old runs stale), and keys ``cls`` no longer has are dropped.
+    Nested config dataclasses are viewed the same way."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("result", True):
+            continue
+        if f.name in values:
+            value = values[f.name]
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            value = None
+        tp = hints.get(f.name)
+        if _is_dataclass_type(tp) and isinstance(value, Mapping):
+            value = result_view(tp, value)
+        out[f.name] = to_dict(value)
+    return out
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -141,11 +167,6 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return plain(cfg)
-
-
-def replace(cfg: Any, **changes: Any) -> Any:
-    """A validated copy of ``cfg`` with some fields changed."""
-    return from_dict(type(cfg), {**to_dict(cfg), **changes})
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

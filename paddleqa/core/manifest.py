@@ -76,8 +76,12 @@ def write_manifest(
     *,
     started: float | None = None,
     prefix: str = "",
+    status: str = "done",
 ) -> dict[str, Any]:
     """Write ``manifest.json``, ``resolved_config.yaml`` and ``metrics.json`` into ``out_dir``.
+
+    ``status``: ``done`` when the stage finished (the default), ``running`` for the record a
+    stage writes as it starts (:func:`paddleqa.core.freshness.begin`).
 
     ``prefix`` names them ``{prefix}manifest.json`` etc., for a stage whose output is one file
     in a folder it shares with others (``augment`` writes ``OUT.json`` and ``OUT.manifest.json``).
@@ -97,6 +101,7 @@ def write_manifest(
     now = _dt.datetime.now(_dt.timezone.utc)
     manifest = {
         "stage": stage,
+        "status": status,
         "created": now.isoformat(timespec="seconds"),
         "wall_seconds": None if started is None else round(now.timestamp() - started, 2),
         "command": sys.argv,

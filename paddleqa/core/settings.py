@@ -42,8 +42,9 @@ class AnswerSettings(ContextLimit):
 class FeatureSettings:
     """How windows are built for a run: the on-disk feature cache and progress display."""
 
-    cache_dir: str = opt("", help="feature cache folder; '' = ~/.cache/paddleqa (PADDLEQA_CACHE)")
-    progress: bool = opt(True, help="show progress bars")
+    cache_dir: str = opt("", help="feature cache folder; '' = ~/.cache/paddleqa (PADDLEQA_CACHE)",
+                         result=False)
+    progress: bool = opt(True, help="show progress bars", result=False)
 
 
 @dataclasses.dataclass
@@ -74,10 +75,11 @@ class ScheduleSettings:
     warmup_ratio: float = opt(0.1, help="fraction of steps spent warming up")
     weight_decay: float = opt(0.01, help="AdamW weight decay")
     seed: int = opt(42, help="seed for paddle, numpy and random")
-    logging_steps: int = opt(20, help="log the training loss every N steps")
+    logging_steps: int = opt(20, help="log the training loss every N steps", result=False)
     save_steps: int = opt(200, help="checkpoint every N steps (resume point)")
     save_total_limit: int = opt(2, help="checkpoints kept")
-    device: str = opt("cpu", help="cpu or gpu (a CUDA build of paddlepaddle is needed for gpu)")
+    device: str = opt("cpu", help="cpu or gpu (a CUDA build of paddlepaddle is needed for gpu)",
+                      result=False)
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "gpu"):

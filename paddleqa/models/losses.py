@@ -77,11 +77,12 @@ def hidden_mse(student_states: Sequence[paddle.Tensor], teacher_states: Sequence
 
 
 def attention_mse(student_attn: Sequence[paddle.Tensor], teacher_attn: Sequence[paddle.Tensor],
-                  layer_map: Sequence[tuple[int, int]], mask: paddle.Tensor) -> paddle.Tensor:
+                  layer_map: Sequence[tuple[int, int]], mask: paddle.Tensor,
+                  projections: Sequence[Callable] | None = None) -> paddle.Tensor:
     """MSE between mapped attention maps ([batch, heads, q, k]; layer indices from 1).
 
     When head counts differ, both sides are averaged over heads first. Rows and columns of
-    padding are masked out.
+    padding are masked out. ``projections``: unused (the intermediate losses share a signature).
     """
     m = mask.astype(student_attn[0].dtype)
     pair = (m.unsqueeze(-1) * m.unsqueeze(-2)).unsqueeze(1)  # [batch, 1, q, k]

@@ -5,15 +5,18 @@ The student learns from the gold spans and from the teacher's start/end distribu
     L = alpha * CE(student, gold) + (1 - alpha) * prediction_loss(student, teacher; T)
         + hidden_weight * hidden_mse + attention_weight * attention_mse,
 
-with the losses taken by name from :mod:`paddleqa.models.losses`. The teacher runs in eval mode without
+the intermediate terms given either by those two weights and ``layer_map`` or as data
+(``intermediate``: feature, loss, layer pairs, weight, projection), the losses taken by name
+from :mod:`paddleqa.models.losses` and the objective run by
+:class:`paddleqa.models.distiller.Distiller`. The teacher runs in eval mode without
 gradients on the same (clean) windows; the student may see Gaussian noise on its input word
 embeddings (``noise_prob``, ``noise_std``), the answer-side augmentation of the design. Windows,
 tokenizer and feature settings are the teacher's, read from its training record, so the student
 is scored and exported exactly like the teacher.
 
-Students come from a small registry (``STUDENTS``): ``ernie``, a smaller ERNIE (fewer layers,
-narrower, fewer heads, smaller FFN), initialised from the teacher where shapes allow -- the
-embeddings and every k-th layer (``init_layers``), parameter by parameter.
+Students come from a small registry (:data:`paddleqa.models.students.STUDENTS`): ``ernie``, a
+smaller ERNIE initialised from the teacher where shapes allow, or ``mobilenet``, the conv +
+attention student.
 """
 from __future__ import annotations
 
@@ -26,10 +29,10 @@ from ..core.config import opt
 from ..core.errors import ConfigError
 from ..models.build import count_params, load_model
 from ..models.flops import flops_per_query
-from ..models.weights import copy_matching, spaced_layers
+from ..models.students import STUDENTS
 from ..text.features import feature_params_for
 from ..text.tokenizer import load_tokenizer
-from .finetune import Recipe, TrainSettings, train
+from .training import Recipe, TrainSettings, train
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,46 @@ class StudentConfig:
                              f"{self.num_layers} student layers; give one per student layer")
 
 
+def parse_pairs(items, where: str, lowest: int = 1) -> list[tuple[int, int]]:
+    """``['1:2', '2:4']`` -> ``[(1, 2), (2, 4)]``; layers count from ``lowest``."""
+    out = []
+    for item in items:
+        try:
+            s, t = (int(x) for x in str(item).split(":"))
+        except ValueError:
+            raise ValueError(f"{where} entry {item!r} must look like 'student:teacher', "
+                             "e.g. '2:4'") from None
+        if s < lowest or t < lowest:
+            raise ValueError(f"{where} entry {item!r}: layers count from {lowest}")
+        out.append((s, t))
+    return out
+
+
+@dataclasses.dataclass
+class IntermediateTerm:
+    """One intermediate term of the distillation objective, as data (TextBrewer's
+    ``intermediate_matches``; see :mod:`paddleqa.models.distiller`)."""
+
+    feature: str = opt("hidden", help="hidden (hidden states; layer 0 = the embeddings' output) or "
+                       "attention (attention maps; layers from 1)")
+    loss: str = opt("hidden_mse", help="loss by name: hidden_mse or attention_mse")
+    layers: tuple[str, ...] = opt((), help="student:teacher layer pairs, e.g. ['0:0', '1:2']")
+    weight: float = opt(1.0, help="weight of the term in the objective")
+    projection: str = opt("linear", help="linear (learned maps where the student is narrower) or none")
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ValueError("an intermediate term needs layers: student:teacher pairs, e.g. ['1:2']")
+        self.term()  # validates the names (registries), the weight and the pairs
+
+    def term(self):
+        from ..models.distiller import Term  # imports paddle: the registries live with the layer
+
+        lowest = 0 if self.feature == "hidden" else 1
+        return Term(self.feature, self.loss, tuple(parse_pairs(self.layers, "layers", lowest)),
+                    self.weight, self.projection)
+
+
 @dataclasses.dataclass
 class KDSettings(TrainSettings):
     """Training against a teacher: what ``distill`` and ``prune`` (recovery) share."""
@@ -90,11 +133,16 @@ class KDSettings(TrainSettings):
     temperature: float = opt(2.0, help="softmax temperature of the prediction loss (sweep: 1, 2 "
                              "and 4 within 0.6 F1)")
     prediction_loss: str = opt("span_kd", help="span_kd (T^2 KL) or span_mse (logit MSE)")
-    hidden_weight: float = opt(0.0, help="weight of hidden-state MSE (0 = off)")
-    attention_weight: float = opt(0.0, help="weight of attention-map MSE (0 = off)")
+    hidden_weight: float = opt(0.0, help="weight of hidden-state MSE (0 = off); the embeddings' "
+                               "output and every pair of layer_map")
+    attention_weight: float = opt(0.0, help="weight of attention-map MSE (0 = off) on the pairs of "
+                                  "layer_map")
     layer_map: tuple[str, ...] = opt((), help="student:teacher layer pairs for intermediate losses, "
                                      "e.g. ['1:2', '2:4']; () = each student layer -> the teacher "
                                      "layer it came from")
+    intermediate: list[IntermediateTerm] = opt(factory=list, help="intermediate terms as data, "
+                                               "each {feature, loss, layers, weight, projection}; "
+                                               "instead of hidden_weight/attention_weight/layer_map")
     noise_prob: float = opt(0.0, help="share of training windows whose student word embeddings "
                             "get Gaussian noise (epsilon)")
     noise_std: float = opt(0.0, help="standard deviation of that noise (sigma)")
@@ -112,22 +160,31 @@ class KDSettings(TrainSettings):
         lookup(PREDICTION_LOSSES, self.prediction_loss, "prediction_loss")
         if self.hidden_weight < 0 or self.attention_weight < 0:
             raise ValueError("hidden_weight and attention_weight must be >= 0")
+        if self.intermediate and (self.hidden_weight or self.attention_weight or self.layer_map):
+            raise ValueError("give intermediate terms either as `intermediate` or through "
+                             "hidden_weight/attention_weight/layer_map, not both")
         if not 0 <= self.noise_prob <= 1 or self.noise_std < 0:
             raise ValueError("noise_prob must be in [0, 1] and noise_std >= 0")
         self.pairs()  # validates layer_map
 
     def pairs(self) -> list[tuple[int, int]]:
-        out = []
-        for item in self.layer_map:
-            try:
-                s, t = (int(x) for x in str(item).split(":"))
-            except ValueError:
-                raise ValueError(f"layer_map entry {item!r} must look like 'student:teacher', "
-                                 "e.g. '2:4'") from None
-            if s < 1 or t < 1:
-                raise ValueError(f"layer_map entry {item!r}: layers count from 1")
-            out.append((s, t))
-        return out
+        return parse_pairs(self.layer_map, "layer_map")
+
+    def objective(self, pairs: list[tuple[int, int]]):
+        """The objective (:class:`paddleqa.models.distiller.Objective`); ``pairs``: the layer map
+        of hidden_weight/attention_weight (``layer_map``, or the student's default one)."""
+        from ..models.distiller import Objective, Term
+
+        terms = [t.term() for t in self.intermediate]
+        if self.hidden_weight > 0:
+            terms.append(Term("hidden", "hidden_mse", ((0, 0), *pairs), self.hidden_weight))
+        if self.attention_weight > 0:
+            terms.append(Term("attention", "attention_mse", tuple(pairs), self.attention_weight))
+        return Objective(self.alpha, self.temperature, self.prediction_loss, tuple(terms),
+                         self.noise_prob, self.noise_std)
+
+    def uses_attention(self) -> bool:
+        return self.attention_weight > 0 or any(t.feature == "attention" for t in self.intermediate)
 
 
 @dataclasses.dataclass
@@ -138,118 +195,10 @@ class DistillConfig(KDSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.student.kind == "mobilenet" and self.attention_weight > 0:
-            raise ValueError("attention_weight needs attention in every student layer; the "
-                             "mobilenet student's conv blocks have none: set it to 0")
-
-
-def build_ernie_student(teacher, spec: StudentConfig):
-    """A smaller ERNIE QA model; returns (student, teacher layer behind each student layer)."""
-    from paddlenlp.transformers import ErnieConfig, ErnieForQuestionAnswering
-
-    t = teacher.config
-    cfg = t.to_dict()
-    cfg.update(
-        num_hidden_layers=spec.num_layers or t.num_hidden_layers,
-        hidden_size=spec.hidden_size or t.hidden_size,
-        num_attention_heads=spec.num_heads or t.num_attention_heads,
-        intermediate_size=spec.intermediate_size or t.intermediate_size,
-        hidden_dropout_prob=spec.dropout,
-        attention_probs_dropout_prob=spec.dropout,
-    )
-    if cfg["hidden_size"] % cfg["num_attention_heads"]:
-        raise ConfigError(f"student hidden_size {cfg['hidden_size']} is not a multiple of its "
-                          f"{cfg['num_attention_heads']} heads")
-    n_s = cfg["num_hidden_layers"]
-    layers = list(spec.init_layers) or spaced_layers(n_s, t.num_hidden_layers)
-    if any(not 1 <= x <= t.num_hidden_layers for x in layers):
-        raise ConfigError(f"student.init_layers {layers}: the teacher has layers 1..{t.num_hidden_layers}")
-    student = ErnieForQuestionAnswering(ErnieConfig(**cfg))
-    if spec.init == "teacher":
-        init_from_teacher(student, teacher, layers)
-    return student, layers
-
-
-def init_from_teacher(student, teacher, layers: list[int]) -> tuple[int, int]:
-    """Copy every teacher tensor whose shape matches; student layer i <- teacher layer layers[i]."""
-    import re
-
-    pattern = re.compile(r"(\.layers\.)(\d+)(\.)")
-    return copy_matching(student, teacher, lambda name: pattern.sub(
-        lambda m: f"{m.group(1)}{layers[int(m.group(2))] - 1}{m.group(3)}", name, count=1))
-
-
-def _build_mobile(teacher, spec):
-    from ..models.mobile import build_mobile_student
-
-    return build_mobile_student(teacher, spec)
-
-
-STUDENTS: dict[str, Callable] = {"ernie": build_ernie_student, "mobilenet": _build_mobile}
-
-
-# ------------------------------------------------------------------------------ the objective
-def _distiller_class():
-    # paddle and the losses (which import it) load here, not with the config classes
-    import paddle
-    import paddle.nn as nn
-
-    from ..models import losses
-
-    class Distiller(nn.Layer):
-        """The layer the Trainer optimises: the student plus any width projections.
-
-        ``forward`` returns ``(loss,)`` so PaddleNLP's Trainer needs no custom ``compute_loss``.
-        The teacher is held outside the layer tree (a plain list), so it is neither optimised,
-        nor synchronised by DataParallel, nor written into checkpoints.
-        """
-
-        def __init__(self, student, teacher, config: DistillConfig, pairs: list[tuple[int, int]]):
-            super().__init__()
-            self.student = student
-            self._teacher = [teacher]
-            self.cfg = config
-            self.pairs = pairs
-            self.pad_id = student.config.pad_token_id or 0
-            self.prediction_loss = losses.lookup(losses.PREDICTION_LOSSES, config.prediction_loss,
-                                                 "prediction_loss")
-            s_w, t_w = student.config.hidden_size, teacher.config.hidden_size
-            n_proj = len(pairs) + 1 if config.hidden_weight > 0 and s_w != t_w else 0
-            # One learned projection per mapped hidden state (embeddings first), as in TinyBERT.
-            self.projections = nn.LayerList([nn.Linear(s_w, t_w) for _ in range(n_proj)])
-
-        def forward(self, input_ids, token_type_ids, start_positions, end_positions):
-            teacher = self._teacher[0]
-            mask = (input_ids != self.pad_id).astype("int64")
-            want_h, want_a = self.cfg.hidden_weight > 0, self.cfg.attention_weight > 0
-            common = dict(token_type_ids=token_type_ids, attention_mask=mask,
-                          output_hidden_states=want_h, output_attentions=want_a, return_dict=True)
-            if self.training and self.cfg.noise_prob > 0 and self.cfg.noise_std > 0:
-                embeds = self.student.get_input_embeddings()(input_ids)
-                hit = (paddle.rand([embeds.shape[0], 1, 1]) < self.cfg.noise_prob).astype(embeds.dtype)
-                embeds = embeds + hit * paddle.randn(embeds.shape, dtype=embeds.dtype) * self.cfg.noise_std
-                s_out = self.student(inputs_embeds=embeds, **common)
-            else:
-                s_out = self.student(input_ids=input_ids, **common)
-            with paddle.no_grad():
-                t_out = teacher(input_ids=input_ids, **common)
-            s_logits = (s_out.start_logits, s_out.end_logits)
-            t_logits = (t_out.start_logits.detach(), t_out.end_logits.detach())
-            loss = self.cfg.alpha * losses.span_ce(*s_logits, start_positions, end_positions, mask)
-            if self.cfg.alpha < 1:
-                loss = loss + (1 - self.cfg.alpha) * self.prediction_loss(
-                    s_logits, t_logits, mask, temperature=self.cfg.temperature)
-            if want_h:
-                hidden_pairs = [(0, 0)] + self.pairs
-                loss = loss + self.cfg.hidden_weight * losses.hidden_mse(
-                    s_out.hidden_states, [h.detach() for h in t_out.hidden_states], hidden_pairs,
-                    mask, list(self.projections) or None)
-            if want_a:
-                loss = loss + self.cfg.attention_weight * losses.attention_mse(
-                    s_out.attentions, [a.detach() for a in t_out.attentions], self.pairs, mask)
-            return (loss,)
-
-    return Distiller
+        if self.student.kind == "mobilenet" and self.uses_attention():
+            raise ValueError("attention terms need attention in every student layer; the "
+                             "mobilenet student's conv blocks have none: set attention_weight to 0 "
+                             "and leave attention out of intermediate")
 
 
 # ------------------------------------------------------------------------------ the stage
@@ -287,8 +236,10 @@ def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bo
         teacher.eval()
         student, layers, student_info = make_student(teacher, extra, tokenizer, params)
         pairs = config.pairs() or [(i + 1, t) for i, t in enumerate(layers)]
+        objective = config.objective(pairs)
         n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
-        bad = [p for p in pairs if p[0] > n_s or p[1] > n_t]
+        bad = [p for p in pairs + [p for t in objective.terms for p in t.pairs]
+               if p[0] > n_s or p[1] > n_t]
         if bad:
             raise ConfigError(f"layer_map {bad}: the student has layers 1..{n_s}, the teacher 1..{n_t}")
         t_sizes, s_sizes = count_params(teacher), count_params(student)
@@ -302,7 +253,9 @@ def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bo
         log.info("student: %s params (%s non-embedding, %.1f%% of the teacher's)",
                  f"{s_sizes['params']:,}", f"{s_sizes['non_embedding_params']:,}",
                  100 * extra["non_embedding_ratio"])
-        return _distiller_class()(student, teacher, config, pairs), student
+        from ..models.distiller import Distiller  # imports paddle: deferred to training time
+
+        return Distiller(student, teacher, objective), student
 
     recipe = Recipe(stage, tokenizer, params, build,
                     inputs={"teacher": config.teacher, **(inputs or {})},

@@ -36,7 +36,7 @@ from ..models.build import ArchConfig, build_mlm_from_scratch, count_params
 from ..text.corpus import PACKING_VERSION, Corpus, Sequences, pack_sequences, read_corpus
 from ..text.features import default_cache_dir
 from ..text.tokenizer import load_tokenizer
-from .finetune import start_run
+from .training import start_run
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any
                             "`paddleqa vocab build DATA.json --out DIR` (in a pipeline: "
                             "`paddleqa run CONFIG --only vocab`), or set pretrain.tokenizer")
     tokenizer = load_tokenizer(config.tokenizer)
-    last_checkpoint = start_run(config, resume, config.inputs())
+    last_checkpoint = start_run(config, resume, config.inputs(), "pretrain")
     sequences, corpus_stats = _sequences(config, corpus, tokenizer)
     paddle.set_device(config.device)
 

@@ -3,10 +3,10 @@
 ``run_stages`` takes the stage configs of ``pipeline.stage_configs`` and runs data (check, merge,
 validation split) -> augment -> vocab -> pretrain -> finetune -> evaluate -> distill -> prune ->
 quantize -> export -> bench (those configured). A stage's folder holds a ``manifest.json`` with the config it ran with and
-the sha256 of its inputs and outputs (``core.manifest``). A stage whose manifest records the
-same config and the same inputs, and whose outputs are unchanged, is skipped and its
-``metrics.json`` returned, so re-running a finished or interrupted pipeline only does what is
-left. A training folder made with another config or other inputs cannot be resumed; it is set
+the sha256 of its inputs and outputs, written as it starts and completed as it ends
+(``core.freshness`` decides from it). A stage whose manifest records a finished run of the same
+config on the same inputs, with unchanged outputs, is skipped and its ``metrics.json``
+returned, so re-running a finished or interrupted pipeline only does what is left. A training folder made with another config or other inputs cannot be resumed; it is set
 aside, not deleted.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..core.config import to_dict
-from ..core.manifest import MANIFEST, sha256_path, write_manifest
+from ..core.freshness import begin, finished_reason, resume_reason
+from ..core.manifest import METRICS, write_manifest
 from ..runtime import bench as bench_stage, evaluate as evaluate_stage
 from ..runtime.layout import DEFAULT_FOLDERS, RunLayout
 from ..text import augment as augment_stage, tokenizer as vocab_stage
@@ -33,8 +34,8 @@ from . import (
     quantize as quantize_stage,
 )
 from .export import ExportConfig
-from .finetune import stale_reason
 from .quantize import QuantizeConfig
+from .training import run_inputs
 
 log = logging.getLogger(__name__)
 
@@ -49,31 +50,7 @@ def training_inputs(config: Any) -> dict[str, str]:
 
 def training_done(config: Any) -> bool:
     """True when a training stage's folder already holds a finished run of this config."""
-    return up_to_date(Path(config.output_dir), config, training_inputs(config))
-
-
-def up_to_date(out_dir: Path, config: Any, inputs: dict[str, str], prefix: str = "") -> bool:
-    """True when ``out_dir`` holds a manifest for this exact config and these exact inputs."""
-    path = out_dir / f"{prefix}{MANIFEST}"
-    if not path.exists():
-        return False
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    if manifest.get("config") != to_dict(config):
-        return False
-    recorded = manifest.get("inputs", {})
-    for name, p in inputs.items():
-        if not p:
-            continue
-        if name not in recorded or not Path(p).exists() or recorded[name]["sha256"] != sha256_path(p):
-            return False
-    for name, rec in manifest.get("outputs", {}).items():
-        if not Path(rec["path"]).exists() or rec["sha256"] != sha256_path(rec["path"]):
-            log.warning("%s: output %s changed since it was written; redoing the stage", out_dir, name)
-            return False
-    return True
+    return finished_reason(config.output_dir, config, training_inputs(config)) is None
 
 
 def set_aside_if_stale(out_dir: Path, config: Any, inputs: dict[str, str]) -> None:
@@ -82,7 +59,7 @@ def set_aside_if_stale(out_dir: Path, config: Any, inputs: dict[str, str]) -> No
     ``<folder>.superseded-<time>`` and trains afresh, so nothing is lost."""
     if not out_dir.exists():
         return
-    why = stale_reason(config, inputs)
+    why = resume_reason(out_dir, config, run_inputs(config, inputs))
     if why is None:
         return
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -117,13 +94,16 @@ class StageRunner:
         if not self.wanted(name):
             return
         key = key or name
-        if up_to_date(out_dir, config, inputs, prefix):
+        why = finished_reason(out_dir, config, inputs, prefix)
+        if why is None:
             self.log.info("stage %s: up to date, skipped", name)
-            metrics = json.loads((out_dir / f"{prefix}metrics.json").read_text(encoding="utf-8"))
+            metrics = json.loads((out_dir / f"{prefix}{METRICS}").read_text(encoding="utf-8"))
         else:
-            self.log.info("stage %s: running", name)
-            if trained_from is not None:
+            self.log.info("stage %s: running (%s)", name, why)
+            if trained_from is not None:  # a training stage records its own start (start_run)
                 set_aside_if_stale(out_dir, config, trained_from)
+            else:
+                begin(out_dir, name, config, inputs, prefix)
             metrics = work()
         self.results[key] = metrics
         if self.on_stage:

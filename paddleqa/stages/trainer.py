@@ -4,7 +4,7 @@ What the Trainer is fed (:class:`WindowDataset`, :func:`window_collator`), the T
 (:class:`ResumableTrainer`, built by :func:`make_trainer`), its callbacks (:class:`StepSeed`,
 :class:`EpochEval`) and the data-parallel replica check (:func:`replica_fingerprints`).
 
-This module imports paddle and paddlenlp at load, so :func:`paddleqa.stages.finetune.train`
+This module imports paddle and paddlenlp at load, so :func:`paddleqa.stages.training.train`
 imports it when training starts (deferred on purpose), as the model families are.
 """
 from __future__ import annotations
