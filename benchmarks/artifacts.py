@@ -65,7 +65,7 @@ def measure(args) -> dict:
 
     doc = read_yaml(ROOT / args.config)
     run_dir = ROOT / doc["run_dir"]
-    dev = pipeline.stage_configs(doc)["distill_config"].dev_file
+    dev = pipeline.build_plan(doc, enable=("distill",)).distill.dev_file
     student = Path(args.student) if args.student else best_student(run_dir)
     if (student / "model").is_dir():
         student = student / "model"

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     doc = merge(read_yaml(ROOT / args.config), parse_overrides([AUG_SET]))
     run_dir = ROOT / doc["run_dir"]
-    layout = pipeline.run_layout(pipeline.stage_configs(doc))  # the run folder's stage folders
+    layout = pipeline.run_layout(pipeline.build_plan(doc))  # the run folder's stage folders
     table = SWEEP if args.sweep else STUDENTS
     args.dev_subset = dev_subset(ROOT / args.config, run_dir, args.dev_questions)
     names = [n for n in args.only.split(",") if n] or list(table)
@@ -149,7 +149,7 @@ def dev_subset(config: Path, run_dir: Path, n: int) -> str:
     from paddleqa import pipeline
     from paddleqa.core.config import read_yaml
 
-    dev = pipeline.stage_configs(read_yaml(config))["distill_config"].dev_file
+    dev = pipeline.build_plan(read_yaml(config), enable=("distill",)).distill.dev_file
     doc = json.loads(Path(dev).read_text(encoding="utf-8"))
     left, articles = n, []
     for art in doc["data"]:

@@ -33,7 +33,7 @@ def measure(args) -> dict:
     from paddleqa.core.config import read_yaml
 
     doc = read_yaml(ROOT / args.config)
-    ft = pipeline.stage_configs(doc)["finetune"]
+    ft = pipeline.build_plan(doc).finetune
     cores = os.cpu_count() or 1
     rows = []
     for name, nproc, threads in (("1 process x %d threads" % cores, 1, cores),

@@ -186,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     from paddleqa.stages.runner import training_done
 
     doc = read_yaml(ROOT / args.config)
-    cfg = pipeline.stage_configs(doc)
-    run_dir = ROOT / cfg["run_dir"]
+    cfg = pipeline.build_plan(doc)
+    run_dir = ROOT / cfg.run_dir
     layout = pipeline.run_layout(cfg)  # what `paddleqa run` writes to RUN_DIR/layout.json
     report_dir = layout.folder(run_dir, "report")
-    if cfg["bench"] is None or cfg["export"] is None:
+    if cfg.bench is None or cfg.export is None:
         sys.exit(f"{args.config} needs export and bench sections for the headline benchmark")
     started = time.time()
     skipped: list[str] = []  # steps already finished (by an earlier invocation or teacher.py)
@@ -200,16 +200,16 @@ def main(argv: list[str] | None = None) -> int:
         base_env = {**os.environ, "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE", "5"),
                     "PYTHONUNBUFFERED": "1"}
         one_thread = {**base_env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        if training_done(cfg["finetune"]):
+        if training_done(cfg.finetune):
             skipped.append("teacher")
         else:
             _run([sys.executable, "benchmarks/teacher.py", "--config", args.config,
                   "--nproc", str(args.nproc)], base_env, log_path)
         all_threads = {**base_env, "OMP_NUM_THREADS": str(os.cpu_count() or 1)}
-        if cfg["augment"] is not None:  # finished stages are skipped by the pipeline itself
+        if cfg.augment is not None:  # finished stages are skipped by the pipeline itself
             _run([sys.executable, "-m", "paddleqa.cli", "run", args.config, "--only", "augment"],
                  all_threads, log_path)
-        di = cfg["distill"]
+        di = cfg.distill
         if di is not None and training_done(di):
             skipped.append("student")
         elif di is not None:
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         # The rest through the pipeline itself (finished stages are skipped). The `evaluate`
         # stage is left out: the finetune step already scored the teacher on all of dev through
         # the same code path, and the report takes that score.
-        later = (["prune"] if cfg["prune"] is not None else []) + ["quantize", "export", "bench"]
+        later = (["prune"] if cfg.prune is not None else []) + ["quantize", "export", "bench"]
         for stage in later:
             _run([sys.executable, "-m", "paddleqa.cli", "run", args.config, "--only", stage],
                  all_threads, log_path)
@@ -239,12 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = json.loads(layout.file(run_dir, "bench_results").read_text(encoding="utf-8"))
     record = {"command": command.strip() if not args.report_only else previous.get("command", command),
               "config": args.config, "nproc": args.nproc, "machine": machine_info(),
-              "seq_len": cfg["bench"].seq_lens[-1], "wall_minutes": round(wall, 1),
+              "seq_len": cfg.bench.seq_lens[-1], "wall_minutes": round(wall, 1),
               "skipped_steps": skipped if not args.report_only else previous.get("skipped_steps", []),
               "mkl_debug_cpu_type": bench.get("mkl_debug_cpu_type"),
               "report": str((report_dir / "report.md").relative_to(ROOT)),
               "rows": rows, "headline": headline(rows, layout.deployed)}
-    student = cfg["prune"] or cfg["distill"]
+    student = cfg.prune or cfg.distill
     sm = ROOT / student.output_dir / "metrics.json" if student else None
     if sm is not None and sm.exists():
         m = json.loads(sm.read_text(encoding="utf-8"))

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     doc = merge(read_yaml(ROOT / args.config), parse_overrides(args.set))
     run_dir = ROOT / doc["run_dir"]
-    teacher_dir = pipeline.run_layout(pipeline.stage_configs(doc)).folder(run_dir, "finetune")
+    teacher_dir = pipeline.run_layout(pipeline.build_plan(doc)).folder(run_dir, "finetune")
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "benchmark.log"
     sets = [x for s in args.set for x in ("--set", s)]

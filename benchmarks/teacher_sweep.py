@@ -101,34 +101,35 @@ def variant_sets(name: str, steps: int, base_sets: list[str]) -> list[str]:
 def run_variant(name: str, args, env: dict[str, str], log_path: Path) -> dict:
     from paddleqa import pipeline
     from paddleqa.core.config import merge, parse_overrides, read_yaml
-    from paddleqa.stages.runner import training_done, up_to_date
+    from paddleqa.core.freshness import finished_reason
+    from paddleqa.stages.runner import training_done
 
     sets = variant_sets(name, args.steps, args.set)
     doc = merge(read_yaml(ROOT / args.config), parse_overrides(sets))
-    cfg = pipeline.stage_configs(doc)
+    cfg = pipeline.build_plan(doc)
     flags = [x for s in sets for x in ("--set", s)]
     paddleqa = [sys.executable, "-m", "paddleqa.cli"]
     started = time.time()
     # the pipeline's order: data (+ split), augment, vocab, pretrain, then the teacher
-    wanted = {"data": True, "augment": cfg["augment"] is not None and cfg["augment"].teacher,
-              "vocab": cfg["vocab"] is not None}
+    wanted = {"data": True, "augment": cfg.augment is not None and cfg.augment.teacher,
+              "vocab": cfg.vocab is not None}
     for stage in ("data", "augment", "vocab"):
         if wanted[stage]:
             _run(paddleqa + ["run", args.config, "--only", stage, *flags], env, log_path)
     # The training stages run data-parallel through their own commands, which --resume from a
     # checkpoint but retrain a finished run: a finished one (its manifest matches) is skipped here.
-    pre = cfg.get("pretrain")
-    if pre is not None and not up_to_date(Path(pre.output_dir), pre, pre.inputs()):
+    pre = cfg.pretrain
+    if pre is not None and finished_reason(pre.output_dir, pre, pre.inputs()) is not None:
         _run(paddleqa + ["pretrain", "--config", args.config, "--resume", "--nproc", str(args.nproc),
                          *flags], env, log_path)
-    if not training_done(cfg["finetune"]):
+    if not training_done(cfg.finetune):
         _run(paddleqa + ["finetune", "--config", args.config, "--resume", "--nproc", str(args.nproc),
                          *flags], env, log_path)
-    out = Path(cfg["finetune"].output_dir)
+    out = Path(cfg.finetune.output_dir)
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     pre = {}
-    if cfg.get("pretrain") is not None:
-        pm = Path(cfg["pretrain"].output_dir) / "metrics.json"
+    if cfg.pretrain is not None:
+        pm = Path(cfg.pretrain.output_dir) / "metrics.json"
         pre = json.loads(pm.read_text(encoding="utf-8")) if pm.exists() else {}
     return {
         "name": name, "change": FACTORS[name][0], "overrides": FACTORS[name][1],
@@ -139,7 +140,7 @@ def run_variant(name: str, args, env: dict[str, str], log_path: Path) -> dict:
         "pretrain_probe_loss": [pre.get("probe_loss_before"), pre.get("probe_loss_after")] if pre else None,
         "wall_seconds_this_call": round(time.time() - started, 1),
         "predictions": str(out / "validation_predictions.json"),
-        "validation_file": cfg["finetune"].validation_file,
+        "validation_file": cfg.finetune.validation_file,
     }
 
 

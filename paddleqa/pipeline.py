@@ -1,39 +1,33 @@
-"""The whole chain in one place: one YAML -> stage configs -> stages run in order in one run dir.
+"""The whole chain in one place: one YAML -> a typed :class:`RunPlan` -> stages run in order.
 
     data check (+ validation split)  ->  augment (synonym variants of the training questions)
-                ->  vocab (from-scratch tokenizer)  ->  pretrain (masked-LM, when configured)
-                ->  finetune (teacher, from the pretrained encoder when there is one)  ->  evaluate
-                ->  distill (student)
-                ->  prune (width + depth pruning of the teacher, or channel pruning of the
-                       distilled mobilenet student; distilled back)
-                ->  quantize (int8 PTQ/QAT or k-means of the deployed model)
-                ->  export (inference model + Lite .nb, fp32 and the int8 graph)
-                ->  bench (latency, throughput, RSS of every runnable artifact, next to the
-                           teacher's own exported inference model and x86 .nb as the baseline)
+      ->  vocab (from-scratch tokenizer)  ->  pretrain (masked-LM, when configured)
+      ->  finetune (teacher, from the pretrained encoder when there is one)  ->  evaluate
+      ->  distill (student)  ->  prune (heads/FFN/layers of the teacher, or channels of the
+          distilled mobilenet student; distilled back)  ->  quantize (int8 PTQ/QAT or k-means)
+      ->  export (inference model, Lite .nb, ONNX; fp32 and the int8 graph; the teacher's graph
+          as the baseline)  ->  bench (latency, RSS, score of every runnable artifact)
 
-The deployed model (what quantize and export take) is the pruned student when ``prune``
-narrows the distilled one (``prune.method`` l1norm/fpgm), else the distilled student when
-``distill`` is configured, else the pruned one, else the teacher;
-``quantize.model``/``export.model`` override it.
-
-A pipeline YAML has ``run_dir`` and one section per stage holding only overrides of that stage's
-defaults; the wiring between stages (which folder feeds which) is done here, and recorded as the
-run's layout in ``RUN_DIR/layout.json`` (``runtime.layout``: stage -> folder, deployed model,
-export folders, bench artifacts), which ``report`` and the benchmarks read. ``augment`` and
-``distill``, ``prune`` and ``pretrain`` run only when the YAML has their section (``distill: {}`` takes every default); the
-students train on the augmented file when ``augment`` is on, and so does the teacher with
-``augment.teacher: true``. A stage whose
-``manifest.json`` records the same config and the same input hashes is skipped
-(``stages.runner``), so re-running a finished or interrupted run only does what is left.
+A pipeline YAML has ``run_dir`` and one section per stage holding only overrides of that
+stage's defaults. Every stage's wiring (which folder feeds which) is done here, in
+:func:`build_plan`, and recorded as the run's layout in ``RUN_DIR/layout.json``
+(``runtime.layout``), which ``report`` and the benchmarks read. The optional stages run only when
+the YAML has their section (``distill: {}`` takes every default); the students train on the
+augmented file when ``augment`` is on, the teacher too with ``augment.teacher: true``. The
+deployed model (what quantize and export take) is the pruned student when ``prune`` narrows the
+distilled one, else the distilled student, else the pruned teacher, else the teacher
+(``quantize.model``/``export.model`` override it). A stage whose record shows a finished run of
+the same config on the same inputs is skipped (``core.freshness``).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .core.config import ConfigError, from_dict, opt
+from .core.config import ConfigError, from_dict, opt, to_dict
 from .runtime import report as report_stage
 from .runtime.bench import BenchConfig
 from .runtime.evaluate import EvaluateConfig
@@ -43,19 +37,18 @@ from .runtime.layout import (
 from .stages.data import DataConfig
 from .stages.distill import DistillConfig
 from .stages.export import ExportConfig
-from .stages import pretrain as pretrain_stage
 from .stages.finetune import FinetuneConfig
+from .stages.pretrain import PretrainConfig
 from .stages.prune import PruneConfig
 from .stages.quantize import QuantizeConfig
-from .stages.runner import int8_export_config, run_stages
+from .stages.runner import run_stages
 from .text.augment import AugmentConfig
+from .text.tokenizer import VocabConfig
 
 log = logging.getLogger(__name__)
 
 STAGES = ("data", "augment", "vocab", "pretrain", "finetune", "evaluate", "distill", "prune",
           "quantize", "export", "bench")
-# run only when their section is present
-OPTIONAL = ("pretrain", "augment", "distill", "prune", "quantize", "export", "bench")
 
 
 @dataclasses.dataclass
@@ -83,91 +76,148 @@ def _sections(doc: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
     return run_dir, sections
 
 
-def stage_configs(doc: dict[str, Any]) -> dict[str, Any]:
+@dataclasses.dataclass
+class RunPlan:
+    """Every stage config of one run, wired together: what ``paddleqa run`` executes in order.
+
+    A stage that runs only when its section is present (``pretrain``, ``augment``, ``distill``,
+    ``prune``, ``quantize``, ``export``, ``bench``) is None without it; so is ``vocab`` when the
+    teacher has a tokenizer or a model already, ``export_int8`` without an int8 graph and
+    ``export_teacher`` when export takes the teacher itself or nothing is benched.
+    """
+
+    run_dir: Path
+    data: DataConfig
+    vocab: VocabConfig | None
+    pretrain: PretrainConfig | None
+    finetune: FinetuneConfig
+    evaluate: EvaluateConfig
+    augment: "AugmentSection | None"
+    distill: DistillConfig | None
+    prune: PruneConfig | None
+    quantize: QuantizeConfig | None
+    export: ExportConfig | None
+    export_int8: ExportConfig | None
+    export_teacher: ExportConfig | None
+    bench: BenchConfig | None
+
+    def deployed_stage(self):
+        """The stage whose ``model/`` is deployed (see :func:`_deployed_stage`)."""
+        return _deployed_stage(self.finetune, self.distill, self.prune)
+
+
+def build_plan(doc: dict[str, Any], *, enable: Sequence[str] = ()) -> RunPlan:
     """Typed config of every stage: defaults <- wiring from earlier stages <- YAML overrides.
 
-    Returns a dict: ``run_dir`` (a Path), ``data``, ``vocab`` (None when a tokenizer or model is
-    given), ``pretrain`` (None when not configured), ``finetune``, ``evaluate``, ``augment``, ``distill``/``prune`` (None when not
-    configured) with ``distill_config``/``prune_config`` (always, for running them by name),
-    ``quantize``, ``export``, ``export_teacher`` and ``bench`` (None when not configured).
+    ``enable``: stages to build as if their section were present (empty), for running one by
+    name (``--only distill``, ``paddleqa distill --config``) without a section.
     """
     run_dir, sec = _sections(doc)
-    root = Path(run_dir)
+    root, on = Path(run_dir), set(doc) | set(enable)
     data = from_dict(DataConfig, sec["data"], where="data")
-    vocab = from_dict(VocabSection, sec["vocab"], where="vocab")
     ft_over, vocab_dir = sec["finetune"], str(root / DEFAULT_FOLDERS["vocab"])
-    if "pretrain" in doc:  # finetune starts from the pretrained folder unless finetune.model is set
-        ft_over = {"model": str(Path(pretrain_stage.pipeline_output_dir(root, sec["pretrain"])) / "model"),
-                   **ft_over}
-    augment = _wire_augment(root, data, sec["augment"]) if "augment" in doc else None
+    if "pretrain" in on:  # finetune starts from the pretrained folder unless finetune.model is set
+        ft_over = {"model": str(Path(_pretrain_dir(root, sec["pretrain"])) / "model"), **ft_over}
+    augment = _wire_augment(root, data, sec["augment"]) if "augment" in on else None
     if augment is not None and augment.teacher:  # the teacher learns from the variants too
         ft_over = {"train_file": augment.output_file, **ft_over}
     needs_vocab = not ft_over.get("model") and not ft_over.get("tokenizer")
     finetune = _wire_finetune(root, data, ft_over, needs_vocab)
     pretrain = None
-    if "pretrain" in doc:  # never pre-trained on the files this run reports scores on
+    if "pretrain" in on:  # never pre-trained on the files this run reports scores on
         reports = [data.dev_file] + [sec[s][k] for s, k in (("evaluate", "data_file"), (
             "bench", "score_file"), ("quantize", "dev_file")) if sec[s].get(k)]
         tok = sec["finetune"].get("tokenizer") or sec["finetune"].get("model") or vocab_dir
-        pretrain = pretrain_stage.pipeline_config(root, finetune, sec["pretrain"], exclude=reports,
-                                                  corpus=[data.training_file(root)], tokenizer=tok)
+        pretrain = _wire_pretrain(root, finetune, sec["pretrain"], exclude=reports,
+                                  corpus=[data.training_file(root)], tokenizer=tok)
         needs_vocab = needs_vocab or pretrain.tokenizer == vocab_dir
+    vocab = _wire_vocab(root, data, augment, sec["vocab"]) if needs_vocab else None
     evaluate = _wire_evaluate(root, data, finetune, sec["evaluate"])
     distill, prune = _wire_students(root, data, finetune, augment, sec)
-    deployed = str(Path(_deployed_stage(finetune, distill if "distill" in doc else None,
-                                        prune if "prune" in doc else None).output_dir) / "model")
+    distill, prune = (distill if "distill" in on else None), (prune if "prune" in on else None)
+    deployed = str(Path(_deployed_stage(finetune, distill, prune).output_dir) / "model")
     quantize = export = export_teacher = bench = None
-    if "quantize" in doc:
+    if "quantize" in on:
         quantize = _wire_quantize(root, data, finetune, deployed, sec["quantize"])
-    if "export" in doc:
+    if "export" in on:
         export = from_dict(ExportConfig, {"model": quantize.model if quantize else deployed,
                                           "out_dir": str(root / DEFAULT_FOLDERS["export"]),
                                           **sec["export"]}, where="export")
-    if "bench" in doc:
+    if "bench" in on:
         export_teacher = _teacher_export(root, finetune, export)
         # The distilled student before channel pruning: its own row, so the table shows what
         # pruning cost and gained (distill scored it on dev).
-        earlier = [prune.model] if "prune" in doc and "distill" in doc and prune.model else []
+        earlier = [prune.model] if prune is not None and distill is not None and prune.model else []
         arts, no_score = _bench_artifacts(finetune, deployed, quantize, export, export_teacher,
                                           earlier)
         wired_b = {"artifacts": arts, "no_score": no_score,
                    "out": str(root / DEFAULT_FOLDERS["bench"] / "results.json"),
                    "seq_lens": [finetune.max_seq_len], "threads": [1], "score_file": data.dev_file}
         bench = from_dict(BenchConfig, {**wired_b, **sec["bench"]}, where="bench")
-    return {"run_dir": root, "data": data, "vocab": vocab if needs_vocab else None,
-            "pretrain": pretrain, "finetune": finetune, "evaluate": evaluate, "augment": augment,
-            "distill": distill if "distill" in doc else None, "distill_config": distill,
-            "prune": prune if "prune" in doc else None, "prune_config": prune,
-            "quantize": quantize, "export": export, "export_teacher": export_teacher, "bench": bench}
+    return RunPlan(root, data, vocab, pretrain, finetune, evaluate, augment, distill, prune, quantize,
+                   export, int8_export_config(export, quantize) if export else None, export_teacher,
+                   bench)
+
+
+def _wire_vocab(root: Path, data: DataConfig, augment: "AugmentSection | None",
+                over: dict[str, Any]) -> VocabConfig:
+    """The character vocabulary of a from-scratch teacher: from the training file (and the
+    augmented questions when the teacher reads them)."""
+    section = from_dict(VocabSection, over, where="vocab")
+    files = [data.training_file(root)] + ([augment.output_file] if augment and augment.teacher else [])
+    return VocabConfig(data_files=files, out_dir=str(root / DEFAULT_FOLDERS["vocab"]),
+                       min_freq=section.min_freq, max_size=section.max_size)
+
+
+def _pretrain_dir(root: Path, over: Mapping[str, Any]) -> str:
+    return str(over.get("output_dir") or root / DEFAULT_FOLDERS["pretrain"])
+
+
+def _wire_pretrain(root: Path, finetune: FinetuneConfig, over: Mapping[str, Any], *,
+                   corpus: list[str], tokenizer: str, exclude: list[str]) -> PretrainConfig:
+    """The pretrain stage: the encoder finetune's ``arch`` describes (section ``pretrain.arch``
+    overrides it key by key), finetune's window length, seed, device and progress, ``corpus``
+    and ``tokenizer`` by default; the run's report files (``exclude``) are always excluded,
+    whatever the section says."""
+    arch = {**to_dict(finetune.arch), **(over.get("arch") or {})}
+    extra = over.get("exclude_files") or []
+    extra = [x.strip() for x in extra.split(",")] if isinstance(extra, str) else list(extra)
+    wired = {"corpus": corpus, "tokenizer": tokenizer, "output_dir": _pretrain_dir(root, over),
+             "max_seq_len": min(finetune.max_seq_len, arch["max_position_embeddings"]),
+             **{k: getattr(finetune, k) for k in ("seed", "device", "progress", "cache_dir")}}
+    return from_dict(PretrainConfig, {**wired, **over, "arch": arch,
+                                      "exclude_files": list(dict.fromkeys(exclude + extra))},
+                     where="pretrain")
+
+
+def int8_export_config(export: ExportConfig, quantize: QuantizeConfig | None) -> ExportConfig | None:
+    """The int8 graph of the quantize stage (PTQ/QAT), converted for export's targets into a
+    sibling folder of export's; None when there is no int8 graph. ONNX comes from fp32 only."""
+    if quantize is None or quantize.method not in ("ptq", "qat"):
+        return None
+    return dataclasses.replace(
+        export, out_dir=str(Path(export.out_dir).with_name(DEFAULT_FOLDERS["export_int8"])),
+        inference_model=str(Path(quantize.out_dir) / "inference" / "model"),
+        precisions=["fp32"], onnx=False, onnx_int8=False)
 
 
 def _wire_finetune(root: Path, data: DataConfig, over: dict[str, Any], needs_vocab: bool
                    ) -> FinetuneConfig:
     """The teacher: trained on the data section's files, with the run's vocab when it needs one."""
-    wired = {
-        "train_file": data.training_file(root),
-        "dev_file": data.dev_file,
-        "validation_file": data.validation_path(root),
-        "output_dir": str(root / DEFAULT_FOLDERS["finetune"]),
-        "max_context_chars": data.max_context_chars,
-        "tokenizer": str(root / DEFAULT_FOLDERS["vocab"]) if needs_vocab else "",
-    }
+    wired = {"train_file": data.training_file(root), "dev_file": data.dev_file,
+             "validation_file": data.validation_path(root), "max_context_chars": data.max_context_chars,
+             "output_dir": str(root / DEFAULT_FOLDERS["finetune"]),
+             "tokenizer": str(root / DEFAULT_FOLDERS["vocab"]) if needs_vocab else ""}
     return from_dict(FinetuneConfig, {**wired, **over}, where="finetune")
 
 
 def _wire_evaluate(root: Path, data: DataConfig, finetune: FinetuneConfig, over: dict[str, Any]
                    ) -> EvaluateConfig:
     """Scores the teacher's saved model on dev with the teacher's inference settings."""
-    wired = {
-        "model": str(Path(finetune.output_dir) / "model"),
-        "data_file": data.dev_file,
-        "out_dir": str(root / DEFAULT_FOLDERS["evaluate"]),
-        "max_context_chars": data.max_context_chars,
-        "n_best": finetune.n_best,
-        "max_answer_length": finetune.max_answer_length,
-        "cache_dir": finetune.cache_dir,
-        "progress": finetune.progress,
-    }
+    wired = {"model": str(Path(finetune.output_dir) / "model"), "data_file": data.dev_file,
+             "out_dir": str(root / DEFAULT_FOLDERS["evaluate"]),
+             "max_context_chars": data.max_context_chars,
+             **{k: getattr(finetune, k) for k in ("n_best", "max_answer_length", "cache_dir", "progress")}}
     return from_dict(EvaluateConfig, {**wired, **over}, where="evaluate")
 
 
@@ -271,52 +321,35 @@ def _bench_artifacts(finetune: FinetuneConfig, deployed: str, quantize: Quantize
     return arts, no_score
 
 
-def run_layout(cfg: dict[str, Any]) -> RunLayout:
-    """The run folder's layout for ``stage_configs``' result: what ``run`` writes to
-    ``RUN_DIR/layout.json`` and what ``report`` and the benchmarks read."""
-    root: Path = cfg["run_dir"]
-    ft, ev, aug, qu, ex, be = (cfg[k] for k in ("finetune", "evaluate", "augment", "quantize",
-                                                 "export", "bench"))
-
-    def rel(path: str | Path) -> str:
-        return relative_to_run(path, root)
-
-    folders = {"data": root / DEFAULT_FOLDERS["data"], "finetune": ft.output_dir,
-               "evaluate": ev.out_dir, "distill": cfg["distill_config"].output_dir,
-               "prune": cfg["prune_config"].output_dir, "report": root / DEFAULT_FOLDERS["report"]}
-    if cfg["vocab"] is not None:
-        folders["vocab"] = root / DEFAULT_FOLDERS["vocab"]
-    if cfg["pretrain"] is not None:
-        folders["pretrain"] = cfg["pretrain"].output_dir
-    files = {}
-    if cfg["data"].writes_training_file:
-        files["merged_train"] = cfg["data"].training_file(root)
-    if cfg["data"].validation_path(root):
-        files["validation"] = cfg["data"].validation_path(root)
-    if aug is not None:
-        folders["augment"] = Path(aug.output_file).parent
-        files["augmented_train"] = aug.output_file
-    if qu is not None:
-        folders["quantize"] = qu.out_dir
-    if be is not None:
-        folders["bench"] = Path(be.out).parent
-        files["bench_results"] = be.out
-    exports = {}
-    if ex is not None:
-        exports["export"] = ExportFolder(rel(ex.out_dir), "deployed")
-        ex8 = int8_export_config(ex, qu)
-        if ex8 is not None:
-            exports["export_int8"] = ExportFolder(rel(ex8.out_dir), "int8")
-        if cfg["export_teacher"] is not None:
-            exports["export_teacher"] = ExportFolder(rel(cfg["export_teacher"].out_dir),
-                                                     "teacher_baseline")
+def run_layout(plan: RunPlan) -> RunLayout:
+    """The run folder's layout for ``plan``: what ``run`` writes to ``RUN_DIR/layout.json`` and
+    what ``report`` and the benchmarks read."""
+    root, ex, be = plan.run_dir, plan.export, plan.bench
+    rel = functools.partial(relative_to_run, run_dir=root)
+    folders = {"data": root / DEFAULT_FOLDERS["data"], "finetune": plan.finetune.output_dir,
+               "evaluate": plan.evaluate.out_dir, "report": root / DEFAULT_FOLDERS["report"],
+               # the students' folders, configured or not: the report looks for them
+               "distill": root / DEFAULT_FOLDERS["distill"], "prune": root / DEFAULT_FOLDERS["prune"]}
+    optional = {"vocab": plan.vocab and plan.vocab.out_dir, "augment": plan.augment and
+                Path(plan.augment.output_file).parent, "pretrain": plan.pretrain and
+                plan.pretrain.output_dir, "distill": plan.distill and plan.distill.output_dir,
+                "prune": plan.prune and plan.prune.output_dir, "quantize": plan.quantize and
+                plan.quantize.out_dir, "bench": be and Path(be.out).parent}
+    folders.update({k: v for k, v in optional.items() if v})
+    files = {"merged_train": plan.data.writes_training_file and plan.data.training_file(root),
+             "validation": plan.data.validation_path(root),
+             "augmented_train": plan.augment and plan.augment.output_file,
+             "bench_results": be and be.out}
+    exports = {key: ExportFolder(rel(c.out_dir), role) for key, c, role in (
+        ("export", ex, "deployed"), ("export_int8", plan.export_int8, "int8"),
+        ("export_teacher", plan.export_teacher, "teacher_baseline")) if c is not None}
     folders = {k: rel(v) for k, v in folders.items()}
     models = {name: root / folders[stage] / "model" for name, stage in MODEL_STAGES.items()}
-    default = _deployed_stage(ft, cfg["distill"], cfg["prune"]).output_dir
-    candidates = [c.model for c in (qu, ex) if c is not None] or [str(Path(default) / "model")]
+    candidates = [c.model for c in (plan.quantize, ex) if c is not None] or [
+        str(Path(plan.deployed_stage().output_dir) / "model")]
     deployed = next((name for c in candidates for name, m in models.items() if same_path(c, m)),
                     None)
-    return RunLayout(folders=folders, files={k: rel(v) for k, v in files.items()},
+    return RunLayout(folders=folders, files={k: rel(v) for k, v in files.items() if v},
                      deployed=deployed, deployed_model=rel(candidates[0]), exports=exports,
                      bench_artifacts=[rel(a) for a in be.artifacts] if be else [],
                      no_score=[rel(a) for a in be.no_score] if be else [])
@@ -338,29 +371,27 @@ def run(doc: dict[str, Any], *, only: str | None = None, resume: bool = True,
         raise ValueError(f"callbacks are for pretrain, finetune, distill and prune, not {sorted(unknown)}")
     if only is not None and only not in STAGES:
         raise ConfigError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
-    cfg = stage_configs(doc)
-    layout = run_layout(cfg)
-    _select_only(cfg, only)
-    root: Path = cfg["run_dir"]
-    layout.write(root)
-    results = run_stages(cfg, layout, only=only, resume=resume, on_stage=on_stage,
+    plan = build_plan(doc)
+    layout = run_layout(plan)  # the layout of the whole run, also when one stage runs by name
+    plan = _select_only(doc, plan, only)
+    layout.write(plan.run_dir)
+    results = run_stages(plan, layout, only=only, resume=resume, on_stage=on_stage,
                          callbacks=callbacks, logger=log)
     if only is None:
-        rep = report_stage.run(report_stage.ReportConfig(run_dir=str(root)))
+        rep = report_stage.run(report_stage.ReportConfig(run_dir=str(plan.run_dir)))
         results["report"] = {k: v for k, v in rep.items() if k != "rows"}
         log.info("report: %s", rep["report_html"])
     return results
 
 
-def _select_only(cfg: dict[str, Any], only: str | None) -> None:
-    """Check that stage ``only`` can run with this config; distill and prune asked for by name
-    run with their defaults even without a section."""
-    for name in ("distill", "prune"):
-        if only == name and cfg[name] is None:
-            cfg[name] = cfg[f"{name}_config"]  # asked for by name: run it with its defaults
-    if only == "augment" and cfg["augment"] is None:
+def _select_only(doc: dict[str, Any], plan: RunPlan, only: str | None) -> RunPlan:
+    """The plan that runs stage ``only``: distill and prune asked for by name run with their
+    defaults even without a section; the other optional stages need theirs."""
+    if only in ("distill", "prune") and getattr(plan, only) is None:
+        return dataclasses.replace(plan, **{only: getattr(build_plan(doc, enable=(only,)), only)})
+    if only == "augment" and plan.augment is None:
         raise ConfigError("stage augment has no section in this config: add `augment: {}` "
                           "(its output feeds distill)")
-    for name in ("pretrain", "quantize", "export", "bench"):
-        if only == name and cfg[name] is None:
-            raise ConfigError(f"stage {name} has no section in this config: add `{name}: {{}}`")
+    if only in ("pretrain", "quantize", "export", "bench") and getattr(plan, only) is None:
+        raise ConfigError(f"stage {only} has no section in this config: add `{only}: {{}}`")
+    return plan

@@ -75,7 +75,7 @@ from paddleqa import pipeline
 from paddleqa.core import config
 from paddleqa.stages import finetune
 
-ft = pipeline.stage_configs(config.read_yaml(sys.argv[1]))["finetune"]
+ft = pipeline.build_plan(config.read_yaml(sys.argv[1])).finetune
 finetune.run(ft, callbacks=[KillAtStep(int(sys.argv[2]))])
 """
 

@@ -56,16 +56,16 @@ def test_overrides_merge_into_sections():
 def test_shipped_configs_resolve(monkeypatch):
     from pathlib import Path
 
-    from paddleqa.pipeline import stage_configs
+    from paddleqa.pipeline import build_plan
 
     root = Path(__file__).resolve().parent.parent
     for path in sorted((root / "configs").glob("*.yaml")):
-        cfg = stage_configs(read_yaml(path))
-        assert cfg["finetune"].output_dir.startswith(str(cfg["run_dir"]))
+        cfg = build_plan(read_yaml(path))
+        assert cfg.finetune.output_dir.startswith(str(cfg.run_dir))
 
 
 def test_pipeline_rejects_unknown_sections():
-    from paddleqa.pipeline import stage_configs
+    from paddleqa.pipeline import build_plan
 
     with pytest.raises(ConfigError, match="valid keys: run_dir, data, augment, vocab, pretrain, finetune, evaluate"):
-        stage_configs({"run_dir": "r", "data": {"train_file": "a", "dev_file": "b"}, "distil": {}})
+        build_plan({"run_dir": "r", "data": {"train_file": "a", "dev_file": "b"}, "distil": {}})

@@ -25,9 +25,9 @@ def test_distillation_loss_is_zero_for_a_student_equal_to_the_teacher(teacher_ru
     from paddleqa.models.distiller import Distiller
     from paddleqa.models.students import STUDENTS
 
-    cfg = pipeline.stage_configs(_distill_doc(teacher_run, tmp_path, alpha=0.0, temperature=3.0,
+    cfg = pipeline.build_plan(_distill_doc(teacher_run, tmp_path, alpha=0.0, temperature=3.0,
                                               hidden_weight=1.0, attention_weight=1.0,
-                                              student={"dropout": 0.0}))["distill_config"]
+                                              student={"dropout": 0.0}), enable=("distill",)).distill
     teacher = load_model(cfg.teacher)
     teacher.eval()
     student, layers = STUDENTS["ernie"](teacher, cfg.student)  # same shape, copied from the teacher
@@ -46,10 +46,10 @@ def test_distillation_loss_is_zero_for_a_student_equal_to_the_teacher(teacher_ru
     assert float(loss2) > 1e-3
     # The same two terms written as data (`intermediate`) are the same objective.
     layers = [f"{i}:{i}" for i in range(1, 5)]
-    as_data = pipeline.stage_configs(_distill_doc(teacher_run, tmp_path, alpha=0.0, temperature=3.0, intermediate=[
+    as_data = pipeline.build_plan(_distill_doc(teacher_run, tmp_path, alpha=0.0, temperature=3.0, intermediate=[
         {"feature": "hidden", "loss": "hidden_mse", "layers": ["0:0", *layers], "weight": 1.0},
         {"feature": "attention", "loss": "attention_mse", "layers": layers, "weight": 1.0}],
-        student={"dropout": 0.0}))["distill_config"]
+        student={"dropout": 0.0}), enable=("distill",)).distill
     assert as_data.objective(pairs) == cfg.objective(pairs)
     (loss3,) = Distiller(other, teacher, as_data.objective(pairs))(ids, types, *labels)
     assert float(loss3) == pytest.approx(float(loss2), rel=1e-6)
@@ -65,7 +65,7 @@ def test_smaller_student_distils_saves_and_reloads(teacher_run, tmp_path, capsys
                        epochs=10, batch_size=2, logging_steps=1)
     metrics = pipeline.run(doc, only="distill")["distill"]
     out = tmp_path / "distill"
-    teacher = load_model(pipeline.stage_configs(doc)["distill_config"].teacher)
+    teacher = load_model(pipeline.build_plan(doc, enable=("distill",)).distill.teacher)
     student = load_model(str(out / "model"))
     assert student.config.num_hidden_layers == 2 and student.config.intermediate_size == 32
     assert count_params(student)["non_embedding_params"] < count_params(teacher)["non_embedding_params"]
@@ -99,7 +99,7 @@ def test_smaller_student_distils_saves_and_reloads(teacher_run, tmp_path, capsys
 ])
 def test_bad_distill_settings_are_named(teacher_run, tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
-        pipeline.stage_configs(_distill_doc(teacher_run, tmp_path, **change))
+        pipeline.build_plan(_distill_doc(teacher_run, tmp_path, **change))
 
 
 def test_cli_distill_names_a_missing_teacher(tmp_path, tiny_json, capsys):

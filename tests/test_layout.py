@@ -21,7 +21,7 @@ def _doc(tmp_path: Path, **sections) -> dict:
 
 
 def _layout(doc: dict) -> RunLayout:
-    return pipeline.run_layout(pipeline.stage_configs(doc))
+    return pipeline.run_layout(pipeline.build_plan(doc))
 
 
 def test_layout_json_round_trips(tmp_path):

@@ -81,7 +81,7 @@ def test_mobile_student_refuses_attention_loss(teacher_run, tmp_path):
     doc = json.loads(json.dumps(doc))
     doc["distill"] = {"attention_weight": 1.0, "student": {"kind": "mobilenet"}}
     with pytest.raises(ConfigError, match="set attention_weight to 0"):
-        pipeline.stage_configs(doc)
+        pipeline.build_plan(doc)
 
 
 def test_factorised_embeddings_start_as_the_teachers_best_rank_k_approximation(teacher_run):

@@ -109,10 +109,10 @@ def test_pipeline_pretrains_then_finetunes_from_the_pretrained_folder(tmp_path):
            "finetune": {"arch": dict(TINY_ARCH), "max_seq_len": 64, "doc_stride": 24, "max_query_length": 16,
                         "epochs": 2, "batch_size": 4, "learning_rate": 0.001, "logging_steps": 2,
                         "eval_each_epoch": False, "cache_dir": str(tmp_path / "cache"), "progress": False}}
-    cfg = pipeline.stage_configs(doc)
-    pre, ft = cfg["pretrain"], cfg["finetune"]
+    cfg = pipeline.build_plan(doc)
+    pre, ft = cfg.pretrain, cfg.finetune
     assert ft.model == str(Path(pre.output_dir) / "model") and not ft.tokenizer  # loads as a hub folder
-    assert pre.tokenizer == str(tmp_path / "run" / "vocab") and cfg["vocab"] is not None
+    assert pre.tokenizer == str(tmp_path / "run" / "vocab") and cfg.vocab is not None
     assert pre.exclude_files == [str(dev)] and (pre.arch.num_layers, pre.arch.hidden_size, pre.max_seq_len) == (2, 32, 64)
     for stage in ("data", "vocab", "pretrain", "finetune"):
         results = pipeline.run(doc, only=stage)

@@ -33,7 +33,7 @@ def test_width_and_depth_pruning_gives_a_smaller_dense_model(teacher_run, tmp_pa
     from paddleqa.text.tokenizer import load_tokenizer
 
     doc = _prune_doc(teacher_run, tmp_path, width_mult=0.5, drop_layers=1)
-    teacher_dir = pipeline.stage_configs(doc)["prune_config"].teacher
+    teacher_dir = pipeline.build_plan(doc, enable=("prune",)).prune.teacher
     teacher = load_model(teacher_dir)
     tok, params = load_tokenizer(teacher_dir), feature_params_for(teacher_dir)
     feats = build_features(load_examples(teacher_run[1])[0], tok, params, train=False, progress=False)
@@ -93,7 +93,7 @@ def test_importance_ranks_a_dead_head_last(teacher_run):
 ])
 def test_bad_prune_settings_are_named(teacher_run, tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
-        pipeline.stage_configs(_prune_doc(teacher_run, tmp_path, **change))
+        pipeline.build_plan(_prune_doc(teacher_run, tmp_path, **change))
 
 
 def test_dropping_every_layer_is_refused(teacher_run, tmp_path, capsys):

@@ -144,8 +144,8 @@ def _doc(teacher_run, tmp_path, **prune):
 
 def test_the_pipeline_prunes_the_distilled_mobilenet_student(teacher_run, tmp_path):
     doc = _doc(teacher_run, tmp_path, method="fpgm", flops_ratio=0.8)
-    cfg = pipeline.stage_configs(doc)
-    assert cfg["prune"].model == str(tmp_path / "d" / "model")
+    cfg = pipeline.build_plan(doc)
+    assert cfg.prune.model == str(tmp_path / "d" / "model")
     assert pipeline.run_layout(cfg).deployed == "prune"  # quantize/export take the pruned student
     pipeline.run(doc, only="distill")
     metrics = pipeline.run(doc, only="prune")["prune"]
@@ -181,4 +181,4 @@ def test_the_pipeline_prunes_the_distilled_mobilenet_student(teacher_run, tmp_pa
 ])
 def test_bad_channel_settings_are_named(teacher_run, tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
-        pipeline.stage_configs(_doc(teacher_run, tmp_path, **change))
+        pipeline.build_plan(_doc(teacher_run, tmp_path, **change))

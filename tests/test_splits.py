@@ -74,12 +74,12 @@ def test_pipeline_chooses_on_validation_and_scores_dev_separately(tmp_path):
     doc = tiny_pipeline_doc(tmp_path, train, dev)
     doc["data"]["validation_share"] = 0.1
     doc["distill"] = {}
-    cfg = pipeline.stage_configs(doc)
+    cfg = pipeline.build_plan(doc, enable=("prune",))
     data_dir = tmp_path / "run" / "data"
-    for stage in ("finetune", "distill_config", "prune_config"):
-        assert cfg[stage].validation_file == str(data_dir / "validation.json")
-        assert cfg[stage].train_file == str(data_dir / "train.json")
-        assert cfg[stage].dev_file == str(dev)
+    for stage in (cfg.finetune, cfg.distill, cfg.prune):
+        assert stage.validation_file == str(data_dir / "validation.json")
+        assert stage.train_file == str(data_dir / "train.json")
+        assert stage.dev_file == str(dev)
     results = pipeline.run(doc, only="data")
     held = results["data"]["validation"]
     assert held["questions"] > 0 and held["split_from"] == str(train)
@@ -101,18 +101,18 @@ def test_teacher_can_train_on_augmented_questions_never_of_the_validation_split(
     doc = tiny_pipeline_doc(tmp_path, train, train)
     doc["data"]["validation_share"] = 0.1
     doc["augment"] = {"teacher": True, "variants": 1}
-    cfg = pipeline.stage_configs(doc)
+    cfg = pipeline.build_plan(doc)
     augmented = tmp_path / "run" / "augment" / "train.json"
-    assert cfg["finetune"].train_file == str(augmented) == cfg["distill_config"].train_file
-    assert cfg["augment"].input_file == str(tmp_path / "run" / "data" / "train.json")
+    assert cfg.finetune.train_file == str(augmented) == pipeline.build_plan(doc, enable=("distill",)).distill.train_file
+    assert cfg.augment.input_file == str(tmp_path / "run" / "data" / "train.json")
     pipeline.run(doc, only="data")
     pipeline.run(doc, only="augment")
     assert not _contexts(augmented) & _contexts(tmp_path / "run" / "data" / "validation.json")
     # without augment.teacher the teacher reads the split's training part, the students the variants
     doc["augment"]["teacher"] = False
-    cfg = pipeline.stage_configs(doc)
-    assert cfg["finetune"].train_file == str(tmp_path / "run" / "data" / "train.json")
-    assert cfg["distill_config"].train_file == str(augmented)
+    cfg = pipeline.build_plan(doc)
+    assert cfg.finetune.train_file == str(tmp_path / "run" / "data" / "train.json")
+    assert pipeline.build_plan(doc, enable=("distill",)).distill.train_file == str(augmented)
 
 
 def test_pruning_sensitivity_is_scored_on_the_validation_split(tmp_path):
@@ -123,7 +123,7 @@ def test_pruning_sensitivity_is_scored_on_the_validation_split(tmp_path):
     doc["data"]["validation_share"] = 0.1
     doc["prune"] = {"sensitivity_questions": 3}
     pipeline.run(doc, only="data")
-    cfg = pipeline.stage_configs(doc)["prune_config"]
+    cfg = pipeline.build_plan(doc, enable=("prune",)).prune
     training, _ = load_examples(cfg.train_file, mode="train")
     chosen = sensitivity_examples(cfg, training)
     assert len(chosen) == 3

@@ -26,11 +26,11 @@ def test_training_files_are_merged_and_wired(tmp_path):
     assert sorted(ids) == ["drcd_dev:q1", "drcd_dev:q2", "drcd_dev:q3", "q1", "q2", "q3"]
     assert all(ex.context[s:s + len(a)] == a for ex in examples for a, s in zip(ex.answers, ex.answer_starts))
     assert results["data"]["merged_train"]["ids_prefixed"] == 3
-    cfg = pipeline.stage_configs(doc)
-    assert cfg["finetune"].train_file == str(merged) == cfg["quantize"].calib_file
-    assert cfg["distill_config"].train_file == str(merged)
+    cfg = pipeline.build_plan(doc)
+    assert cfg.finetune.train_file == str(merged) == cfg.quantize.calib_file
+    assert pipeline.build_plan(doc, enable=("distill",)).distill.train_file == str(merged)
     layout = json.loads((tmp_path / "run" / "layout.json").read_text(encoding="utf-8"))
     assert layout["files"]["merged_train"] == "data/train.json"
     # without train_files nothing changes: the training stages read train_file itself
     del doc["data"]["train_files"]
-    assert pipeline.stage_configs(doc)["finetune"].train_file == str(train)
+    assert pipeline.build_plan(doc).finetune.train_file == str(train)

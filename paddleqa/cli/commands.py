@@ -7,7 +7,7 @@ which are left out, and which pipeline YAML section the stage reads.
 ``--config FILE`` and ``--set SECTION.KEY=VALUE`` work the same way for every stage command that
 is a pipeline stage: the ``--set`` values are merged into the YAML, the flags given on the command
 line are merged into the stage's section, and the stage's config is then wired exactly as
-``paddleqa run`` wires it (:func:`paddleqa.pipeline.stage_configs`). finetune, distill and prune
+``paddleqa run`` wires it (:func:`paddleqa.pipeline.build_plan`). finetune, distill and prune
 need ``--config``; for the others it is optional, and without it the flags (and any
 ``--set STAGE.KEY=VALUE``) override the dataclass defaults.
 """
@@ -40,16 +40,14 @@ class StageCommand:
     """One stage command: its config's fields on the command line and what runs the stage.
 
     ``section``: the pipeline YAML section the stage reads; when set, the command takes
-    ``--config``/``--set`` (required when ``config_required``). ``config_key``: its key in
-    :func:`paddleqa.pipeline.stage_configs` when it differs from ``section``. ``training``: the
-    command takes ``--resume`` and ``--nproc``. ``run(config, args)`` returns the exit status.
+    ``--config``/``--set`` (required when ``config_required``), and its config is that
+    section's in :func:`paddleqa.pipeline.build_plan`. ``training``: the command takes ``--resume`` and ``--nproc``. ``run(config, args)`` returns the exit status.
     """
 
     help: str
     fields: FieldMap
     run: Callable[[Any, argparse.Namespace], int]
     section: str = ""
-    config_key: str = ""
     config_required: bool = False
     training: bool = False
 
@@ -155,11 +153,11 @@ STAGE_COMMANDS: dict[str, StageCommand] = {
     "distill": StageCommand(
         "distil the teacher into a smaller student (KD losses)",
         FieldMap(distill.DistillConfig), _training_run("distill", distill),
-        section="distill", config_key="distill_config", config_required=True, training=True),
+        section="distill", config_required=True, training=True),
     "prune": StageCommand(
         "prune heads, FFN neurons and layers; distil the result back",
         FieldMap(prune.PruneConfig), _training_run("prune", prune),
-        section="prune", config_key="prune_config", config_required=True, training=True),
+        section="prune", config_required=True, training=True),
     "evaluate": StageCommand(
         "run a model or exported artifact on a CMRC file; write predictions and EM/F1",
         FieldMap(evaluate.EvaluateConfig, positional=("model", "data_file"), required=("out_dir",),
@@ -223,7 +221,7 @@ def build_config(cmd: StageCommand, args: argparse.Namespace) -> Any:
         doc = merge(read_yaml(args.config), parse_overrides(args.set))
         if given or not cmd.config_required:  # (an absent section is added: asked for, it runs)
             doc = merge(doc, {cmd.section: given})
-        return pipeline.stage_configs(doc)[cmd.config_key or cmd.section]
+        return getattr(pipeline.build_plan(doc, enable=(cmd.section,)), cmd.section)
     values = given
     if cmd.section:
         sets = parse_overrides(args.set)

@@ -22,9 +22,9 @@ from ..core.io import write_json
 LAYOUT_FILE = "layout.json"
 LAYOUT_VERSION = 1
 
-# The folder each stage writes unless its config says otherwise (``pipeline.stage_configs``).
+# The folder each stage writes unless its config says otherwise (``pipeline.build_plan``).
 DEFAULT_FOLDERS = {
-    "data": "data", "vocab": "vocab", "finetune": "teacher", "evaluate": "evaluate",
+    "data": "data", "vocab": "vocab", "pretrain": "pretrain", "finetune": "teacher", "evaluate": "evaluate",
     "augment": "augment", "distill": "distill", "prune": "prune", "quantize": "quantize",
     "export": "export", "export_int8": "export-int8", "export_teacher": "export-teacher",
     "bench": "bench", "report": "report",

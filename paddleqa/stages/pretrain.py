@@ -90,30 +90,6 @@ class PretrainConfig(ScheduleSettings, FeatureSettings):
         return {**{f"corpus_{i}": p for i, p in enumerate(self.corpus)}, "tokenizer": self.tokenizer}
 
 
-FOLDER = "pretrain"  # RUN_DIR/pretrain/ in a pipeline run, unless pretrain.output_dir says otherwise
-
-
-def pipeline_output_dir(root: Path, over: Mapping[str, Any]) -> str:
-    return str(over.get("output_dir") or Path(root) / FOLDER)
-
-
-def pipeline_config(root: Path, finetune: Any, over: Mapping[str, Any], *, corpus: list[str],
-                    tokenizer: str, exclude: list[str]) -> PretrainConfig:
-    """The pretrain stage of a pipeline run: the encoder finetune's ``arch`` describes (section
-    ``pretrain.arch`` overrides it key by key), finetune's window length, seed, device and
-    progress, ``corpus`` and ``tokenizer`` by default; the run's report files (``exclude``) are
-    always excluded, whatever the section says."""
-    arch = {**to_dict(finetune.arch), **(over.get("arch") or {})}
-    extra = over.get("exclude_files") or []
-    extra = [x.strip() for x in extra.split(",")] if isinstance(extra, str) else list(extra)
-    wired = {"corpus": corpus, "tokenizer": tokenizer, "output_dir": pipeline_output_dir(root, over),
-             "max_seq_len": min(finetune.max_seq_len, arch["max_position_embeddings"]),
-             **{k: getattr(finetune, k) for k in ("seed", "device", "progress", "cache_dir")}}
-    return from_dict(PretrainConfig, {**wired, **over, "arch": arch,
-                                      "exclude_files": list(dict.fromkeys(exclude + extra))},
-                     where="pretrain")
-
-
 def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
     """Pre-train, save ``model/``, write the records; returns the metrics (rank 0; {} elsewhere)."""
     import paddle  # deferred on purpose: the stages load without paddle

@@ -1,6 +1,6 @@
 """Run the stages of a run in order, each one unless it already ran.
 
-``run_stages`` takes the stage configs of ``pipeline.stage_configs`` and runs data (check, merge,
+``run_stages`` takes the stage configs of a ``pipeline.RunPlan`` and runs data (check, merge,
 validation split) -> augment -> vocab -> pretrain -> finetune -> evaluate -> distill -> prune ->
 quantize -> export -> bench (those configured). A stage's folder holds a ``manifest.json`` with the config it ran with and
 the sha256 of its inputs and outputs, written as it starts and completed as it ends
@@ -11,7 +11,6 @@ aside, not deleted.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -22,7 +21,7 @@ from ..core.config import to_dict
 from ..core.freshness import begin, finished_reason, resume_reason
 from ..core.manifest import METRICS, write_manifest
 from ..runtime import bench as bench_stage, evaluate as evaluate_stage
-from ..runtime.layout import DEFAULT_FOLDERS, RunLayout
+from ..runtime.layout import RunLayout
 from ..text import augment as augment_stage, tokenizer as vocab_stage
 from . import (
     data as data_stage,
@@ -33,8 +32,6 @@ from . import (
     prune as prune_stage,
     quantize as quantize_stage,
 )
-from .export import ExportConfig
-from .quantize import QuantizeConfig
 from .training import run_inputs
 
 log = logging.getLogger(__name__)
@@ -110,78 +107,65 @@ class StageRunner:
             self.on_stage(key, metrics)
 
 
-def run_stages(cfg: dict[str, Any], layout: RunLayout, *, only: str | None = None,
+def run_stages(plan: Any, layout: RunLayout, *, only: str | None = None,
                resume: bool = True, on_stage: Callable[[str, dict], None] | None = None,
                callbacks: Mapping[str, Sequence[Any]] | None = None,
                logger: logging.Logger = log) -> dict[str, dict]:
-    """Run the configured stages of ``cfg`` (``pipeline.stage_configs``), or just ``only``, in
+    """Run the configured stages of ``plan`` (a ``pipeline.RunPlan``), or just ``only``, in
     order; returns each stage's metrics by key (``export_int8``/``export_teacher`` for the
     second and third export). ``callbacks``: extra Trainer callbacks per training stage."""
     callbacks = callbacks or {}
     stage = StageRunner(only, on_stage, logger)
-    _run_teacher(stage, cfg, layout, resume, callbacks)
-    _run_students(stage, cfg, resume, callbacks)
-    _run_deploy(stage, cfg)
-    _run_bench(stage, cfg)
+    _run_teacher(stage, plan, layout, resume, callbacks)
+    _run_students(stage, plan, resume, callbacks)
+    _run_deploy(stage, plan)
+    _run_bench(stage, plan)
     return stage.results
 
 
-def int8_export_config(export: ExportConfig, quantize: QuantizeConfig | None) -> ExportConfig | None:
-    """The int8 graph of the quantize stage (PTQ/QAT), converted for export's targets into a
-    sibling folder of export's; None when there is no int8 graph. ONNX comes from fp32 only."""
-    if quantize is None or quantize.method not in ("ptq", "qat"):
-        return None
-    return dataclasses.replace(
-        export, out_dir=str(Path(export.out_dir).with_name(DEFAULT_FOLDERS["export_int8"])),
-        inference_model=str(Path(quantize.out_dir) / "inference" / "model"),
-        precisions=["fp32"], onnx=False, onnx_int8=False)
-
-
-def _run_teacher(stage: StageRunner, cfg: dict[str, Any], layout: RunLayout, resume: bool,
+def _run_teacher(stage: StageRunner, plan: Any, layout: RunLayout, resume: bool,
                  callbacks: Mapping[str, Sequence[Any]]) -> None:
     """data check -> augment (when configured) -> vocab (from-scratch models only) -> pretrain
     (when configured) -> finetune (teacher) -> evaluate."""
-    root, data = cfg["run_dir"], cfg["data"]
+    root, data = plan.run_dir, plan.data
     data_dir = layout.folder(root, "data")
     data_inputs = {"train_file": data.train_file, "dev_file": data.dev_file,
                    **{f"train_files_{i}": f for i, f in enumerate(data.train_files)}}
     if data.validation_file:
         data_inputs["validation_file"] = data.validation_file
     stage("data", data_dir, data, data_inputs, lambda: data_stage.run(data, root, data_dir, data_inputs))
-    aug = cfg["augment"]
+    aug = plan.augment
     if aug is not None:  # before the teacher: it may train on the variants (augment.teacher)
         out = Path(aug.output_file)
         stage("augment", out.parent, aug, {"input_file": aug.input_file},
-              lambda: augment_stage.run(aug, progress=cfg["finetune"].progress),
+              lambda: augment_stage.run(aug, progress=plan.finetune.progress),
               prefix=out.name[: -len("json")])
-    if cfg["vocab"] is not None:
-        files = [data.training_file(root)] + ([aug.output_file] if getattr(aug, "teacher", False) else [])
-        vcfg = vocab_stage.VocabConfig(data_files=files, out_dir=str(layout.folder(root, "vocab")),
-                                       min_freq=cfg["vocab"].min_freq, max_size=cfg["vocab"].max_size)
-        stage("vocab", Path(vcfg.out_dir), vcfg, {f"data_{i}": f for i, f in enumerate(files)},
+    vcfg = plan.vocab
+    if vcfg is not None:
+        stage("vocab", Path(vcfg.out_dir), vcfg, {f"data_{i}": f for i, f in enumerate(vcfg.data_files)},
               lambda: vocab_stage.run(vcfg))
-    pre = cfg.get("pretrain")
+    pre = plan.pretrain
     if pre is not None:
         stage("pretrain", Path(pre.output_dir), pre, pre.inputs(),
               lambda: pretrain_stage.run(pre, resume=resume, callbacks=callbacks.get("pretrain", ())),
               trained_from=pre.inputs())
-    ft = cfg["finetune"]
+    ft = plan.finetune
     ft_inputs = training_inputs(ft)
     if ft.model and Path(ft.model).is_dir():  # a local model (the pretrained one): redo when it changes
         ft_inputs["model"] = ft.model
     stage("finetune", Path(ft.output_dir), ft, ft_inputs,
           lambda: finetune_stage.run(ft, resume=resume, callbacks=callbacks.get("finetune", ())),
           trained_from={"model": ft.model, "tokenizer": ft.tokenizer})
-    ev = cfg["evaluate"]
+    ev = plan.evaluate
     stage("evaluate", Path(ev.out_dir), ev, {"model": ev.model, "data_file": ev.data_file},
           lambda: evaluate_stage.run(ev))
 
 
-def _run_students(stage: StageRunner, cfg: dict[str, Any], resume: bool,
+def _run_students(stage: StageRunner, plan: Any, resume: bool,
                   callbacks: Mapping[str, Sequence[Any]]) -> None:
     """distill -> prune, each when configured (or asked for by name); augment ran before the
     teacher."""
-    di, pr = cfg["distill"], cfg["prune"]
+    di, pr = plan.distill, plan.prune
     if di is not None:
         stage("distill", Path(di.output_dir), di, training_inputs(di),
               lambda: distill_stage.run(di, resume=resume, callbacks=callbacks.get("distill", ())),
@@ -193,10 +177,10 @@ def _run_students(stage: StageRunner, cfg: dict[str, Any], resume: bool,
               trained_from={"teacher": pr.teacher, **student})
 
 
-def _run_deploy(stage: StageRunner, cfg: dict[str, Any]) -> None:
+def _run_deploy(stage: StageRunner, plan: Any) -> None:
     """quantize -> export of the deployed model (fp32 graph, then the int8 graph) -> export of
     the teacher's own graph as the bench's latency baseline."""
-    qu, ex, ext = cfg["quantize"], cfg["export"], cfg["export_teacher"]
+    qu, ex, ex8, ext = plan.quantize, plan.export, plan.export_int8, plan.export_teacher
     if qu is not None:
         stage("quantize", Path(qu.out_dir), qu,
               {"model": qu.model, "dev_file": qu.dev_file, "calib_file": qu.calib_file},
@@ -204,7 +188,6 @@ def _run_deploy(stage: StageRunner, cfg: dict[str, Any]) -> None:
     if ex is None:
         return
     stage("export", Path(ex.out_dir), ex, {"model": ex.model}, lambda: export_stage.run(ex))
-    ex8 = int8_export_config(ex, qu)
     if ex8 is not None:
         stage("export", Path(ex8.out_dir), ex8,
               {"model": ex8.model, "inference_model": ex8.inference_model + ".pdmodel"},
@@ -214,9 +197,9 @@ def _run_deploy(stage: StageRunner, cfg: dict[str, Any]) -> None:
               key="export_teacher")
 
 
-def _run_bench(stage: StageRunner, cfg: dict[str, Any]) -> None:
+def _run_bench(stage: StageRunner, plan: Any) -> None:
     """Time (and score) every artifact of the layout's bench list; its rows are the metrics."""
-    be = cfg["bench"]
+    be = plan.bench
     if be is None:
         return
 
