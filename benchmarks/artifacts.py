@@ -23,8 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import machine_info, replace_section  # noqa: E402
-from benchmarks.teacher import _run  # noqa: E402
+from benchmarks.report import machine_info, record_main, run_logged  # noqa: E402
 
 RECORD = "benchmarks/artifacts.json"
 
@@ -49,13 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record", default=RECORD, help="raw JSON record")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
-    if args.report_only:
-        record = json.loads((ROOT / args.record).read_text(encoding="utf-8"))
-    else:
-        record = measure(args)
-        record["record"] = args.record
-        (ROOT / args.record).write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    replace_section(ROOT / args.out, "artifacts", render(record))
+    record_main(args.report_only, ROOT / args.record, "artifacts",
+                lambda: {**measure(args), "record": args.record}, render, ROOT / args.out)
     return 0
 
 
@@ -75,13 +69,13 @@ def measure(args) -> dict:
            "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "PYTHONUNBUFFERED": "1"}
     cli = [sys.executable, "-m", "paddleqa.cli"]
-    _run(cli + ["export", str(student), "--out", str(out / "export"), "--targets", "arm,x86",
+    run_logged(cli + ["export", str(student), "--out", str(out / "export"), "--targets", "arm,x86",
                 "--precision", "fp32,int8"], env, log_path)
     methods = ["ptq"] + (["qat"] if args.qat else [])
     for method in methods:
-        _run(cli + ["quantize", str(student), "--out", str(out / method), "--method", method,
+        run_logged(cli + ["quantize", str(student), "--out", str(out / method), "--method", method,
                     "--no-progress"], env, log_path)
-        _run(cli + ["export", str(student), "--inference-model", str(out / method / "inference" / "model"),
+        run_logged(cli + ["export", str(student), "--inference-model", str(out / method / "inference" / "model"),
                     "--out", str(out / f"export-{method}"), "--targets", "arm,x86"], env, log_path)
     export_m = json.loads((out / "export" / "metrics.json").read_text(encoding="utf-8"))
     artifacts = [
@@ -98,38 +92,52 @@ def measure(args) -> dict:
             (f"lite-x86 int8 {method}", out / f"export-{method}" / "x86-int8" / "model.nb", "lite-x86", f"int8-{method}", method),
             (f"lite-arm int8 {method}", out / f"export-{method}" / "arm-int8" / "model.nb", "lite-arm", f"int8-{method}", method),
         ]
-    rows = []
-    for name, path, backend, precision, origin in artifacts:
-        row = {"name": name, "path": str(path), "backend": backend, "precision": precision,
-               "origin": origin, "file_bytes": _size(path)}
-        if backend == "lite-arm":
-            report = export_m if origin == "export" else json.loads(
-                (out / f"export-{origin}" / "metrics.json").read_text(encoding="utf-8"))
-            key = "arm-fp32" if precision == "fp32" else "arm-int8"
-            rep = report["op_report"][key]
-            row.update(status="not runnable here (no ARM runtime on x86)",
-                       ops=f"{rep['ops_before']} -> {rep['ops_after']}",
-                       fc=rep["ops"].get("fc", 0))
-            rows.append(row)
-            continue
-        ev = out / "eval" / name.replace(" ", "_")
-        cmd = cli + ["evaluate", str(path), dev, "--out", str(ev), "--no-progress"]
-        print("+", " ".join(cmd), flush=True)
-        with open(log_path, "a", encoding="utf-8") as log:
-            res = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
-        if res.returncode != 0:
-            err = (ev / "error.txt")
-            msg = _last_error(log_path)
-            row.update(status=f"refused: {msg}")
-            err.parent.mkdir(parents=True, exist_ok=True)
-            err.write_text(msg + "\n", encoding="utf-8")
-        else:
-            m = json.loads((ev / "metrics.json").read_text(encoding="utf-8"))
-            row.update(status="scored", dev_em=m["em"], dev_f1=m["f1"], total=m["total"],
-                       predict_seconds=m["predict_seconds"])
-        rows.append(row)
-    # Latency side by side (batch 1, seq 384, one child process per artifact), and int8 on fc
-    # only vs on every op MKLDNN supports.
+    rows = [_score(name, path, backend, precision, origin, out, export_m, dev, cli, env, log_path)
+            for name, path, backend, precision, origin in artifacts]
+    _time(rows, args)
+    ref = next(r for r in rows if r["name"] == "dygraph fp32")
+    for r in rows:
+        if "dev_f1" in r:
+            r["f1_delta"] = round(r["dev_f1"] - ref["dev_f1"], 3)
+    return {"command": "python benchmarks/artifacts.py " + " ".join(sys.argv[1:]),
+            "machine": machine_info(), "threads": args.threads, "student": str(student),
+            "dev_file": dev, "rows": rows}
+
+
+def _score(name: str, path: Path, backend: str, precision: str, origin: str, out: Path,
+           export_m: dict, dev: str, cli: list[str], env: dict[str, str], log_path: Path) -> dict:
+    """One artifact's row: its size, and its dev score (a child process) or why it has none."""
+    row = {"name": name, "path": str(path), "backend": backend, "precision": precision,
+           "origin": origin, "file_bytes": _size(path)}
+    if backend == "lite-arm":
+        report = export_m if origin == "export" else json.loads(
+            (out / f"export-{origin}" / "metrics.json").read_text(encoding="utf-8"))
+        key = "arm-fp32" if precision == "fp32" else "arm-int8"
+        rep = report["op_report"][key]
+        row.update(status="not runnable here (no ARM runtime on x86)",
+                   ops=f"{rep['ops_before']} -> {rep['ops_after']}", fc=rep["ops"].get("fc", 0))
+        return row
+    ev = out / "eval" / name.replace(" ", "_")
+    cmd = cli + ["evaluate", str(path), dev, "--out", str(ev), "--no-progress"]
+    print("+", " ".join(cmd), flush=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        res = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+    if res.returncode != 0:
+        err = (ev / "error.txt")
+        msg = _last_error(log_path)
+        row.update(status=f"refused: {msg}")
+        err.parent.mkdir(parents=True, exist_ok=True)
+        err.write_text(msg + "\n", encoding="utf-8")
+    else:
+        m = json.loads((ev / "metrics.json").read_text(encoding="utf-8"))
+        row.update(status="scored", dev_em=m["em"], dev_f1=m["f1"], total=m["total"],
+                   predict_seconds=m["predict_seconds"])
+    return row
+
+
+def _time(rows: list[dict], args) -> None:
+    """Latency side by side (batch 1, seq 384, one child process per artifact), and int8 on fc
+    only vs on every op MKLDNN supports; added to ``rows``."""
     from paddleqa.runtime.bench import BenchConfig, run as bench
 
     runnable = [r for r in rows if r["status"] == "scored"]
@@ -145,13 +153,6 @@ def measure(args) -> dict:
                                  threads=[args.threads], repeats=args.repeats, int8_ops=["all"]))
         for r, b in zip(int8, full["rows"]):
             r["latency_ms_p50_all_ops_int8"] = (b.get("settings") or [{}])[0].get("latency_ms_p50")
-    ref = next(r for r in rows if r["name"] == "dygraph fp32")
-    for r in rows:
-        if "dev_f1" in r:
-            r["f1_delta"] = round(r["dev_f1"] - ref["dev_f1"], 3)
-    return {"command": "python benchmarks/artifacts.py " + " ".join(sys.argv[1:]),
-            "machine": machine_info(), "threads": args.threads, "student": str(student),
-            "dev_file": dev, "rows": rows}
 
 
 def _size(path: Path) -> int | None:

@@ -30,8 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import machine_info, replace_section  # noqa: E402
-from benchmarks.teacher import _run  # noqa: E402
+from benchmarks.report import machine_info, replace_section, run_logged  # noqa: E402
 
 CONFIG = "configs/cmrc2018.yaml"
 AUG_SET = "augment.variants=1"  # the augmented training file: one synonym variant per question
@@ -115,8 +114,8 @@ def train(run_dir: Path, names: list[str], table: dict, args, aug_file: Path) ->
     log_path = run_dir / "compress.log"
     paddleqa = [sys.executable, "-m", "paddleqa.cli"]
     if any(table[n][2] for n in names):
-        _run(paddleqa + ["run", args.config, "--only", "augment", "--set", AUG_SET],
-             {**base_env, "OMP_NUM_THREADS": str(os.cpu_count() or 1)}, log_path)
+        run_logged(paddleqa + ["run", args.config, "--only", "augment", "--set", AUG_SET],
+                   {**base_env, "OMP_NUM_THREADS": str(os.cpu_count() or 1)}, log_path)
     for name in names:
         stage, sets, aug = table[name]
         out = run_dir / "students" / name
@@ -136,9 +135,9 @@ def train(run_dir: Path, names: list[str], table: dict, args, aug_file: Path) ->
             launch = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
                       str(args.nproc), "--log_dir", str(run_dir / "launch_logs" / name),
                       str(Path(sys.executable).parent / "paddleqa")]
-            seconds = _run(launch + cmd, one_thread, log_path)
+            seconds = run_logged(launch + cmd, one_thread, log_path)
         else:
-            seconds = _run(paddleqa + cmd, base_env, log_path)
+            seconds = run_logged(paddleqa + cmd, base_env, log_path)
         (out / "benchmark_wall_seconds.txt").write_text(f"{seconds:.1f}\n", encoding="utf-8")
 
 
@@ -191,7 +190,7 @@ def collect(run_dir: Path, table: dict, args, teacher_dir: Path) -> dict:
     if args.dev_subset:  # students scored on a subset: score the teacher on the same questions
         sub = run_dir / f"teacher_eval_first{args.dev_questions}"
         if not (sub / "metrics.json").exists():
-            _run([sys.executable, "-m", "paddleqa.cli", "evaluate", str(teacher_dir / "model"),
+            run_logged([sys.executable, "-m", "paddleqa.cli", "evaluate", str(teacher_dir / "model"),
                   args.dev_subset, "--out", str(sub), "--no-progress"],
                  {**os.environ, "MKL_DEBUG_CPU_TYPE": "5"}, run_dir / "compress.log")
         sub_m = json.loads((sub / "metrics.json").read_text(encoding="utf-8"))

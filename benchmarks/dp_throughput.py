@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import machine_info, replace_section  # noqa: E402
+from benchmarks.report import machine_info, record_main  # noqa: E402
 
 RECORD = "benchmarks/dp_throughput.json"
 
@@ -87,12 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="BENCHMARKS.md")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
-    if args.report_only:
-        record = json.loads((ROOT / RECORD).read_text(encoding="utf-8"))
-    else:
-        record = measure(args)
-        (ROOT / RECORD).write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    replace_section(ROOT / args.out, "dp-throughput", render(record))
+    record_main(args.report_only, ROOT / RECORD, "dp-throughput", lambda: measure(args), render,
+                ROOT / args.out)
     return 0
 
 

@@ -3,18 +3,18 @@
     python benchmarks/loadtest.py [--run runs/cmrc2018] [--clients 64 200] [--requests 3000]
     python benchmarks/loadtest.py --report-only
 
-Serves the headline student's deployed artifact (``paddleqa serve RUN_DIR``: the fastest form
-the run's bench stage measured) with the CMRC dev file as knowledge base, in ``--processes``
-server processes, and for each client count sends the same ``--requests`` requests twice: 80%
-good (half with a context, half answered from the knowledge base), 10% malformed (invalid JSON,
+Serves the headline student's deployed artifact (``paddleqa serve RUN_DIR``: the fastest form the
+run's bench stage measured) with the CMRC dev file as knowledge base, in ``--processes`` server
+processes, and for each client count sends the same ``--requests`` requests twice: 80% good (half
+with a context, half answered from the knowledge base), 10% malformed (invalid JSON,
 missing/empty/oversize question, wrong type) and 10% hostile (JSON nested 20,000 deep, a
 5,000-digit integer, a lone surrogate, a zero-width-only context, a chunked body over the size
 limit, a declared oversize body). Records throughput, latency p50/p99 of good requests (queueing
 included), status codes by kind, lost requests (no response), 503s and the server's RSS (all its
 processes) before and after each run, next to a capacity estimate: cores / (windows per good
 request x the artifact's measured latency per window). Writes the "Load test" section of
-BENCHMARKS.md and ``benchmarks/loadtest.json``. Run it alone (`flock -x`): clients and server
-share the machine.
+BENCHMARKS.md and ``benchmarks/loadtest.json``. Run it alone (`flock -x`): clients and server share
+the machine.
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import asyncio
 import collections
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -34,114 +33,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import machine_info, replace_section  # noqa: E402
+from benchmarks.loadclient import GOOD, HOSTILE, MALFORMED, drive, workload  # noqa: E402
+from benchmarks.report import machine_info, record_main  # noqa: E402
 
 RECORD = "benchmarks/loadtest.json"
 # CMRC 2018 dev: $CMRC2018_DIR, else ../shared/data/cmrc2018 beside the checkout (data/README.md)
 DEV = str(Path(os.environ.get("CMRC2018_DIR") or ROOT.parent / "shared" / "data" / "cmrc2018")
           / "cmrc2018_dev.json")
-MALFORMED = {
-    "invalid_json": lambda q: b'{"question": "' + q.encode("utf-8"),
-    "missing_question": lambda q: json.dumps({"context": "没有问题"}).encode("utf-8"),
-    "empty_question": lambda q: json.dumps({"question": "   "}).encode("utf-8"),
-    "oversize_question": lambda q: json.dumps({"question": "问" * 1000}).encode("utf-8"),
-    "wrong_type": lambda q: json.dumps({"question": ["不是", "字符串"]}).encode("utf-8"),
-}
-HOSTILE = {
-    "deep_nesting": lambda q: b"[" * 20_000 + b"]" * 20_000,
-    "huge_int": lambda q: b'{"question": ' + b"9" * 5000 + b"}",
-    "lone_surrogate": lambda q: b'{"question": "\\ud800' + q.encode("utf-8") + b'"}',
-    "zero_width_context": lambda q: json.dumps({"question": q, "context": "\u200b\u200d\u0301\x07"}).encode("utf-8"),
-    "chunked_oversize": lambda q: b"x" * 200_000,  # sent chunked, without a length
-    "declared_oversize": lambda q: b"x" * 100_000,
-}
-GOOD = ("context", "kb")
-
-
-def workload(n: int, seed: int, bad: float = 0.1, hostile: float = 0.1) -> list[tuple[str, bytes]]:
-    doc = json.loads(Path(DEV).read_text(encoding="utf-8"))
-    pairs = [(qa["question"], p["context"]) for a in doc["data"] for p in a["paragraphs"] for qa in p["qas"]]
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        q, ctx = rng.choice(pairs)
-        r = rng.random()
-        if r < bad:
-            kind = rng.choice(sorted(MALFORMED))
-            out.append((kind, MALFORMED[kind](q)))
-        elif r < bad + hostile:
-            kind = rng.choice(sorted(HOSTILE))
-            out.append((kind, HOSTILE[kind](q)))
-        elif r < bad + hostile + (1 - bad - hostile) / 2:
-            out.append(("context", json.dumps({"question": q, "context": ctx[:5000]}, ensure_ascii=False).encode()))
-        else:
-            out.append(("kb", json.dumps({"question": q}, ensure_ascii=False).encode("utf-8")))
-    return out
-
-
-# ---------------------------------------------------------------- client
-# A minimal HTTP/1.1 keep-alive client on asyncio streams instead of httpx: clients and server
-# share the 2 cores, and httpx's per-request CPU (~1 ms) would be taken from the server; raw
-# requests also let the test send what a library refuses or fixes (a chunked oversize body).
-async def _request(conn: list, port: int, kind: str, body: bytes, timeout: float) -> tuple[int, bytes]:
-    if conn[0] is None:
-        conn[0] = await asyncio.open_connection("127.0.0.1", port)
-    reader, writer = conn[0]
-    head = b"POST /answer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    if kind == "chunked_oversize":
-        chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 8192]), body[i:i + 8192]) for i in range(0, len(body), 8192))
-        writer.write(head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
-    else:
-        writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-    status_line = await asyncio.wait_for(reader.readline(), timeout)
-    if not status_line:
-        raise ConnectionError("closed")
-    status = int(status_line.split()[1])
-    length, close = 0, False
-    while (line := await asyncio.wait_for(reader.readline(), timeout)) not in (b"\r\n", b""):
-        name, _, value = line.decode("latin-1").partition(":")
-        if name.lower() == "content-length":
-            length = int(value)
-        elif name.lower() == "connection" and "close" in value.lower():
-            close = True
-    payload = await asyncio.wait_for(reader.readexactly(length), timeout)
-    if close:  # the server closes after refusing a body it did not read: reconnect next time
-        writer.close()
-        conn[0] = None
-    return status, payload
-
-
-async def drive(port: int, jobs: list, clients: int, timeout: float) -> list[tuple]:
-    """(kind, status or error name, ms, JSON body?) for every job; ``clients`` connections."""
-    queue: asyncio.Queue = asyncio.Queue()
-    for j in jobs:
-        queue.put_nowait(j)
-    results: list[tuple] = []
-
-    async def client() -> None:
-        conn: list = [None]
-        while not queue.empty():
-            kind, body = queue.get_nowait()
-            t = time.perf_counter()
-            try:
-                status, payload = await _request(conn, port, kind, body, timeout)
-                try:
-                    json.loads(payload)
-                    ok_json = True
-                except ValueError:
-                    ok_json = False
-            except (OSError, asyncio.TimeoutError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
-                status, ok_json = type(exc).__name__, False
-                if conn[0] is not None:
-                    conn[0][1].close()
-                conn[0] = None
-            results.append((kind, status, (time.perf_counter() - t) * 1000, ok_json))
-        if conn[0] is not None:
-            conn[0][1].close()
-
-    await asyncio.gather(*(client() for _ in range(clients)))
-    return results
-
 
 # ---------------------------------------------------------------- server
 def server_rss_mib(pid: int) -> float:
@@ -271,7 +169,7 @@ def summarize(results: list, planned: int, clients: int, repeat: int, wall: floa
 
 def measure(args) -> dict:
     run_dir = ROOT / args.run
-    jobs = workload(args.requests, args.seed)
+    jobs = workload(DEV, args.requests, args.seed)
     cap = capacity(run_dir, jobs, args.processes)
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -285,7 +183,7 @@ def measure(args) -> dict:
     runs, profiles = [], {}
     try:
         health = wait_healthy(server, port, log_path)
-        asyncio.run(drive(port, workload(40, args.seed + 1), 4, args.client_timeout))  # warm-up
+        asyncio.run(drive(port, workload(DEV, 40, args.seed + 1), 4, args.client_timeout))  # warm-up
         for clients in args.clients:
             for repeat in (1, 2):  # the same requests twice: memory growing on the second is a leak
                 before = server_rss_mib(server.pid)
@@ -373,7 +271,7 @@ def render(r: dict) -> str:
             f"{k}: " + ", ".join(f"{s} x{c}" for s, c in sorted(v.items()))
             for k, v in r["runs"][0]["status_by_kind"].items()) + ".",
         "",
-        *([f"Where the server processes' busy time went (py-spy, 50 Hz, second run; % of samples): " + "; ".join(
+        *(["Where the server processes' busy time went (py-spy, 50 Hz, second run; % of samples): " + "; ".join(
             f"{c} clients: " + ", ".join(f"{k} {v}%" for k, v in p.items() if k != "busy_samples")
             for c, p in r["profile_percent_of_busy_time"].items()) + ".", ""] if r.get("profile_percent_of_busy_time") else []),
         f"Targets at 64 clients: {'all met' if ok else 'not all met'} ({'; '.join(checks)}). "
@@ -396,12 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="BENCHMARKS.md")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
-    if args.report_only:
-        record = json.loads((ROOT / RECORD).read_text(encoding="utf-8"))
-    else:
-        record = measure(args)
-        (ROOT / RECORD).write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    replace_section(ROOT / args.out, "loadtest", render(record))
+    record_main(args.report_only, ROOT / RECORD, "loadtest", lambda: measure(args), render,
+                ROOT / args.out)
     return 0
 
 

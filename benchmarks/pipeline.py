@@ -34,8 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import machine_info, replace_section  # noqa: E402
-from benchmarks.teacher import _run  # noqa: E402
+from benchmarks.report import machine_info, replace_section, run_logged  # noqa: E402
 from paddleqa.runtime.report import is_teacher_baseline
 
 RESULT_KEYS = ("name", "source", "backend", "precision", "params", "flops", "file_bytes",
@@ -110,7 +109,7 @@ def headline(rows: list[dict], deployed: str | None = None) -> dict:
 
 
 def render(record: dict) -> str:
-    from paddleqa.runtime.report import COLUMNS, _fmt
+    from paddleqa.runtime.report import COLUMNS, format_cell
 
     m, h, rows = record["machine"], record["headline"], record["rows"]
     lines = [
@@ -132,7 +131,7 @@ def render(record: dict) -> str:
         "| " + " | ".join("---" if c[2] == "s" else "---:" for c in COLUMNS) + " |",
     ]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k), kind) for k, _, kind in COLUMNS) + " |")
+        lines.append("| " + " | ".join(format_cell(r.get(k), kind) for k, _, kind in COLUMNS) + " |")
     lines.append("")
     if h.get("student") is None:
         lines.append("No student artifact with a measured latency and dev F1: no headline.")
@@ -171,6 +170,48 @@ def render(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _run_chain(args, cfg, run_dir: Path) -> list[str]:
+    """Run the chain of ``cfg`` (a ``pipeline.RunPlan``) step by step with fixed thread settings;
+    returns the steps an earlier invocation (or teacher.py) had finished already."""
+    from paddleqa.stages.runner import training_done
+
+    skipped: list[str] = []
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "benchmark.log"
+    base_env = {**os.environ, "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE", "5"),
+                "PYTHONUNBUFFERED": "1"}
+    one_thread = {**base_env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if training_done(cfg.finetune):
+        skipped.append("teacher")
+    else:
+        run_logged([sys.executable, "benchmarks/teacher.py", "--config", args.config,
+                    "--nproc", str(args.nproc)], base_env, log_path)
+    all_threads = {**base_env, "OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+    if cfg.augment is not None:  # finished stages are skipped by the pipeline itself
+        run_logged([sys.executable, "-m", "paddleqa.cli", "run", args.config, "--only", "augment"],
+                   all_threads, log_path)
+    di = cfg.distill
+    if di is not None and training_done(di):
+        skipped.append("student")
+    elif di is not None:
+        cmd = ["distill", "--config", args.config, "--resume"]
+        if args.nproc > 1:
+            run_logged([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
+                        str(args.nproc), "--log_dir", str(run_dir / "launch_logs" / "distill"),
+                        str(Path(sys.executable).parent / "paddleqa"), *cmd], one_thread, log_path)
+        else:
+            run_logged([sys.executable, "-m", "paddleqa.cli", *cmd], base_env, log_path)
+    # The rest through the pipeline itself (finished stages are skipped). The `evaluate`
+    # stage is left out: the finetune step already scored the teacher on all of dev through
+    # the same code path, and the report takes that score.
+    later = (["prune"] if cfg.prune is not None else []) + ["quantize", "export", "bench"]
+    for stage in later:
+        run_logged([sys.executable, "-m", "paddleqa.cli", "run", args.config, "--only", stage],
+                   all_threads, log_path)
+    run_logged([sys.executable, "-m", "paddleqa.cli", "report", str(run_dir)], all_threads, log_path)
+    return skipped
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/cmrc2018.yaml")
@@ -183,7 +224,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from paddleqa import pipeline
     from paddleqa.core.config import read_yaml
-    from paddleqa.stages.runner import training_done
 
     doc = read_yaml(ROOT / args.config)
     cfg = pipeline.build_plan(doc)
@@ -195,39 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     skipped: list[str] = []  # steps already finished (by an earlier invocation or teacher.py)
     if not args.report_only:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log_path = run_dir / "benchmark.log"
-        base_env = {**os.environ, "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE", "5"),
-                    "PYTHONUNBUFFERED": "1"}
-        one_thread = {**base_env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        if training_done(cfg.finetune):
-            skipped.append("teacher")
-        else:
-            _run([sys.executable, "benchmarks/teacher.py", "--config", args.config,
-                  "--nproc", str(args.nproc)], base_env, log_path)
-        all_threads = {**base_env, "OMP_NUM_THREADS": str(os.cpu_count() or 1)}
-        if cfg.augment is not None:  # finished stages are skipped by the pipeline itself
-            _run([sys.executable, "-m", "paddleqa.cli", "run", args.config, "--only", "augment"],
-                 all_threads, log_path)
-        di = cfg.distill
-        if di is not None and training_done(di):
-            skipped.append("student")
-        elif di is not None:
-            cmd = ["distill", "--config", args.config, "--resume"]
-            if args.nproc > 1:
-                _run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
-                      str(args.nproc), "--log_dir", str(run_dir / "launch_logs" / "distill"),
-                      str(Path(sys.executable).parent / "paddleqa"), *cmd], one_thread, log_path)
-            else:
-                _run([sys.executable, "-m", "paddleqa.cli", *cmd], base_env, log_path)
-        # The rest through the pipeline itself (finished stages are skipped). The `evaluate`
-        # stage is left out: the finetune step already scored the teacher on all of dev through
-        # the same code path, and the report takes that score.
-        later = (["prune"] if cfg.prune is not None else []) + ["quantize", "export", "bench"]
-        for stage in later:
-            _run([sys.executable, "-m", "paddleqa.cli", "run", args.config, "--only", stage],
-                 all_threads, log_path)
-        _run([sys.executable, "-m", "paddleqa.cli", "report", str(run_dir)], all_threads, log_path)
+        skipped = _run_chain(args, cfg, run_dir)
     results = json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
     rows = [{k: r.get(k) for k in RESULT_KEYS} for r in results]
     (ROOT / "benchmarks" / "results.json").write_text(

@@ -1,6 +1,7 @@
 """Shared pieces of the benchmark commands: machine facts and BENCHMARKS.md sections."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -10,6 +11,9 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: where every benchmark step runs
 
 HEADER = (
     "# Benchmarks\n\n"
@@ -67,7 +71,21 @@ def replace_section(path: Path, name: str, body: str) -> None:
     os.replace(tmp, path)
 
 
-def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> float:
+def record_main(report_only: bool, record: Path, section: str, measure: Callable[[], dict],
+                render: Callable[[dict], str], out: Path) -> dict:
+    """The end of every benchmark command: measure and keep the raw JSON ``record`` (with
+    ``--report-only``, read the kept one back instead), then write the command's ``section`` of
+    ``out`` (BENCHMARKS.md) from it. Returns the record."""
+    if report_only:
+        result = json.loads(record.read_text(encoding="utf-8"))
+    else:
+        result = measure()
+        record.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    replace_section(out, section, render(result))
+    return result
+
+
+def run_logged(cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> float:
     """Run one benchmark step as a child process, its output appended to ``log_path``; exit with a
     message naming the step and the log when it fails. Returns its wall time in seconds."""
     print("+", shlex.join(cmd), flush=True)

@@ -21,11 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import machine_info, replace_section, run_logged  # noqa: E402
+from benchmarks.report import machine_info, record_main, run_logged  # noqa: E402
 
-
-def _run(cmd: list[str], env: dict[str, str], log_path: Path) -> float:
-    return run_logged(cmd, env, log_path, ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,11 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the BENCHMARKS.md section from benchmarks/teacher.json without training")
     args = ap.parse_args(argv)
-    record = ROOT / "benchmarks" / "teacher.json"
-    if args.report_only:
-        replace_section(ROOT / args.out, "teacher", render(json.loads(record.read_text(encoding="utf-8"))))
-        return 0
+    result = record_main(args.report_only, ROOT / "benchmarks" / "teacher.json", "teacher",
+                         lambda: measure(args, argv), render, ROOT / args.out)
+    print(json.dumps({k: result[k] for k in ("dev_em", "dev_f1", "trainer_seconds")}, indent=2))
+    return 0
 
+
+def measure(args, argv: list[str] | None) -> dict:
+    """Train the teacher (data-parallel) and score it on dev; the record of the run."""
     from paddleqa import pipeline
     from paddleqa.core.config import merge, parse_overrides, read_yaml
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     for stage in ("data", "vocab"):
-        _run(paddleqa + ["run", args.config, "--only", stage, *sets], all_threads, log_path)
+        run_logged(paddleqa + ["run", args.config, "--only", stage, *sets], all_threads, log_path)
     train_cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(args.nproc),
                  "--log_dir", str(run_dir / "launch_logs"),
                  # the launcher runs a script file, so it is given the installed console script
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         train_cmd = paddleqa + ["finetune", "--config", args.config, "--resume", *sets]
     # One command trains and then scores the full dev set with the saved model's own predictions
     # (the same code path as `paddleqa evaluate`); its wall time covers both.
-    train_wall = _run(train_cmd, one_thread if args.nproc > 1 else all_threads, log_path)
+    train_wall = run_logged(train_cmd, one_thread if args.nproc > 1 else all_threads, log_path)
     total_wall = time.time() - started
 
     ft = json.loads((teacher_dir / "metrics.json").read_text(encoding="utf-8"))
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     curve_file = teacher_dir / "learning_curve.json"
     curve = json.loads(curve_file.read_text(encoding="utf-8")) if curve_file.exists() else []
     command = "python benchmarks/teacher.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    result = {
+    return {
         "command": command.strip(),
         "machine": machine_info(),
         "threads": {"train": f"{args.nproc} process(es) x {one_thread['OMP_NUM_THREADS'] if args.nproc > 1 else all_threads['OMP_NUM_THREADS']} thread(s)",
@@ -102,11 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         "dev_total": ft["dev_total"],
         "learning_curve": curve,
     }
-    record.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n",
-                                                      encoding="utf-8")
-    replace_section(ROOT / args.out, "teacher", render(result))
-    print(json.dumps({k: result[k] for k in ("dev_em", "dev_f1", "trainer_seconds")}, indent=2))
-    return 0
 
 
 TARGET_EM, TARGET_F1 = 30.0, 50.0  # the issue's targets for the teacher on all of dev

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import machine_info, replace_section, run_logged  # noqa: E402
+from benchmarks.report import machine_info, record_main, run_logged  # noqa: E402
 
 RECORD = ROOT / "benchmarks" / "teacher_sweep.json"
 SWEEP_DIR = "runs/teacher-sweep"
@@ -72,9 +72,6 @@ FACTORS: dict[str, tuple[str, list[str]]] = {
 ARM_OF = {"hybrid_wide": "hybrid", "hybrid_deep": "hybrid", "hybrid_pretrain": "hybrid"}
 
 
-def _run(cmd: list[str], env: dict[str, str], log_path: Path) -> float:
-    return run_logged(cmd, env, log_path, ROOT)
-
 
 def _simplify_drcd(env: dict[str, str], log_path: Path) -> None:
     """DRCD in Simplified Chinese for the drcd variant (`paddleqa data simplify`, made once)."""
@@ -84,8 +81,8 @@ def _simplify_drcd(env: dict[str, str], log_path: Path) -> None:
         out = ROOT / SIMPLIFIED / f"drcd_{name}.json"
         if not out.exists():
             src = ROOT / expand_env(f"{DRCD}/DRCD_{name}.json")
-            _run([sys.executable, "-m", "paddleqa.cli", "data", "simplify", str(src), "--out", str(out)],
-                 env, log_path)
+            run_logged([sys.executable, "-m", "paddleqa.cli", "data", "simplify", str(src), "--out", str(out)],
+                       env, log_path)
 
 
 def variant_sets(name: str, steps: int, base_sets: list[str]) -> list[str]:
@@ -115,15 +112,15 @@ def run_variant(name: str, args, env: dict[str, str], log_path: Path) -> dict:
               "vocab": cfg.vocab is not None}
     for stage in ("data", "augment", "vocab"):
         if wanted[stage]:
-            _run(paddleqa + ["run", args.config, "--only", stage, *flags], env, log_path)
+            run_logged(paddleqa + ["run", args.config, "--only", stage, *flags], env, log_path)
     # The training stages run data-parallel through their own commands, which --resume from a
     # checkpoint but retrain a finished run: a finished one (its manifest matches) is skipped here.
     pre = cfg.pretrain
     if pre is not None and finished_reason(pre.output_dir, pre, pre.inputs()) is not None:
-        _run(paddleqa + ["pretrain", "--config", args.config, "--resume", "--nproc", str(args.nproc),
+        run_logged(paddleqa + ["pretrain", "--config", args.config, "--resume", "--nproc", str(args.nproc),
                          *flags], env, log_path)
     if not training_done(cfg.finetune):
-        _run(paddleqa + ["finetune", "--config", args.config, "--resume", "--nproc", str(args.nproc),
+        run_logged(paddleqa + ["finetune", "--config", args.config, "--resume", "--nproc", str(args.nproc),
                          *flags], env, log_path)
     out = Path(cfg.finetune.output_dir)
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -194,9 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(FACTORS))
     if unknown:
         ap.error(f"unknown factor(s) {', '.join(unknown)}; known: {', '.join(FACTORS)}")
-    if args.report_only:
-        replace_section(ROOT / args.out, "teacher-sweep", render(json.loads(RECORD.read_text(encoding="utf-8"))))
-        return 0
+    result = record_main(args.report_only, RECORD, "teacher-sweep", lambda: measure(args, argv, names),
+                         render, ROOT / args.out)
+    print(json.dumps([{k: r.get(k) for k in ("name", "validation_f1", "f1_effect")} for r in result["rows"]],
+                     indent=2))
+    return 0
+
+
+def measure(args, argv: list[str] | None, names: list[str]) -> dict:
+    """Train every variant in ``names`` (finished ones are skipped) and compare them with the base."""
     (ROOT / SWEEP_DIR).mkdir(parents=True, exist_ok=True)
     log_path = ROOT / SWEEP_DIR / "sweep.log"
     # MKL as bundled picks a slow path on AMD CPUs unless told otherwise (see README, Performance);
@@ -207,16 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     if "drcd" in names:
         _simplify_drcd(env, log_path)
     started = time.time()
-    rows = [run_variant(name, args, env, log_path) for name in names]
-    rows = with_effects(rows)
+    rows = with_effects([run_variant(name, args, env, log_path) for name in names])
     command = "python benchmarks/teacher_sweep.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    record = {"command": command.strip(), "machine": machine_info(), "config": args.config,
-              "steps": args.steps, "nproc": args.nproc, "common_overrides": args.set,
-              "wall_seconds_this_call": round(time.time() - started, 1), "rows": rows}
-    RECORD.write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    replace_section(ROOT / args.out, "teacher-sweep", render(record))
-    print(json.dumps([{k: r.get(k) for k in ("name", "validation_f1", "f1_effect")} for r in rows], indent=2))
-    return 0
+    return {"command": command.strip(), "machine": machine_info(), "config": args.config,
+            "steps": args.steps, "nproc": args.nproc, "common_overrides": args.set,
+            "wall_seconds_this_call": round(time.time() - started, 1), "rows": rows}
 
 
 def _cost(row: dict) -> float:

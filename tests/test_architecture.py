@@ -1,5 +1,6 @@
 """The package's shape: layers that import only downwards, no import cycle, short modules and
-functions, and a README module map that matches the tree. Every import counts, deferred ones too."""
+functions (benchmarks/ too), no private name imported from another module, and a README module
+map that matches the tree. Every import counts, deferred ones too."""
 from __future__ import annotations
 
 import ast
@@ -10,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "paddleqa"
+BENCHMARKS = ROOT / "benchmarks"
 
 # Each layer may import itself and the layers listed after it, never one above.
 LAYERS = {
@@ -108,7 +110,7 @@ def test_every_module_sits_in_a_layer():
 
 def test_modules_and_functions_are_short():
     long_modules, long_functions = [], []
-    for name, path in _modules().items():
+    for path in [*_modules().values(), *sorted(BENCHMARKS.glob("*.py"))]:
         text = path.read_text(encoding="utf-8")
         if len(text.splitlines()) > MAX_MODULE_LINES:
             long_modules.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
@@ -119,6 +121,18 @@ def test_modules_and_functions_are_short():
                     long_functions.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {n} lines")
     assert not long_modules, f"modules over {MAX_MODULE_LINES} lines: {long_modules}"
     assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines: {long_functions}"
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """A name with a leading underscore is its module's own: another file that needs it gets a
+    public name (package code, benchmarks and tests alike)."""
+    found = []
+    for path in [*_modules().values(), *sorted(BENCHMARKS.glob("*.py")), *sorted((ROOT / "tests").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {a.name} from {node.module}"
+                          for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, "private names imported from another module:\n" + "\n".join(found)
 
 
 def test_readme_module_map_matches_the_tree():

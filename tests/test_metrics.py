@@ -3,14 +3,13 @@ import pytest
 
 from paddleqa.core.metrics import (
     cmrc_scores,
-    english_punkt,
     exact_match,
     f1_score,
     longest_common_substring,
     mixed_segmentation,
     strip_punctuation,
-    word_tokenize,
 )
+from paddleqa.core.wordtok import english_punkt, word_tokenize
 
 # Computed once with the official script itself: ymcui/cmrc2018, squad-style-data/
 # cmrc2018_evaluate.py ("v5 - special"), run from a scratch folder under CPython 2.7.18 with

@@ -133,13 +133,14 @@ def test_serve_checks_the_port_before_loading_the_model():
     import socket
 
     from paddleqa.core.errors import PaddleQAError
-    from paddleqa.service.serve import check_port
+    from paddleqa.service.serve import listen
 
+    # serve() binds with listen() before it builds the app (and loads the model)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         with pytest.raises(PaddleQAError, match="--port"):
-            check_port("127.0.0.1", busy.getsockname()[1])
+            listen("127.0.0.1", busy.getsockname()[1])
 
 
 def test_concurrent_clients_get_no_errors(engine):

@@ -139,7 +139,7 @@ def load_model(name_or_dir: str):
             raise PaddleQAError(f"model folder {path} has no config.json{hint}")
         verify_model_folder(path)  # before anything in it is unpickled
         try:
-            own = _own_class(_architecture(path))  # paddleqa's classes are unknown to Auto*
+            own = own_class(architecture_of(path))  # paddleqa's classes are unknown to Auto*
             if own is not None:
                 return own.from_pretrained(str(path))
             return AutoModelForQuestionAnswering.from_pretrained(str(path))
@@ -154,7 +154,9 @@ def load_model(name_or_dir: str):
         ) from None
 
 
-def _own_class(architecture: str):
+def own_class(architecture: str):
+    """paddleqa's class for a folder's ``architectures[0]`` (unknown to PaddleNLP's Auto
+    classes), or None for PaddleNLP's own."""
     if architecture == "CompactErnieForQuestionAnswering":
         from .compact import CompactErnieForQuestionAnswering
 
@@ -166,7 +168,8 @@ def _own_class(architecture: str):
     return None
 
 
-def _architecture(folder: Path) -> str:
+def architecture_of(folder: Path) -> str:
+    """``architectures[0]`` of a model folder's ``config.json`` ('' when there is none)."""
     import json
 
     try:

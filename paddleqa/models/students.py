@@ -126,7 +126,6 @@ def svd_embeddings(student, teacher) -> float:
     rank-k approximation of the teacher's tables (Eckart-Young). Returns the relative Frobenius
     error of the word table. (Written here: neither PaddleNLP nor PaddleSlim factorises a
     trained embedding.)"""
-    import numpy as np
 
     backbone = getattr(teacher, teacher.base_model_prefix)
     if getattr(backbone, "embeddings_project", None) is not None:

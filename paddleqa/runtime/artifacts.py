@@ -36,9 +36,6 @@ from .bundle import load_bundle, program_op_counts, stdout_to_stderr
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("dygraph", "paddle-inference", "lite-x86", "lite-arm", "onnxruntime")
-
-
 @dataclasses.dataclass
 class Runner:
     """A loaded artifact. ``predict(batch) -> (start_logits, end_logits)`` on numpy arrays."""

@@ -24,7 +24,7 @@ from ..core.errors import PaddleQAError, PaddleQAError as _Err
 from ..core.io import write_json
 from ..core.manifest import versions
 from ..core.settings import Int8Settings
-from ..models.build import _architecture, _own_class, count_params
+from ..models.build import architecture_of, count_params, own_class
 from ..models.flops import flops_per_query
 from .artifacts import artifact_kind, explicit_inputs, open_artifact
 from .evaluate import EvaluateConfig, run as evaluate
@@ -90,7 +90,7 @@ def model_config_for(path: Path):
     for folder in candidates:
         if (folder / "config.json").exists():
 
-            own = _own_class(_architecture(folder))
+            own = own_class(architecture_of(folder))
             try:
                 return (own.config_class if own else AutoConfig).from_pretrained(str(folder))
             except Exception:  # noqa: BLE001 -- a config we cannot read just means no FLOPs

@@ -262,7 +262,7 @@ def plot(rows: list[dict], path: Path) -> bool:
     return drawn
 
 
-def _fmt(v, kind: str) -> str:
+def format_cell(v, kind: str) -> str:
     if v is None:
         return ""
     if kind == "int":
@@ -304,8 +304,8 @@ def _comparison_lines(comparisons: list[dict]) -> list[str]:
              "| --- | ---: | --- | ---: | --- | ---: | --- |"]
     for c in comparisons:
         f1, em = c["f1_delta"], c["em_delta"]
-        lines.append(f"| {c['name']} | {f1['delta']:+.2f} | {_fmt(f1['ci95'], 'ci')} | {em['delta']:+.2f} | "
-                     f"{_fmt(em['ci95'], 'ci')} | {100 * c['agreement']:.1f}% | [{c['page']}]({c['page']}) |")
+        lines.append(f"| {c['name']} | {f1['delta']:+.2f} | {format_cell(f1['ci95'], 'ci')} | {em['delta']:+.2f} | "
+                     f"{format_cell(em['ci95'], 'ci')} | {100 * c['agreement']:.1f}% | [{c['page']}]({c['page']}) |")
     return lines
 
 
@@ -314,7 +314,7 @@ def _markdown(rows: list[dict], note: str, comparisons: list[dict], has_plot: bo
           "| " + " | ".join(c[1] for c in COLUMNS) + " |",
           "| " + " | ".join("---" if c[2] == "s" else "---:" for c in COLUMNS) + " |"]
     for r in rows:
-        md.append("| " + " | ".join(_fmt(r.get(k), kind) for k, _, kind in COLUMNS) + " |")
+        md.append("| " + " | ".join(format_cell(r.get(k), kind) for k, _, kind in COLUMNS) + " |")
     md += _comparison_lines(comparisons)
     if has_plot:
         md += ["", "![F1 vs latency and size](pareto.png)"]
@@ -323,7 +323,7 @@ def _markdown(rows: list[dict], note: str, comparisons: list[dict], has_plot: bo
 
 def _html(rows: list[dict], note: str, comparisons: list[dict], has_plot: bool) -> str:
     cells = "".join(f"<th>{html.escape(c[1])}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k), kind))}</td>" for k, _, kind in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(format_cell(r.get(k), kind))}</td>" for k, _, kind in COLUMNS)
                    + "</tr>\n" for r in rows)
     students = markdown_html("\n".join(_comparison_lines(comparisons)))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>paddleqa report</title>"

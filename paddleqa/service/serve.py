@@ -308,11 +308,6 @@ def listen(host: str, port: int):
     return sock
 
 
-def check_port(host: str, port: int) -> None:
-    """Fail before the model loads when the address cannot be bound (a busy port, say)."""
-    listen(host, port).close()
-
-
 def _serve_on(config: ServeConfig, sock, ready=None) -> None:
     """Build the app (loading the model) and serve it on ``sock`` until stopped."""
     import uvicorn

@@ -24,9 +24,9 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-from ..core.config import from_dict, opt, to_dict
+from ..core.config import opt, to_dict
 from ..core.distributed import file_lock, is_main
 from ..core.errors import PaddleQAError
 from ..core.io import write_json
