@@ -4,8 +4,9 @@ What the Trainer is fed: packed sequences (:class:`SequenceDataset`) in an epoch
 that tags every row with its epoch (:class:`EpochTaggedSampler`), padded in the DataLoader
 (:class:`RowPacker`) and masked on the training thread (:meth:`MLMTrainer._prepare_inputs`) by
 PaddleNLP's ``DataCollatorForWholeWordMask`` made a function of the batch alone
-(:class:`SeededWholeWordMask`); and the fixed-mask probe loss the stage reports before and after
-training (:func:`probe_loss`).
+(:class:`SeededWholeWordMask`); the fixed-mask probe loss the stage reports before and after
+training (:func:`probe_loss`); and :class:`MaskedLMObjective`, what ``pretrain.run`` drives for
+``objective: mlm`` (ELECTRA's twin: :mod:`.electra`).
 
 This module imports paddle and paddlenlp at load, so :func:`paddleqa.stages.pretrain.run` imports
 it when training starts (deferred on purpose), as :mod:`.trainer` is.
@@ -23,6 +24,7 @@ import paddle
 from paddle.io import DistributedBatchSampler
 from paddlenlp.data import DataCollatorForWholeWordMask
 
+from ..models.build import build_mlm_from_scratch, count_params
 from .trainer import ResumableTrainer
 
 log = logging.getLogger(__name__)
@@ -188,3 +190,29 @@ def probe_loss(model, dataset: SequenceDataset, collate: SeededWholeWordMask, ro
             count += n
     model.train()
     return round(total / max(1, count), 5)
+
+
+class MaskedLMObjective:
+    """Masked-LM with whole-word masking: the model is trained and saved as it is."""
+
+    name = "mlm"
+
+    def build(self, config, vocab_size: int, pad_token_id: int):
+        return build_mlm_from_scratch(config.arch, vocab_size, pad_token_id)
+
+    def saved(self, model):
+        return model
+
+    def sizes(self, model) -> dict[str, int]:
+        encoder = getattr(model, model.base_model_prefix)
+        return {**count_params(model), "encoder_params": count_params(encoder)["params"]}
+
+    def collate(self, masker: SeededWholeWordMask) -> SeededWholeWordMask:
+        return masker
+
+    def probe(self, model, dataset: SequenceDataset, collate: SeededWholeWordMask, rows: int,
+              batch_size: int) -> dict[str, float]:
+        return {"probe_loss": probe_loss(model, dataset, collate, rows, batch_size)}
+
+    def settings(self, config) -> dict:
+        return {}

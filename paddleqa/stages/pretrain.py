@@ -1,4 +1,4 @@
-"""Pre-train an encoder on unlabelled Chinese text: masked-LM with whole-word masking.
+"""Pre-train an encoder on unlabelled Chinese text: masked-LM or ELECTRA, whole-word masking.
 
 Built from PaddleNLP pieces: ``ErnieForMaskedLM`` (``arch.kind: ernie``; for the conv +
 attention hybrid, ``kind: mobilenet``, :class:`paddleqa.models.mobile.MobileQAForMaskedLM`) over
@@ -9,10 +9,17 @@ the encoder finetune would build from the same ``arch`` and tokenizer, PaddleNLP
 any list of text files, folders and SQuAD/CMRC JSON files; a file this run reports scores on is
 refused (``exclude_files``).
 
+``objective`` picks what is learnt (:data:`OBJECTIVES`): ``mlm`` predicts the masked tokens
+(:mod:`.mlm`); ``electra`` (Clark et al. 2020) lets a small generator fill the same masks with
+sampled tokens and trains the encoder to detect the replaced ones (:mod:`.electra`,
+:mod:`paddleqa.models.electra`); ``model/`` then holds that discriminator, as the same kind of
+folder.
+
 Output: ``OUTPUT_DIR/model/`` is a plain pretrained folder (``config.json``,
 ``model_state.pdparams``, ``vocab.txt`` and the tokenizer files), which ``finetune.model: DIR``
-loads exactly as it loads a hub model, plus ``metrics.json`` (corpus counts, the MLM loss curve,
-a fixed-mask probe loss before and after, params, wall time), ``loss_curve.json`` and the
+loads exactly as it loads a hub model, plus ``metrics.json`` (corpus counts, the loss curve,
+fixed-mask probes before and after -- for electra also the RTD loss and accuracy and the
+replaced share --, params, wall time), ``loss_curve.json`` and the
 manifest that lets safe loading check the weights. Also task-adaptive pre-training: point it at
 a team's own knowledge-base text before fine-tuning.
 """
@@ -32,7 +39,7 @@ from ..core.errors import PaddleQAError
 from ..core.io import write_json
 from ..core.manifest import sha256_path, write_manifest
 from ..core.settings import FeatureSettings, ScheduleSettings
-from ..models.build import ArchConfig, build_mlm_from_scratch, count_params
+from ..models.build import ArchConfig
 from ..text.corpus import PACKING_VERSION, Corpus, Sequences, pack_sequences, read_corpus
 from ..text.features import default_cache_dir
 from ..text.tokenizer import load_tokenizer
@@ -46,7 +53,7 @@ PROBE_ROWS = 64
 
 @dataclasses.dataclass
 class PretrainConfig(ScheduleSettings, FeatureSettings):
-    """Masked-LM pre-training with whole-word masking (jieba) of a from-scratch ERNIE encoder."""
+    """Pre-training of a from-scratch encoder with whole-word masking (jieba): masked-LM or ELECTRA."""
 
     corpus: list[str] = opt(factory=list, help="text to pre-train on: UTF-8 .txt/.md files, folders "
                             "of them, SQuAD/CMRC 2018 or CMRC 2019 JSON files (their contexts)")
@@ -62,6 +69,13 @@ class PretrainConfig(ScheduleSettings, FeatureSettings):
     max_seq_len: int = opt(384, help="tokens per packed sequence, [CLS] and [SEP] included")
     mlm_probability: float = opt(0.15, help="share of each sequence's tokens masked, whole jieba "
                                  "words at a time")
+    objective: str = opt("mlm", help="what the encoder learns: mlm (predict the masked tokens) or "
+                         "electra (a small generator fills the masks, the encoder detects which "
+                         "tokens were replaced; model/ holds that detector's encoder)")
+    generator_size: float = opt(0.25, help="electra: the generator's width, FFN and heads as a "
+                                "fraction of the encoder's (its layers are the encoder's)")
+    rtd_weight: float = opt(50.0, help="electra: weight of the replaced-token-detection loss "
+                            "against the generator's MLM loss (the paper's lambda)")
     # The schedule (core/settings.ScheduleSettings, as finetune's, so the Trainer's arguments come
     # from the one trainer.training_arguments); pre-training wants other defaults:
     epochs: float = opt(3.0, help="passes over the corpus (ignored when max_steps > 0)")
@@ -84,10 +98,33 @@ class PretrainConfig(ScheduleSettings, FeatureSettings):
                              f"{self.arch.max_position_embeddings}], got {self.max_seq_len}")
         if not 0 < self.mlm_probability < 1:
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective {self.objective!r} is unknown; valid: {', '.join(OBJECTIVES)}")
+        if not 0 < self.generator_size <= 1:
+            raise ValueError(f"generator_size must be in (0, 1], got {self.generator_size}")
+        if not self.rtd_weight > 0:
+            raise ValueError(f"rtd_weight must be > 0, got {self.rtd_weight}")
 
     def inputs(self) -> dict[str, str]:
         """What decides the result besides the config: the corpus paths and the tokenizer."""
         return {**{f"corpus_{i}": p for i, p in enumerate(self.corpus)}, "tokenizer": self.tokenizer}
+
+
+def _mlm():
+    from . import mlm  # imports paddle and paddlenlp at load: deferred on purpose
+
+    return mlm.MaskedLMObjective()
+
+
+def _electra():
+    from . import electra  # imports paddle at load: deferred on purpose
+
+    return electra.ElectraObjective()
+
+
+# objective name -> its pieces (built when training starts): the model, what model/ holds, its
+# sizes, the batch collator over the shared whole-word masks, the fixed-row probe
+OBJECTIVES = {"mlm": _mlm, "electra": _electra}
 
 
 def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
@@ -108,14 +145,15 @@ def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any
     sequences, corpus_stats = _sequences(config, corpus, tokenizer)
     paddle.set_device(config.device)
 
+    objective = OBJECTIVES[config.objective]()
     paddle.seed(config.seed)
-    model = build_mlm_from_scratch(config.arch, len(tokenizer), tokenizer.pad_token_id or 0)
-    sizes = count_params(model)
-    log.info("pre-training %s params on %d sequences of <= %d tokens", f"{sizes['params']:,}",
-             len(sequences), config.max_seq_len)
+    model = objective.build(config, len(tokenizer), tokenizer.pad_token_id or 0)
+    sizes = objective.sizes(model)
+    log.info("pre-training (%s) %s params on %d sequences of <= %d tokens", config.objective,
+             f"{sizes['params']:,}", len(sequences), config.max_seq_len)
     dataset = mlm.SequenceDataset(sequences)
-    collate = mlm.SeededWholeWordMask(tokenizer, config.mlm_probability, config.seed)
-    probe_before = mlm.probe_loss(model, dataset, collate, PROBE_ROWS, config.batch_size)
+    collate = objective.collate(mlm.SeededWholeWordMask(tokenizer, config.mlm_probability, config.seed))
+    before = objective.probe(model, dataset, collate, PROBE_ROWS, config.batch_size)
     trainer = mlm.MLMTrainer(model=model, args=tr.training_arguments(config), train_dataset=dataset,
                              data_collator=mlm.RowPacker(tokenizer.pad_token_id or 0), masker=collate,
                              tokenizer=tokenizer,
@@ -127,29 +165,37 @@ def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any
     if not trainer.is_world_process_zero():
         return {}
     model_dir = out / "model"
-    model.save_pretrained(str(model_dir))
+    objective.saved(model).save_pretrained(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
-    curve = [{"step": h["step"], "epoch": round(h.get("epoch", 0.0), 3), "loss": h["loss"],
-              "learning_rate": h.get("learning_rate")} for h in trainer.state.log_history if "loss" in h]
-    write_json(out / LOSS_CURVE, curve)
-    metrics: dict[str, Any] = {
-        **sizes, "encoder_params": count_params(getattr(model, model.base_model_prefix))["params"],
-        "corpus": corpus_stats, "max_seq_len": config.max_seq_len,
-        "mlm_probability": config.mlm_probability,
-        **tr.run_metrics(trainer.state, result, train_seconds, last_checkpoint, "sequences_per_second"),
-        "probe_sequences": min(PROBE_ROWS, len(dataset)), "probe_loss_before": probe_before,
-        "probe_loss_after": mlm.probe_loss(model, dataset, collate, PROBE_ROWS, config.batch_size),
-        "loss_curve": curve,
-    }
+    after = objective.probe(model, dataset, collate, PROBE_ROWS, config.batch_size)
+    metrics = _metrics(config, trainer, result, train_seconds, last_checkpoint,
+                       {**sizes, "corpus": corpus_stats}, {"objective": config.objective,
+                       **objective.settings(config), "probe_sequences": min(PROBE_ROWS, len(dataset)),
+                       **{f"{k}_before": v for k, v in before.items()},
+                       **{f"{k}_after": v for k, v in after.items()}})
     if replicas:
         metrics["replicas_identical"] = len(set(replicas)) == 1
-    log.info("MLM loss %s -> %s over %d steps; probe loss %.4f -> %.4f",
-             curve[0]["loss"] if curve else None, curve[-1]["loss"] if curve else None,
-             trainer.state.global_step, probe_before, metrics["probe_loss_after"])
     metrics["wall_seconds"] = round(time.time() - started, 1)
     write_manifest(out, "pretrain", to_dict(config), config.inputs(), {"model": model_dir}, metrics,
                    started=started)
     return metrics
+
+
+def _metrics(config: PretrainConfig, trainer, result, train_seconds: float,
+             last_checkpoint: str | None, head: dict[str, Any], probes: dict[str, Any]) -> dict:
+    """metrics.json (less the wall time): sizes and corpus (``head``), the run, the probes; the
+    loss curve is also written to ``loss_curve.json``."""
+    from . import trainer as tr  # imports paddle and paddlenlp at load: deferred on purpose
+
+    curve = [{"step": h["step"], "epoch": round(h.get("epoch", 0.0), 3), "loss": h["loss"],
+              "learning_rate": h.get("learning_rate")} for h in trainer.state.log_history if "loss" in h]
+    write_json(Path(config.output_dir) / LOSS_CURVE, curve)
+    log.info("%s loss %s -> %s over %d steps; probe loss %.4f -> %.4f", config.objective,
+             curve[0]["loss"] if curve else None, curve[-1]["loss"] if curve else None,
+             trainer.state.global_step, probes["probe_loss_before"], probes["probe_loss_after"])
+    return {**head, "max_seq_len": config.max_seq_len, "mlm_probability": config.mlm_probability,
+            **tr.run_metrics(trainer.state, result, train_seconds, last_checkpoint, "sequences_per_second"),
+            **probes, "loss_curve": curve}
 
 
 def _sequences(config: PretrainConfig, corpus: Corpus, tokenizer) -> tuple[Sequences, dict[str, Any]]:
