@@ -71,7 +71,7 @@ class PretrainConfig(ScheduleSettings, FeatureSettings):
                                  "words at a time")
     objective: str = opt("mlm", help="what the encoder learns: mlm (predict the masked tokens) or "
                          "electra (a small generator fills the masks, the encoder detects which "
-                         "tokens were replaced; model/ holds that detector's encoder)")
+                         "tokens were replaced; model/ holds the detector, the same kind of folder)")
     generator_size: float = opt(0.25, help="electra: the generator's width, FFN and heads as a "
                                 "fraction of the encoder's (its layers are the encoder's)")
     rtd_weight: float = opt(50.0, help="electra: weight of the replaced-token-detection loss "
