@@ -33,10 +33,11 @@ from ..core.io import write_json
 from ..core.manifest import sha256_path, write_manifest
 from ..core.settings import FeatureSettings, ScheduleSettings
 from ..models.build import ArchConfig, build_mlm_from_scratch, count_params
+from ..models.tables import table_file
 from ..text.corpus import PACKING_VERSION, Corpus, Sequences, pack_sequences, read_corpus
 from ..text.features import default_cache_dir
 from ..text.tokenizer import load_tokenizer
-from .training import start_run
+from .training import start_embeddings, start_run
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,10 @@ class PretrainConfig(ScheduleSettings, FeatureSettings):
             raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
 
     def inputs(self) -> dict[str, str]:
-        """What decides the result besides the config: the corpus paths and the tokenizer."""
-        return {**{f"corpus_{i}": p for i, p in enumerate(self.corpus)}, "tokenizer": self.tokenizer}
+        """What decides the result besides the config: the corpus paths, the tokenizer and a
+        table file the embeddings start from (a registered table is named in the config)."""
+        return {**{f"corpus_{i}": p for i, p in enumerate(self.corpus)}, "tokenizer": self.tokenizer,
+                **table_file(self.arch.embeddings_from)}
 
 
 def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
@@ -110,6 +113,8 @@ def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any
 
     paddle.seed(config.seed)
     model = build_mlm_from_scratch(config.arch, len(tokenizer), tokenizer.pad_token_id or 0)
+    table = start_embeddings(model, config.arch.embeddings_from, config.arch.embeddings_std,
+                             tokenizer, sequences.ids, config.seed)
     sizes = count_params(model)
     log.info("pre-training %s params on %d sequences of <= %d tokens", f"{sizes['params']:,}",
              len(sequences), config.max_seq_len)
@@ -141,6 +146,8 @@ def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any
         "probe_loss_after": mlm.probe_loss(model, dataset, collate, PROBE_ROWS, config.batch_size),
         "loss_curve": curve,
     }
+    if table:
+        metrics["embeddings_from"] = table
     if replicas:
         metrics["replicas_identical"] = len(set(replicas)) == 1
     log.info("MLM loss %s -> %s over %d steps; probe loss %.4f -> %.4f",
