@@ -10,6 +10,7 @@ import numpy as np
 from ..core.config import opt
 from ..core.errors import PaddleQAError
 from ..core.safeload import verify_model_folder
+from .tables import parse_std
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,11 @@ class ArchConfig:
     expand_ratio: int = opt(4, help="mobilenet: channel expansion inside a conv block")
     kernel_size: int = opt(5, help="mobilenet: depthwise kernel width (odd)")
     embedding_size: int = opt(0, help="mobilenet: factorised embeddings this wide (0 = hidden_size)")
+    embeddings_from: str = opt("", help="start the word embeddings from a trained table: jieba-lac, "
+                               "lac-char, lac-word (installed packages) or a table file "
+                               "(word2vec .txt/.vec, .npy or a Paddle tensor + its vocab); '' = random")
+    embeddings_std: str = opt("unit", help="scale of the table rows: unit (1/sqrt(width)), table "
+                              "(the table's own) or a number (per-element std)")
 
     def __post_init__(self) -> None:
         if self.kind not in ARCHITECTURES:
@@ -48,6 +54,7 @@ class ArchConfig:
                              f"({self.hidden_size})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"arch.dropout must be in [0, 1), got {self.dropout}")
+        parse_std(self.embeddings_std)
 
 
 def ernie_config(arch: ArchConfig, vocab_size: int, pad_token_id: int = 0):

@@ -361,3 +361,39 @@ def initial_embeddings(table: EmbeddingTable, vocab_tokens: Iterable[str], width
              "scale %.3g", table.name, table.shape, mapping.covered, len(vocab),
              100 * mapping.vocab_share, kind, width, scale)
     return matrix.astype(np.float32), report
+
+
+def table_file(source: str) -> dict[str, str]:
+    """``{"embeddings_from": source}`` when ``source`` is a table file (an input a stage hashes
+    into its manifest), ``{}`` for '' or a registered table (named in the config; its package
+    version is pinned)."""
+    return {"embeddings_from": source} if source and source not in TABLES else {}
+
+
+def parse_std(value: str) -> float | str:
+    """A config's embeddings_std: ``unit``, ``table`` or a positive number (a ValueError else)."""
+    if value in SCALE_RULES:
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not number > 0:
+        raise ValueError(f"embeddings_std {value!r}: give {' or '.join(SCALE_RULES)} or a number > 0")
+    return number
+
+
+def seed_embeddings(model, source: str, vocab_tokens: list[str], *,
+                    counts: Mapping[str, int] | None = None, std: str = "unit", seed: int = 0,
+                    pad_token: str = "[PAD]") -> dict:
+    """Start ``model``'s word embeddings (``get_input_embeddings()``, factorised or not) from
+    table ``source`` (:func:`load_table`); returns the report for the stage's metrics."""
+    weight = model.get_input_embeddings().weight
+    n, width = (int(x) for x in weight.shape)
+    if n != len(vocab_tokens):
+        raise PaddleQAError(f"the model has {n} embedding rows but the vocabulary {len(vocab_tokens)} "
+                            "tokens: build the model from the tokenizer it is trained with")
+    matrix, report = initial_embeddings(load_table(source), vocab_tokens, width, counts=counts,
+                                        seed=seed, std=parse_std(std), pad_token=pad_token)
+    weight.set_value(matrix)  # a tied MLM decoder shares this parameter, so it starts there too
+    return report.as_dict()

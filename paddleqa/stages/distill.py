@@ -30,9 +30,10 @@ from ..core.errors import ConfigError
 from ..models.build import count_params, load_model
 from ..models.flops import flops_per_query
 from ..models.students import STUDENTS
+from ..models.tables import parse_std, table_file
 from ..text.features import feature_params_for
 from ..text.tokenizer import load_tokenizer
-from .training import Recipe, TrainSettings, train
+from .training import Recipe, TrainSettings, start_embeddings, train
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ class StudentConfig:
     embedding_size: int = opt(0, help="mobilenet: factorised embeddings this wide, lifted to the "
                               "hidden width by one linear map (0 = no factorisation); start from "
                               "the teacher's by truncated SVD")
+    embeddings_from: str = opt("", help="start the (factorised) word embeddings from a trained "
+                               "table instead of the teacher's: jieba-lac, lac-char, lac-word or a "
+                               "table file (as finetune.arch.embeddings_from); '' = the teacher's")
+    embeddings_std: str = opt("unit", help="scale of the table rows (as finetune.arch.embeddings_std)")
 
     def __post_init__(self) -> None:
         if self.kind not in STUDENTS:
@@ -73,6 +78,7 @@ class StudentConfig:
             raise ValueError(f"student.embedding_size must be >= 0, got {self.embedding_size}")
         if self.embedding_size and self.kind != "mobilenet":
             raise ValueError("student.embedding_size (factorised embeddings) is for kind: mobilenet")
+        parse_std(self.embeddings_std)
         if self.init_layers and self.kind != "ernie":
             raise ValueError("student.init_layers applies to ernie students only")
         if self.init_layers and len(self.init_layers) != self.num_layers:
@@ -205,18 +211,27 @@ class DistillConfig(KDSettings):
 def run(config: DistillConfig, *, resume: bool = False, callbacks=()) -> dict:
     """Distil ``config.teacher`` into a student; same outputs as ``finetune`` plus size ratios."""
 
-    def make_student(teacher, extra, tokenizer, params):
-        student, layers = STUDENTS[config.student.kind](teacher, config.student)
-        return student, layers, {"student_layers_from_teacher": layers}
+    def make_student(teacher, extra, tokenizer, params, data):
+        spec = config.student
+        student, layers = STUDENTS[spec.kind](teacher, spec)
+        info = {"student_layers_from_teacher": layers}
+        report = start_embeddings(student, spec.embeddings_from, spec.embeddings_std, tokenizer,
+                                  data.train_feats["input_ids"], config.seed)
+        if report:
+            extra["student_embeddings_from"] = report
+            info["embeddings_from"] = {k: report[k] for k in ("source", "licence", "sha256")}
+        return student, layers, info
 
-    return kd_run(config, "distill", make_student, resume=resume, callbacks=callbacks)
+    return kd_run(config, "distill", make_student, resume=resume, callbacks=callbacks,
+                  inputs=table_file(config.student.embeddings_from))
 
 
 def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bool = False,
            callbacks=(), inputs: dict[str, str] | None = None) -> dict:
     """Train a student against ``config.teacher`` through the shared Trainer loop.
 
-    ``make_student(teacher, metrics, tokenizer, feature_params)`` returns ``(student, layers,
+    ``make_student(teacher, metrics, tokenizer, feature_params, data)`` (data: the run's
+    :class:`~.training.TrainingData`) returns ``(student, layers,
     info)``: the student, the teacher layer (1-based) behind each student layer (the default
     layer map) and fields for the training record; it may add entries to ``metrics``
     (before/after measurements). ``inputs``: more model folders the result depends on (hashed
@@ -231,10 +246,10 @@ def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bo
     info: dict[str, Any] = {"teacher": config.teacher}
     extra: dict[str, Any] = {}
 
-    def build():
+    def build(data):
         teacher = load_model(config.teacher)
         teacher.eval()
-        student, layers, student_info = make_student(teacher, extra, tokenizer, params)
+        student, layers, student_info = make_student(teacher, extra, tokenizer, params, data)
         pairs = config.pairs() or [(i + 1, t) for i, t in enumerate(layers)]
         objective = config.objective(pairs)
         n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers

@@ -13,9 +13,10 @@ from typing import Any, Sequence
 from ..core.config import opt
 from ..core.errors import ConfigError
 from ..models.build import ArchConfig, build_from_scratch, load_model
+from ..models.tables import table_file
 from ..text.features import FeatureParams
 from ..text.tokenizer import load_tokenizer
-from .training import Recipe, TrainSettings, train
+from .training import Recipe, TrainSettings, start_embeddings, train
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,20 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
     tokenizer = load_tokenizer(config.tokenizer or config.model)
     params = config.feature_params()
 
-    def build():
+    def build(data):
         if config.model:
+            if config.arch.embeddings_from:
+                log.info("arch.embeddings_from is for a model built from scratch; %s brings its "
+                         "own embeddings", config.model)
             model = load_model(config.model)
         else:
             model = build_from_scratch(config.arch, vocab_size=len(tokenizer),
                                        pad_token_id=tokenizer.pad_token_id or 0)
+            report = start_embeddings(model, config.arch.embeddings_from, config.arch.embeddings_std,
+                                      tokenizer, data.train_feats["input_ids"], config.seed)
+            if report:
+                recipe.metrics["embeddings_from"] = report
+                recipe.info["embeddings_from"] = {k: report[k] for k in ("source", "licence", "sha256")}
         n_types = getattr(model.config, "type_vocab_size", 0)
         if params.overlap_types and n_types < 4:
             raise ConfigError(f"overlap_types needs a model with >= 4 token types; {config.model} "
@@ -67,5 +76,6 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
         return model, model
 
     recipe = Recipe("finetune", tokenizer, params, build,
-                    inputs={"model": config.model, "tokenizer": config.tokenizer})
+                    inputs={"model": config.model, "tokenizer": config.tokenizer,
+                            **table_file(config.arch.embeddings_from)})
     return train(config, recipe, resume=resume, callbacks=callbacks)

@@ -40,10 +40,11 @@ from ..core.io import write_json
 from ..core.manifest import sha256_path, write_manifest
 from ..core.settings import FeatureSettings, ScheduleSettings
 from ..models.build import ArchConfig
+from ..models.tables import table_file
 from ..text.corpus import PACKING_VERSION, Corpus, Sequences, pack_sequences, read_corpus
 from ..text.features import default_cache_dir
 from ..text.tokenizer import load_tokenizer
-from .training import start_run
+from .training import start_embeddings, start_run
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,10 @@ class PretrainConfig(ScheduleSettings, FeatureSettings):
             raise ValueError(f"rtd_weight must be > 0, got {self.rtd_weight}")
 
     def inputs(self) -> dict[str, str]:
-        """What decides the result besides the config: the corpus paths and the tokenizer."""
-        return {**{f"corpus_{i}": p for i, p in enumerate(self.corpus)}, "tokenizer": self.tokenizer}
+        """What decides the result besides the config: the corpus paths, the tokenizer and a
+        table file the embeddings start from (a registered table is named in the config)."""
+        return {**{f"corpus_{i}": p for i, p in enumerate(self.corpus)}, "tokenizer": self.tokenizer,
+                **table_file(self.arch.embeddings_from)}
 
 
 def _mlm():
@@ -148,6 +151,8 @@ def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any
     objective = OBJECTIVES[config.objective]()
     paddle.seed(config.seed)
     model = objective.build(config, len(tokenizer), tokenizer.pad_token_id or 0)
+    table = start_embeddings(objective.saved(model), config.arch.embeddings_from,
+                             config.arch.embeddings_std, tokenizer, sequences.ids, config.seed)
     sizes = objective.sizes(model)
     log.info("pre-training (%s) %s params on %d sequences of <= %d tokens", config.objective,
              f"{sizes['params']:,}", len(sequences), config.max_seq_len)
@@ -173,6 +178,8 @@ def run(config: PretrainConfig, *, resume: bool = False, callbacks: Sequence[Any
                        **objective.settings(config), "probe_sequences": min(PROBE_ROWS, len(dataset)),
                        **{f"{k}_before": v for k, v in before.items()},
                        **{f"{k}_after": v for k, v in after.items()}})
+    if table:
+        metrics["embeddings_from"] = table
     if replicas:
         metrics["replicas_identical"] = len(set(replicas)) == 1
     metrics["wall_seconds"] = round(time.time() - started, 1)

@@ -201,7 +201,7 @@ def _heads_ffn(config: PruneConfig) -> Callable:
 
     out = Path(config.output_dir)
 
-    def make_student(teacher, metrics, tokenizer, params):
+    def make_student(teacher, metrics, tokenizer, params, data):
         compact = from_ernie(teacher)
         n_layers = len(compact.ernie.encoder.layers)
         if config.drop_layers >= n_layers:
@@ -264,7 +264,7 @@ def _heads_ffn(config: PruneConfig) -> Callable:
 def _channels(config: PruneConfig) -> Callable:
     """``make_student`` for kd_run: the conv channels of the mobilenet student ``config.model``,
     per-block ratios from PaddleSlim's sensitivity on held-out training questions."""
-    def make_student(teacher, metrics, tokenizer, params):
+    def make_student(teacher, metrics, tokenizer, params, data):
         if not config.model or not Path(config.model).is_dir():
             raise ConfigError(f"prune.method {config.method} prunes a mobilenet student, and "
                               f"prune.model ({config.model or 'not set'}) is not a model folder: run "

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..core.config import to_dict
 from ..core.freshness import begin, finished_reason, resume_reason
 from ..core.manifest import METRICS, write_manifest
+from ..models.tables import table_file
 from ..runtime import bench as bench_stage, evaluate as evaluate_stage
 from ..runtime.layout import RunLayout
 from ..text import augment as augment_stage, tokenizer as vocab_stage
@@ -153,9 +154,10 @@ def _run_teacher(stage: StageRunner, plan: Any, layout: RunLayout, resume: bool,
     ft_inputs = training_inputs(ft)
     if ft.model and Path(ft.model).is_dir():  # a local model (the pretrained one): redo when it changes
         ft_inputs["model"] = ft.model
-    stage("finetune", Path(ft.output_dir), ft, ft_inputs,
+    table = table_file(ft.arch.embeddings_from)  # a table file: redo when it changes
+    stage("finetune", Path(ft.output_dir), ft, {**ft_inputs, **table},
           lambda: finetune_stage.run(ft, resume=resume, callbacks=callbacks.get("finetune", ())),
-          trained_from={"model": ft.model, "tokenizer": ft.tokenizer})
+          trained_from={"model": ft.model, "tokenizer": ft.tokenizer, **table})
     ev = plan.evaluate
     stage("evaluate", Path(ev.out_dir), ev, {"model": ev.model, "data_file": ev.data_file},
           lambda: evaluate_stage.run(ev))
@@ -167,9 +169,10 @@ def _run_students(stage: StageRunner, plan: Any, resume: bool,
     teacher."""
     di, pr = plan.distill, plan.prune
     if di is not None:
-        stage("distill", Path(di.output_dir), di, training_inputs(di),
+        table = table_file(di.student.embeddings_from)
+        stage("distill", Path(di.output_dir), di, {**training_inputs(di), **table},
               lambda: distill_stage.run(di, resume=resume, callbacks=callbacks.get("distill", ())),
-              trained_from={"teacher": di.teacher})
+              trained_from={"teacher": di.teacher, **table})
     if pr is not None:
         student = {"model": pr.model} if pr.model else {}  # the student prune narrows (l1norm/fpgm)
         stage("prune", Path(pr.output_dir), pr, {**training_inputs(pr), **student},

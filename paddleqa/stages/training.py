@@ -32,6 +32,7 @@ from ..models.flops import flops_per_query
 from ..runtime.evaluate import answer
 from ..text.dataset import gold_references, load_examples
 from ..text.features import TRAINING_INFO, cached_features
+from ..text.tokenizer import token_counts, vocab_tokens
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ class TrainSettings(ScheduleSettings, FeatureSettings, AnswerSettings):
 class Recipe:
     """What a training stage trains, handed to :func:`train`.
 
-    ``build()`` runs after the seed is set and returns ``(trainable, model)``: the layer the
+    ``build(data)`` runs after the seed is set, with the run's :class:`TrainingData`, and
+    returns ``(trainable, model)``: the layer the
     Trainer optimises (the model itself, or a distillation wrapper around it) and the QA model
     that is scored, saved to ``model/`` and later exported.
     """
@@ -80,10 +82,22 @@ class Recipe:
     stage: str
     tokenizer: Any
     params: Any  # FeatureParams
-    build: Callable[[], tuple[Any, Any]]
+    build: Callable[[Any], tuple[Any, Any]]  # TrainingData -> (trainable, model)
     inputs: dict[str, str]  # name -> path of what decides the result besides the data (hashed)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra training-record fields
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra metrics (build may fill)
+
+
+def start_embeddings(model, source: str, std: str, tokenizer, ids: np.ndarray, seed: int
+                     ) -> dict[str, Any] | None:
+    """Start ``model``'s word embeddings from the trained table ``source`` (``''``: leave them
+    random), with coverage counted over the token ids the run trains on; the report or None."""
+    if not source:
+        return None
+    from ..models.tables import seed_embeddings
+
+    return seed_embeddings(model, source, vocab_tokens(tokenizer), counts=token_counts(tokenizer, ids),
+                           std=std, seed=seed, pad_token=tokenizer.pad_token or "[PAD]")
 
 
 def _check_output_dir(config: TrainSettings, resume: bool, inputs: dict[str, str]) -> str | None:
@@ -141,7 +155,7 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
     data = load_training_data(config, recipe)
 
     paddle.seed(config.seed)
-    trainable, model = recipe.build()
+    trainable, model = recipe.build(data)
     sizes = count_params(model)
     log.info("model: %s params (%s non-embedding)", f"{sizes['params']:,}",
              f"{sizes['non_embedding_params']:,}")

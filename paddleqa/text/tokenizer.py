@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from ..core.config import opt, to_dict
 from ..core.errors import PaddleQAError
 from ..core.manifest import write_manifest
@@ -115,6 +117,20 @@ def run(config: VocabConfig) -> dict:
                    {"vocab": vocab_file}, metrics, started=started)
     log.info("saved tokenizer with %d tokens to %s", len(vocab), out)
     return metrics
+
+
+def vocab_tokens(tokenizer) -> list[str]:
+    """The tokenizer's vocabulary in id order (row ``i`` of the word embeddings is token ``i``)."""
+    return tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+
+
+def token_counts(tokenizer, ids: np.ndarray) -> dict[str, int]:
+    """Occurrences of each token in ``ids`` (any shape), special tokens left out but [UNK]
+    (it stands for text the vocabulary lacks)."""
+    counts = np.bincount(np.asarray(ids, dtype=np.int64).ravel(), minlength=len(tokenizer))
+    special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+    tokens = vocab_tokens(tokenizer)
+    return {tokens[i]: int(n) for i, n in enumerate(counts[: len(tokens)]) if n and i not in special}
 
 
 def load_tokenizer(name_or_dir: str):
