@@ -1,7 +1,7 @@
 """Teacher ablation: which ingredients make a better from-scratch teacher, judged on the validation split.
 
     python benchmarks/teacher_sweep.py [--config configs/cmrc2018.yaml] [--steps 200]
-                                       [--factors base,pretrain,...,hybrid_pretrain]
+                                       [--factors base,pretrain,...,hybrid_electra]
     python benchmarks/teacher_sweep.py --report-only
 
 Every variant is the config's teacher with one ingredient changed, trained for the same number
@@ -67,9 +67,19 @@ FACTORS: dict[str, tuple[str, list[str]]] = {
                     [*HYBRID, "finetune.arch.num_layers=4", "finetune.arch.conv_blocks=3"]),
     "hybrid_pretrain": ("the hybrid + masked-LM pre-training, as `pretrain` (MobileQAForMaskedLM)",
                         [*HYBRID, *PRETRAIN]),
+    # Trained knowledge from installed packages (issue 22): jieba's lac_small character table
+    # (20,941 x 128, MIT) starts the word embeddings; and ELECTRA instead of masked-LM.
+    "hybrid_lac": ("the hybrid, word embeddings started from jieba's trained lac_small table",
+                   [*HYBRID, "finetune.arch.embeddings_from=jieba-lac"]),
+    "hybrid_lac_pretrain": ("the hybrid + the jieba table + masked-LM pre-training from it",
+                            [*HYBRID, "finetune.arch.embeddings_from=jieba-lac", *PRETRAIN]),
+    "hybrid_electra": ("the hybrid + ELECTRA pre-training (replaced-token detection) at "
+                       "masked-LM's steps", [*HYBRID, *PRETRAIN, "pretrain.objective=electra"]),
 }
 # variant -> the row it is an arm of, when that is not the base (these vary the hybrid)
-ARM_OF = {"hybrid_wide": "hybrid", "hybrid_deep": "hybrid", "hybrid_pretrain": "hybrid"}
+ARM_OF = {"hybrid_wide": "hybrid", "hybrid_deep": "hybrid", "hybrid_pretrain": "hybrid",
+          "hybrid_lac": "hybrid", "hybrid_lac_pretrain": "hybrid_pretrain",
+          "hybrid_electra": "hybrid_pretrain"}
 
 
 
@@ -236,8 +246,9 @@ def render(r: dict) -> str:
         f"{r['steps']} optimizer steps, scored with the official CMRC 2018 metric on the validation "
         "split (held-out training contexts; the dev set is not read). Effect = variant F1 minus the "
         "base's on the same questions, with a paired bootstrap 95% interval. The arms "
-        "`hybrid_wide`, `hybrid_deep` (size) and `hybrid_pretrain` change the hybrid instead: read "
-        "them against the hybrid's row, and with their training minutes, since the teacher's budget is wall time. "
+        "`hybrid_wide`, `hybrid_deep` (size), `hybrid_pretrain` and `hybrid_lac` change the hybrid "
+        "instead, `hybrid_lac_pretrain` and `hybrid_electra` the pre-trained hybrid: read "
+        "them against that row, and with their training minutes, since the teacher's budget is wall time. "
         "Short equal budgets rank ingredients; they do not predict the fully trained teacher's score.",
         "",
         "| variant | change | params | train questions | validation EM | validation F1 | effect on F1 [95% CI] | "
