@@ -125,3 +125,33 @@ def test_a_pipeline_records_the_table_and_redoes_the_teacher_when_it_changes(
     assert cli.main(["-q", "run", str(cfg), "--only", "finetune"]) == 0
     assert (teacher / "manifest.json").stat().st_mtime_ns != stamp
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("objective", ["mlm", "electra"])
+def test_pretraining_starts_from_the_table_and_records_it(tmp_path, tiny_tokenizer_dir, tiny_json,
+                                                          objective):
+    """Zero steps of pre-training: the saved encoder's embeddings are the table's rows (under
+    ELECTRA the discriminator's, which the generator shares), and the record names the table."""
+    from paddleqa.core.config import from_dict
+    import paddle
+
+    from paddleqa.core.safeload import verify_model_folder
+    from paddleqa.stages import pretrain
+
+    tok = load_tokenizer(str(tiny_tokenizer_dir))
+    chars = _chars(tok)
+    path, rows = _table(tmp_path / "t.txt", chars, TINY_ARCH["hidden_size"])
+    cfg = from_dict(pretrain.PretrainConfig, {
+        "corpus": [str(tiny_json)], "output_dir": str(tmp_path / "pre"), "tokenizer": str(tiny_tokenizer_dir),
+        "cache_dir": str(tmp_path / "cache"), "max_seq_len": 24, "objective": objective,
+        "arch": {**TINY_ARCH, "embeddings_from": str(path), "embeddings_std": "table"},
+        "max_steps": 1, "learning_rate": 1e-12, "batch_size": 2, "progress": False})
+    metrics = pretrain.run(cfg)
+    assert metrics["embeddings_from"]["source"] == "t.txt"
+    manifest = json.loads((tmp_path / "pre" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["inputs"]["embeddings_from"]["sha256"] == metrics["embeddings_from"]["sha256"][str(path)]
+    verify_model_folder(tmp_path / "pre" / "model")  # ours: hashes match, arrays only
+    state = paddle.load(str(tmp_path / "pre" / "model" / "model_state.pdparams"))
+    (name,) = [k for k in state if k.endswith("word_embeddings.weight")]
+    row = state[name].numpy()[tok.convert_tokens_to_ids(chars[0])]
+    np.testing.assert_allclose(row, rows[chars[0]], atol=1e-4)  # one step at lr 1e-12
