@@ -80,6 +80,21 @@ finetune.run(ft, callbacks=[KillAtStep(int(sys.argv[2]))])
 """
 
 
+def assert_resumed_as_straight(straight: Path, killed: Path, at_step: int) -> None:
+    """A pre-training run killed after ``at_step`` and resumed ends as the uninterrupted one:
+    the same losses step by step (same batches, masks, dropout) and the same weights."""
+    import numpy as np
+    import paddle
+
+    a, b = (json.loads((d / "metrics.json").read_text(encoding="utf-8")) for d in (straight, killed))
+    assert b["resumed_from"] == f"checkpoint-{at_step}" and b["steps_this_run"] == a["global_step"] - at_step
+    assert [p["loss"] for p in b["loss_curve"]] == pytest.approx([p["loss"] for p in a["loss_curve"]], abs=1e-5)
+    wa, wb = (paddle.load(str(d / "model" / "model_state.pdparams")) for d in (straight, killed))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        np.testing.assert_allclose(wa[k].numpy(), wb[k].numpy(), rtol=0, atol=1e-6, err_msg=k)
+
+
 TINY_ARCH = {"num_layers": 2, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64,
              "max_position_embeddings": 128, "dropout": 0.1}
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CONTEXT_1, CONTEXT_2, KILL_AT_STEP, TINY, TINY_ARCH, write_json
+from conftest import (CONTEXT_1, CONTEXT_2, KILL_AT_STEP, TINY, TINY_ARCH, assert_resumed_as_straight,
+                      write_json)
 from paddleqa import pipeline
 from paddleqa.core.config import from_dict
 from paddleqa.core.errors import ConfigError
@@ -140,15 +141,7 @@ def test_kill_9_mid_run_and_resume_ends_as_an_uninterrupted_run(tmp_path, tiny_t
     assert proc.returncode == -9
     assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == ["checkpoint-6"]
     subprocess.run(run + [runs["killed"], "0", "resume"], env=env, cwd=REPO, check=True, capture_output=True)
-    a, b = (json.loads((tmp_path / n / "metrics.json").read_text(encoding="utf-8")) for n in ("straight", "killed"))
-    assert b["resumed_from"] == "checkpoint-6" and b["steps_this_run"] == a["global_step"] - 6
-    assert [p["loss"] for p in b["loss_curve"]] == pytest.approx([p["loss"] for p in a["loss_curve"]], abs=1e-5)
-    import paddle
-
-    wa, wb = (paddle.load(str(tmp_path / n / "model" / "model_state.pdparams")) for n in ("straight", "killed"))
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        np.testing.assert_allclose(wa[k].numpy(), wb[k].numpy(), rtol=0, atol=1e-6, err_msg=k)
+    assert_resumed_as_straight(tmp_path / "straight", tmp_path / "killed", 6)
 
 
 def test_the_hybrid_discriminator_folder_loads_as_the_qa_model(tmp_path, tiny_tokenizer_dir):
