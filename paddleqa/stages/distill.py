@@ -33,7 +33,7 @@ from ..models.students import STUDENTS
 from ..models.tables import parse_std, table_file
 from ..text.features import feature_params_for
 from ..text.tokenizer import load_tokenizer
-from .training import Recipe, TrainSettings, start_embeddings, train
+from .training import Recipe, TrainSettings, provenance, start_embeddings, train
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def run(config: DistillConfig, *, resume: bool = False, callbacks=()) -> dict:
                                   data.train_feats["input_ids"], config.seed)
         if report:
             extra["student_embeddings_from"] = report
-            info["embeddings_from"] = {k: report[k] for k in ("source", "licence", "sha256")}
+            info["embeddings_from"] = provenance(report)
         return student, layers, info
 
     return kd_run(config, "distill", make_student, resume=resume, callbacks=callbacks,

@@ -16,7 +16,7 @@ from ..models.build import ArchConfig, build_from_scratch, load_model
 from ..models.tables import table_file
 from ..text.features import FeatureParams
 from ..text.tokenizer import load_tokenizer
-from .training import Recipe, TrainSettings, start_embeddings, train
+from .training import Recipe, TrainSettings, provenance, start_embeddings, train
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
                                       tokenizer, data.train_feats["input_ids"], config.seed)
             if report:
                 recipe.metrics["embeddings_from"] = report
-                recipe.info["embeddings_from"] = {k: report[k] for k in ("source", "licence", "sha256")}
+                recipe.info["embeddings_from"] = provenance(report)
         n_types = getattr(model.config, "type_vocab_size", 0)
         if params.overlap_types and n_types < 4:
             raise ConfigError(f"overlap_types needs a model with >= 4 token types; {config.model} "

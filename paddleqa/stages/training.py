@@ -100,6 +100,12 @@ def start_embeddings(model, source: str, std: str, tokenizer, ids: np.ndarray, s
                            std=std, seed=seed, pad_token=tokenizer.pad_token or "[PAD]")
 
 
+def provenance(report: dict[str, Any]) -> dict[str, Any]:
+    """What a trained model's record keeps of :func:`start_embeddings`' report: where its
+    embeddings came from (source, licence, sha256)."""
+    return {k: report[k] for k in ("source", "licence", "sha256")}
+
+
 def _check_output_dir(config: TrainSettings, resume: bool, inputs: dict[str, str]) -> str | None:
     """Refuse to mix runs: returns the checkpoint to resume from, if any."""
     from paddlenlp.trainer.trainer_utils import get_last_checkpoint  # paddlenlp: deferred on purpose
