@@ -5,15 +5,16 @@
     python benchmarks/teacher_sweep.py --report-only
 
 Every variant is the config's teacher with one ingredient changed, trained for the same number
-of optimizer steps (``--steps``) in its own run folder under ``runs/teacher-sweep/``, and scored
+of optimizer steps (``--steps``) in its own run folder under ``runs/teacher-sweep/STEPSsteps/``, and scored
 with the official CMRC metric on the run's **validation split** (``data.validation_share`` of the
 training contexts, see docs/configs.md). The dev file is never read: settings chosen here would
 otherwise be tuned to the set the headline reports. Each variant's F1 is compared with the base
 (a paired bootstrap interval over the same validation questions), which is the "effect" column.
 
 Resumable: a variant whose teacher finished is skipped (the pipeline's stage skip), an
-interrupted one resumes from its last checkpoint. Writes ``benchmarks/teacher_sweep.json`` and
-the "teacher-sweep" section of BENCHMARKS.md.
+interrupted one resumes from its last checkpoint. The record ``benchmarks/teacher_sweep.json``
+keeps one table per budget (``--steps``), and a call adds its rows to its budget's table, so arms
+can run in separate calls; it writes the "teacher-sweep" section of BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -75,11 +76,17 @@ FACTORS: dict[str, tuple[str, list[str]]] = {
                             [*HYBRID, "finetune.arch.embeddings_from=jieba-lac", *PRETRAIN]),
     "hybrid_electra": ("the hybrid + ELECTRA pre-training (replaced-token detection) at "
                        "masked-LM's steps", [*HYBRID, *PRETRAIN, "pretrain.objective=electra"]),
+    "hybrid_lac_electra": ("the hybrid + the jieba table + ELECTRA pre-training from it",
+                           [*HYBRID, "finetune.arch.embeddings_from=jieba-lac", *PRETRAIN,
+                            "pretrain.objective=electra"]),
 }
-# variant -> the row it is an arm of, when that is not the base (these vary the hybrid)
-ARM_OF = {"hybrid_wide": "hybrid", "hybrid_deep": "hybrid", "hybrid_pretrain": "hybrid",
-          "hybrid_lac": "hybrid", "hybrid_lac_pretrain": "hybrid_pretrain",
-          "hybrid_electra": "hybrid_pretrain"}
+# variant -> the rows it is an arm of, when that is not (only) the base: each of them the call
+# measured is compared with it, paired
+ARM_OF: dict[str, tuple[str, ...]] = {
+    "hybrid_wide": ("hybrid",), "hybrid_deep": ("hybrid",), "hybrid_pretrain": ("hybrid",),
+    "hybrid_lac": ("hybrid",), "hybrid_lac_pretrain": ("hybrid_pretrain", "hybrid_lac"),
+    "hybrid_electra": ("hybrid_pretrain", "hybrid"),
+    "hybrid_lac_electra": ("hybrid_lac_pretrain", "hybrid_lac", "hybrid")}
 
 
 
@@ -98,7 +105,7 @@ def _simplify_drcd(env: dict[str, str], log_path: Path) -> None:
 def variant_sets(name: str, steps: int, base_sets: list[str]) -> list[str]:
     from paddleqa.core.config import expand_env
 
-    run = f"{SWEEP_DIR}/{name}"
+    run = f"{SWEEP_DIR}/{steps}steps/{name}"  # one folder per budget: budgets never share a run
     sets = [f"run_dir={run}", f"finetune.max_steps={steps}", "finetune.eval_each_epoch=false",
             "finetune.dev_file=", *BASE, *base_sets]
     # ${VAR:-default} is expanded here: inside a YAML list, `{` would start a mapping
@@ -152,17 +159,22 @@ def run_variant(name: str, args, env: dict[str, str], log_path: Path) -> dict:
 
 
 def with_effects(rows: list[dict], resamples: int = 1000) -> list[dict]:
-    """Each variant's F1 minus the base's, with a paired bootstrap 95% interval."""
+    """Each variant's F1 minus the base's (``f1_effect``) and minus each row it is an arm of
+    (``arms``: ``{"vs", "delta", "ci95"}``), with paired bootstrap 95% intervals. Rows are paired
+    only on the same validation split (the same file hash); a missing base leaves ``f1_effect``
+    out and keeps the arm comparisons."""
     from paddleqa.core.manifest import sha256_path
     from paddleqa.core.metrics import question_scores
     from paddleqa.core.stats import paired_bootstrap
     from paddleqa.text.dataset import gold_references
 
-    base = next((r for r in rows if r["name"] == "base"), None)
-    if base is None:
+    here = [r for r in rows if Path(r["predictions"]).exists()]
+    if not here:
         return rows
-    gold = gold_references(base["validation_file"])
-
+    split = sha256_path(here[0]["validation_file"])
+    gold = gold_references(here[0]["validation_file"])
+    # a row of an earlier call whose predictions are gone (another machine) keeps its stored effects
+    by_name = {r["name"]: r for r in here if sha256_path(r["validation_file"]) == split}
     scored: dict[str, list[float]] = {}
 
     def f1s(row):  # per-question F1 of a row, scored once (the base and the hybrid are reused)
@@ -172,19 +184,34 @@ def with_effects(rows: list[dict], resamples: int = 1000) -> list[dict]:
             scored[row["name"]] = [100 * per_question[q][1] for q in sorted(per_question)]
         return scored[row["name"]]
 
-    by_name = {r["name"]: r for r in rows}
-    for r in rows:
-        # each variant's run folder holds its own copy of the split: the same questions when the
-        # same training file was split (the split depends on the passages only)
-        if r is base or sha256_path(r["validation_file"]) != sha256_path(base["validation_file"]):
-            continue
-        diff = paired_bootstrap(f1s(r), f1s(base), resamples=resamples, seed=0)
-        r["f1_effect"], r["f1_effect_ci95"] = diff["delta"], diff["ci95"]
-        arm_of = by_name.get(ARM_OF.get(r["name"], ""))
-        if arm_of is not None:
-            diff = paired_bootstrap(f1s(r), f1s(arm_of), resamples=resamples, seed=0)
-            r["arm_of"], r["f1_vs_arm_of"], r["f1_vs_arm_of_ci95"] = arm_of["name"], diff["delta"], diff["ci95"]
+    def paired(row, other):
+        return paired_bootstrap(f1s(row), f1s(other), resamples=resamples, seed=0)
+
+    # each variant's run folder holds its own copy of the split: the same questions when the same
+    # training file was split (the split depends on the passages only)
+    base = by_name.get("base")
+    for r in by_name.values():
+        if base is not None and r is not base:
+            diff = paired(r, base)
+            r["f1_effect"], r["f1_effect_ci95"] = diff["delta"], diff["ci95"]
+        arms = [{"vs": o, **{k: d[k] for k in ("delta", "ci95")}}
+                for o in ARM_OF.get(r["name"], ()) if o in by_name for d in [paired(r, by_name[o])]]
+        if arms:
+            r["arms"] = arms
     return rows
+
+
+def merged(previous: dict | None, call: dict) -> dict:
+    """The record after a call: one entry per budget (``steps``), a budget's rows from earlier calls
+    kept unless this call re-measured them, so arms run in separate calls make one table."""
+    budgets = {} if previous is None else previous.get("budgets", {str(previous.get("steps")): previous})
+    old = budgets.get(str(call["steps"]), {}).get("rows", [])
+    names = {r["name"] for r in call["rows"]}
+    rows = [r for r in old if r["name"] not in names] + call["rows"]
+    order = list(FACTORS)
+    rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+    budgets[str(call["steps"])] = {**call, "rows": with_effects(rows)}
+    return {"budgets": budgets}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown factor(s) {', '.join(unknown)}; known: {', '.join(FACTORS)}")
     result = record_main(args.report_only, RECORD, "teacher-sweep", lambda: measure(args, argv, names),
                          render, ROOT / args.out)
-    print(json.dumps([{k: r.get(k) for k in ("name", "validation_f1", "f1_effect")} for r in result["rows"]],
-                     indent=2))
+    rows = result["budgets"][str(args.steps)]["rows"] if not args.report_only else []
+    print(json.dumps([{k: r.get(k) for k in ("name", "validation_f1", "f1_effect", "arms")} for r in rows],
+                     indent=2, ensure_ascii=False))
     return 0
 
 
@@ -220,11 +248,12 @@ def measure(args, argv: list[str] | None, names: list[str]) -> dict:
     if "drcd" in names:
         _simplify_drcd(env, log_path)
     started = time.time()
-    rows = with_effects([run_variant(name, args, env, log_path) for name in names])
+    rows = [run_variant(name, args, env, log_path) for name in names]
     command = "python benchmarks/teacher_sweep.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    return {"command": command.strip(), "machine": machine_info(), "config": args.config,
+    call = {"command": command.strip(), "machine": machine_info(), "config": args.config,
             "steps": args.steps, "nproc": args.nproc, "common_overrides": args.set,
             "wall_seconds_this_call": round(time.time() - started, 1), "rows": rows}
+    return merged(json.loads(RECORD.read_text(encoding="utf-8")) if RECORD.exists() else None, call)
 
 
 def _cost(row: dict) -> float:
@@ -232,24 +261,41 @@ def _cost(row: dict) -> float:
     return row["train_seconds"] + (row.get("pretrain_seconds") or 0)
 
 
-def render(r: dict) -> str:
+def headline_steps() -> int | None:
+    """The headline teacher's optimizer steps, from its benchmark record (``benchmarks/teacher.py``)."""
+    path = ROOT / "benchmarks" / "teacher.json"
+    return json.loads(path.read_text(encoding="utf-8"))["global_step"] if path.exists() else None
+
+
+def render(record: dict) -> str:
+    """The section: one table per budget, the largest (closest to the headline's) first."""
+    budgets = sorted(record["budgets"].values(), key=lambda b: -b["steps"])
+    headline = headline_steps()
+    return "\n".join(["## Teacher ablation on the validation split", "",
+                      "Each variant is the base (ERNIE 4L-128H with the config's other teacher settings; "
+                      "the config's teacher is now the winner) with one ingredient changed, trained for "
+                      "the same number of optimizer steps, scored with the official CMRC 2018 metric on "
+                      "the validation split (held-out training contexts; the dev set is not read). Effect "
+                      "= variant F1 minus the base's on the same questions, with a paired bootstrap 95% "
+                      "interval. Arms of the hybrid (size, pre-training, the trained table) are also "
+                      "compared, paired, with the rows they vary, next to their training time, since the "
+                      "teacher's budget is wall time. "
+                      + (f"The headline teacher trains for {headline:,} steps; " if headline else "")
+                      + "a short equal budget favours what learns fastest, so the recipe is decided at "
+                      "the largest budget below.", "",
+                      *[_render_budget(b, headline) for b in budgets]])
+
+
+def _render_budget(r: dict, headline: int | None) -> str:
     m = r["machine"]
     rows = r["rows"]
+    share = f" ({r['steps'] / headline:.0%} of the headline teacher's)" if headline else ""
     lines = [
-        "## Teacher ablation on the validation split",
+        f"### {r['steps']} steps per variant{share}",
         "",
-        f"Produced by `{r['command']}` (raw record: `benchmarks/teacher_sweep.json`). Machine: "
-        f"{m['cpu']} ({m['cores']} cores); {r['nproc']} data-parallel training process(es).",
-        "",
-        f"Each variant is the base (ERNIE 4L-128H with `{r['config']}`'s other teacher settings; "
-        "the config's teacher is now the winner) with one ingredient changed, trained for "
-        f"{r['steps']} optimizer steps, scored with the official CMRC 2018 metric on the validation "
-        "split (held-out training contexts; the dev set is not read). Effect = variant F1 minus the "
-        "base's on the same questions, with a paired bootstrap 95% interval. The arms "
-        "`hybrid_wide`, `hybrid_deep` (size), `hybrid_pretrain` and `hybrid_lac` change the hybrid "
-        "instead, `hybrid_lac_pretrain` and `hybrid_electra` the pre-trained hybrid: read "
-        "them against that row, and with their training minutes, since the teacher's budget is wall time. "
-        "Short equal budgets rank ingredients; they do not predict the fully trained teacher's score.",
+        f"Last produced by `{r['command']}` (raw record: `benchmarks/teacher_sweep.json`; rows of "
+        f"earlier calls at this budget are kept). Machine: {m['cpu']} ({m['cores']} cores); "
+        f"{r['nproc']} data-parallel training process(es).",
         "",
         "| variant | change | params | train questions | validation EM | validation F1 | effect on F1 [95% CI] | "
         "training min | pre-training min |",
@@ -264,16 +310,25 @@ def render(r: dict) -> str:
                      f"{row['validation_em']:.2f} | {row['validation_f1']:.2f} | {eff} | "
                      f"{row['train_seconds'] / 60:.1f} | {pre} |")
     lines.append("")
+    by_name = {r["name"]: r for r in rows}
     for row in rows:
-        if row.get("f1_vs_arm_of") is not None:
-            arm = next(r for r in rows if r["name"] == row["arm_of"])
-            lo, hi = row["f1_vs_arm_of_ci95"]
-            lines.append(f"- `{row['name']}` vs `{arm['name']}` (same questions, paired): F1 "
-                         f"{row['f1_vs_arm_of']:+.2f} [{lo:+.2f}, {hi:+.2f}], at "
-                         f"{_cost(row) / _cost(arm):.1f}x its training time (pre-training included).")
-    if any(r.get("f1_vs_arm_of") is not None for r in rows):
+        for arm in _arms(row):
+            lo, hi = arm["ci95"]
+            lines.append(f"- `{row['name']}` vs `{arm['vs']}` (same questions, paired): F1 "
+                         f"{arm['delta']:+.2f} [{lo:+.2f}, {hi:+.2f}], at "
+                         f"{_cost(row) / _cost(by_name[arm['vs']]):.1f}x its training time (pre-training included).")
+    if any(_arms(r) for r in rows):
         lines.append("")
     return "\n".join(lines)
+
+
+def _arms(row: dict) -> list[dict]:
+    """A row's arm comparisons; records before ``arms`` kept one as ``arm_of``/``f1_vs_arm_of``."""
+    if "arms" in row:
+        return row["arms"]
+    if row.get("f1_vs_arm_of") is None:
+        return []
+    return [{"vs": row["arm_of"], "delta": row["f1_vs_arm_of"], "ci95": row["f1_vs_arm_of_ci95"]}]
 
 
 if __name__ == "__main__":

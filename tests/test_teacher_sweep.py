@@ -1,22 +1,28 @@
-"""The teacher ablation's effect columns: paired against the base, and a size arm against the
-variant it varies (benchmarks/teacher_sweep.with_effects)."""
+"""The teacher ablation's effect columns: paired against the base, and an arm against each variant
+it varies (benchmarks/teacher_sweep.with_effects); budgets kept apart (merged)."""
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.teacher_sweep import ARM_OF, FACTORS, render, with_effects
+from benchmarks.teacher_sweep import ARM_OF, FACTORS, merged, render, with_effects
 from conftest import write_json
 
 
 def _row(tmp_path, name, answers, validation):
     preds = write_json(tmp_path / f"{name}.json", dict(zip(("q1", "q2", "q3"), answers)))
     return {"name": name, "change": name, "params": 1, "train_questions": 3, "validation_em": 0.0,
-            "validation_f1": 0.0, "train_seconds": {"base": 60, "hybrid": 60, "hybrid_deep": 120}[name],
+            "validation_f1": 0.0, "train_seconds": {"base": 60, "hybrid": 60, "hybrid_deep": 120,
+                                                     "hybrid_lac": 60}[name],
             "predictions": str(preds), "validation_file": str(validation)}
 
 
+def _call(rows, steps):
+    return {"machine": {"cpu": "cpu", "cores": 2}, "command": f"c {steps}", "nproc": 2, "config": "x.yaml",
+            "steps": steps, "rows": rows}
+
+
 def test_a_size_arm_is_compared_with_the_variant_it_varies(tmp_path, tiny_json):
-    assert set(ARM_OF) <= set(FACTORS) and set(ARM_OF.values()) <= set(FACTORS)
+    assert set(ARM_OF) <= set(FACTORS) and {o for v in ARM_OF.values() for o in v} <= set(FACTORS)
     rows = [_row(tmp_path, "base", ["错", "错", "错"], tiny_json),
             _row(tmp_path, "hybrid", ["7天", "错", "错"], tiny_json),  # one of three right
             _row(tmp_path, "hybrid_deep", ["7天", "3个工作日", "错"], tiny_json)]  # two of three
@@ -25,11 +31,26 @@ def test_a_size_arm_is_compared_with_the_variant_it_varies(tmp_path, tiny_json):
     assert "f1_effect" not in by["base"]
     assert by["hybrid"]["f1_effect"] == pytest.approx(100 / 3, abs=0.01)
     assert by["hybrid_deep"]["f1_effect"] == pytest.approx(200 / 3, abs=0.01)
-    assert "f1_vs_arm_of" not in by["hybrid"]  # an ingredient of the base, not an arm
-    deep = by["hybrid_deep"]
-    assert deep["arm_of"] == "hybrid" and deep["f1_vs_arm_of"] == pytest.approx(100 / 3, abs=0.01)
-    lo, hi = deep["f1_vs_arm_of_ci95"]
-    assert lo <= deep["f1_vs_arm_of"] <= hi
-    text = render({"machine": {"cpu": "cpu", "cores": 2}, "command": "c", "nproc": 2, "config": "x.yaml",
-                   "steps": 1, "rows": rows})
+    assert "arms" not in by["hybrid"]  # an ingredient of the base, not an arm
+    [arm] = by["hybrid_deep"]["arms"]
+    assert arm["vs"] == "hybrid" and arm["delta"] == pytest.approx(100 / 3, abs=0.01)
+    assert arm["ci95"][0] <= arm["delta"] <= arm["ci95"][1]
+    text = render({"budgets": {"1": _call(rows, 1)}})
     assert "`hybrid_deep` vs `hybrid`" in text and "2.0x its training time (pre-training included)" in text
+
+
+def test_arms_are_paired_without_a_base_and_budgets_make_separate_tables(tmp_path, tiny_json):
+    short = _call(with_effects([_row(tmp_path, "base", ["错", "错", "错"], tiny_json)]), 150)
+    record = merged({**short}, _call([_row(tmp_path, "hybrid", ["7天", "错", "错"], tiny_json)], 556))
+    # a later call at the same budget adds its arm to that table; the hybrid measured before is kept
+    (tmp_path / "later").mkdir()
+    record = merged(record, _call([_row(tmp_path / "later", "hybrid_lac", ["7天", "3个工作日", "错"], tiny_json)], 556))
+    assert set(record["budgets"]) == {"150", "556"}
+    long = {r["name"]: r for r in record["budgets"]["556"]["rows"]}
+    assert list(long) == ["hybrid", "hybrid_lac"]
+    assert "f1_effect" not in long["hybrid_lac"]  # no base at this budget
+    [arm] = long["hybrid_lac"]["arms"]
+    assert arm["vs"] == "hybrid" and arm["delta"] == pytest.approx(100 / 3, abs=0.01)
+    text = render(record)
+    assert text.index("### 556 steps") < text.index("### 150 steps")
+    assert "`hybrid_lac` vs `hybrid`" in text
