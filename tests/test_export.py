@@ -355,3 +355,74 @@ def test_tokenizer_folder_is_found_without_opening_the_model(exported):
                      f"{model}/model"):
         assert tokenizer_dir_of(artifact) == open_artifact(artifact).tokenizer_dir
         assert (tokenizer_dir_of(artifact) / "vocab.txt").exists()
+
+
+def test_int8_embedding_tables_shrink_the_nb_and_agree_with_dygraph(teacher_run, tmp_path):
+    from paddleqa.models.int8tables import quantize_embeddings
+
+    tmp, _, doc = teacher_run
+    # A conv + attention student with a realistic share of its bytes in the character table.
+    paddle.seed(0)
+    student = MobileQAForQuestionAnswering(MobileQAConfig(
+        vocab_size=3000, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128, type_vocab_size=4, pad_token_id=0, conv_blocks=1,
+        expand_ratio=2, kernel_size=3, num_transformer_layers=1, embedding_size=0))
+    model_dir = str(tmp_path / "model")
+    student.save_pretrained(model_dir)
+    for f in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(f"{doc['run_dir']}/teacher/model/{f}", f"{model_dir}/{f}")
+    m32 = run(ExportConfig(model=model_dir, out_dir=str(tmp_path / "fp32"), targets=["arm", "x86"]))
+    m8 = run(ExportConfig(model=model_dir, out_dir=str(tmp_path / "int8"), targets=["arm", "x86"],
+                          embeddings="int8"))
+    tables = m8["embedding_tables"]["tables"]
+    assert {t["name"].rsplit(".", 1)[-1] for t in tables} >= {"word_embeddings", "position_embeddings"}
+    saved = m8["embedding_tables"]["fp32_bytes"] - m8["embedding_tables"]["int8_bytes"]
+    for target in ("arm", "x86"):
+        b32, b8 = m32["bundles"][f"{target}-fp32"]["bytes"], m8["bundles"][f"{target}-fp32"]["bytes"]
+        # The tables' bytes leave the .nb (less the few dequantising ops the graph gains).
+        assert b32 - b8 > 0.9 * saved
+    bundle = json.loads((tmp_path / "int8" / "x86-fp32" / "bundle.json").read_text(encoding="utf-8"))
+    assert bundle["embeddings"] == "int8"
+    # Paddle Inference and ONNX keep the fp32 graph.
+    assert (tmp_path / "int8" / "inference" / "model.pdmodel").exists()
+    inputs, lengths = _batch(vocab=3000)
+    ref_s, ref_e = _dygraph(model_dir, inputs)
+    model = load_model(model_dir)
+    model.eval()
+    report = quantize_embeddings(model)
+    assert report["max_abs_error"] > 0  # the tables really changed
+    with paddle.no_grad():
+        q_s = model(input_ids=paddle.to_tensor(inputs["input_ids"]),
+                    token_type_ids=paddle.to_tensor(inputs["token_type_ids"]))[0].numpy()
+    s, e = open_artifact(tmp_path / "int8" / "x86-fp32").predict(inputs)
+    # The .nb computes what the int8-table dygraph model computes ...
+    np.testing.assert_allclose(_real(s, lengths), _real(q_s, lengths), atol=1e-4)
+    # ... which stays close to the fp32 model.
+    assert np.abs(_real(s, lengths) - _real(ref_s, lengths)).max() < 0.05 * np.abs(ref_s).max() + 1e-3
+    assert np.corrcoef(_real(e, lengths), _real(ref_e, lengths))[0, 1] > 0.99
+
+
+def test_int8_rows_are_within_half_a_step_and_padding_embeds_to_zero():
+    from paddleqa.models.int8tables import Int8Embedding, quantize_rows
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(50, 12)).astype(np.float32)
+    w[7] = 0.0
+    q, scale = quantize_rows(w, padding_idx=3)
+    assert q.dtype == np.int8 and np.abs(q).max() <= 127 and not q[3].any()
+    err = np.abs(q.astype(np.float32) * scale - w)
+    err[3] = 0
+    assert (err <= scale / 2 + 1e-7).all()
+    layer = Int8Embedding(w, padding_idx=3)
+    out = layer(paddle.to_tensor(np.array([[3, 7, 1]]))).numpy()
+    assert out.shape == (1, 3, 12) and not out[0, 0].any() and not out[0, 1].any()
+    np.testing.assert_allclose(out[0, 2], w[1], atol=float(scale[1, 0]) / 2 + 1e-7)
+    with pytest.raises(PaddleQAError, match="finite 2-D"):
+        quantize_rows(np.full((2, 2), np.nan))
+
+
+def test_int8_embeddings_config_is_validated(tmp_path):
+    with pytest.raises(ValueError, match="valid: fp32, int8"):
+        ExportConfig(model="m", out_dir="o", embeddings="int4")
+    with pytest.raises(ValueError, match="cannot change a given inference_model"):
+        ExportConfig(model="m", out_dir="o", embeddings="int8", inference_model="x/model")

@@ -44,6 +44,9 @@ from .lite import TARGETS, fusion_report, lite_op_counts, lite_optimize, same_as
 
 log = logging.getLogger(__name__)
 
+EMBEDDING_FORMS = ("fp32", "int8")
+INT8_TABLES_PREFIX = "inference-int8-tables/model"  # the Lite-only graph (see models.int8tables)
+
 
 @dataclasses.dataclass
 class ExportConfig:
@@ -68,6 +71,9 @@ class ExportConfig:
     onnx_int8: bool = opt(False, help="also write onnx/model.int8.onnx: the ONNX model with int8 "
                           "weights and dynamically quantized activations (onnxruntime.quantization."
                           "quantize_dynamic), run by ONNX Runtime's integer kernels; needs onnx: true")
+    embeddings: str = opt("fp32", help="embedding tables of the Lite bundles: fp32, or int8 (an "
+                          "int8 table + a per-row scale, dequantised in the graph; Lite keeps "
+                          "lookup tables fp32 otherwise). The inference model and ONNX stay fp32")
 
     def __post_init__(self) -> None:
         for name in ("model", "out_dir"):
@@ -88,6 +94,11 @@ class ExportConfig:
             raise ValueError(f"max_seq_len must be >= 0, got {self.max_seq_len}")
         if self.onnx_int8 and not self.onnx:
             raise ValueError("onnx_int8 quantizes the ONNX export: set onnx: true as well")
+        if self.embeddings not in EMBEDDING_FORMS:
+            raise ValueError(f"unknown embeddings {self.embeddings!r}; valid: {', '.join(EMBEDDING_FORMS)}")
+        if self.embeddings == "int8" and self.inference_model:
+            raise ValueError("embeddings: int8 re-traces the model with int8 tables; it cannot "
+                             "change a given inference_model (export the model itself)")
 
 
 def _bundle_readme(target: str, precision: str, bundle: dict) -> str:
@@ -166,6 +177,7 @@ class ExportSource:
     vocab_sha256: str | None
     paddlelite_version: str
     seq_len: int = -1  # the graph's fixed window length (--static-seq-len), -1 = dynamic
+    embeddings: str = "fp32"  # the graph's embedding tables: fp32 or int8 (models.int8tables)
 
 
 @dataclasses.dataclass
@@ -200,6 +212,22 @@ def _inference_model(config: ExportConfig, model_dir: Path, params: FeatureParam
     return files["pdmodel"], files["pdiparams"], sizes
 
 
+def _int8_tables_model(config: ExportConfig, model_dir: Path, params: FeatureParams,
+                       out: Path) -> tuple[Path, Path, dict]:
+    """The model traced again with int8 embedding tables into ``OUT/inference-int8-tables/``."""
+    from ..models.graph import export_inference
+    from ..models.int8tables import quantize_embeddings
+
+    model = load_model(str(model_dir))
+    report = quantize_embeddings(model)
+    log.info("int8 embedding tables: %d tables, %.2f -> %.2f MiB, max |change| %.3g",
+             len(report["tables"]), report["fp32_bytes"] / 2**20, report["int8_bytes"] / 2**20,
+             report["max_abs_error"])
+    files = export_inference(model, out / INT8_TABLES_PREFIX,
+                             static_seq_len=params.max_seq_len if config.static_seq_len else 0)
+    return files["pdmodel"], files["pdiparams"], report
+
+
 def _export_source(model_dir: Path, pdmodel: Path, pdiparams: Path, params: FeatureParams,
                    pad_token_id: Any) -> ExportSource:
     """Describe the inference model once for all its bundles (op counts, int8 or not, versions)."""
@@ -220,7 +248,7 @@ def _bundle_json(src: ExportSource, target: str, label: str, nb: Path, folder: P
     params = src.params
     return {
         "format": "paddle-lite-naive-buffer", "target": target, "precision": label,
-        "int8_graph": src.int8_graph,
+        "int8_graph": src.int8_graph, "embeddings": src.embeddings,
         "runs_on_this_machine": TARGETS[target].runs_here, "model_file": "model.nb",
         "model_bytes": nb.stat().st_size, "model_sha256": sha256_path(nb),
         "inputs": [{"name": n, "dtype": INPUT_DTYPES[n], "shape": [-1, src.seq_len]} for n in INPUT_NAMES],
@@ -286,6 +314,11 @@ def run(config: ExportConfig) -> dict:
     src = _export_source(model_dir, pdmodel, pdiparams, params, tokenizer.pad_token_id)
     if config.static_seq_len and not config.inference_model:
         src.seq_len = params.max_seq_len
+    tables, lite_src = None, src
+    if config.embeddings == "int8":
+        pdm8, pdi8, tables = _int8_tables_model(config, model_dir, params, out)
+        lite_src = _export_source(model_dir, pdm8, pdi8, params, tokenizer.pad_token_id)
+        lite_src.seq_len, lite_src.embeddings = src.seq_len, "int8"
 
     bundles, ops_report, outputs, skipped = {}, {}, {"inference_model": pdmodel}, {}
     for target in config.targets:
@@ -293,13 +326,13 @@ def run(config: ExportConfig) -> dict:
             if precision not in TARGETS[target].precisions:
                 log.info("target %s does not take %s: skipped", target, precision)
                 continue
-            b = write_bundle(src, target, precision, out)
+            b = write_bundle(lite_src, target, precision, out)
             if b.skipped:
                 skipped[b.name] = b.skipped
                 continue
             bundles[b.name] = {"path": str(b.nb), "bytes": b.nb.stat().st_size,
                                "runs_on_this_machine": TARGETS[target].runs_here}
-            ops_report[b.name] = {"ops": b.ops, **fusion_report(src.ops, b.ops)}
+            ops_report[b.name] = {"ops": b.ops, **fusion_report(lite_src.ops, b.ops)}
             outputs[b.name] = b.nb
     if not bundles:
         raise PaddleQAError(f"no bundle written for targets {config.targets} and precisions "
@@ -327,6 +360,7 @@ def run(config: ExportConfig) -> dict:
         "op_report": ops_report,
         "skipped": skipped,
         "onnx": onnx,
+        "embedding_tables": tables,
         "feature_params": dataclasses.asdict(params),
     }
     inputs = {"model": model_dir}
