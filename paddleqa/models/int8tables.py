@@ -96,7 +96,7 @@ def quantize_embeddings(model) -> dict:
             if not isinstance(child, nn.Embedding):
                 continue
             weight = child.weight.numpy()
-            pad = child._padding_idx if child._padding_idx is not None else None
+            pad = child._padding_idx
             if pad is not None and pad < 0:
                 pad += weight.shape[0]
             q8 = Int8Embedding(weight, pad)
