@@ -60,7 +60,7 @@ class VocabSection:
 
 
 def _sections(doc: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
-    valid = ("run_dir",) + STAGES
+    valid = ("run_dir",) + STAGES + ("autocompress",)  # autocompress: read by `paddleqa autocompress`
     unknown = sorted(set(doc) - set(valid))
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")

@@ -15,7 +15,8 @@ BENCHMARKS = ROOT / "benchmarks"
 
 # Each layer may import itself and the layers listed after it, never one above.
 LAYERS = {
-    "cli": ("pipeline", "service", "stages", "runtime", "text", "models", "core"),
+    "cli": ("autocompress", "pipeline", "service", "stages", "runtime", "text", "models", "core"),
+    "autocompress": ("pipeline", "stages", "runtime", "text", "models", "core"),
     "pipeline": ("service", "stages", "runtime", "text", "models", "core"),
     "service": ("runtime", "text", "models", "core"),
     "stages": ("runtime", "text", "models", "core"),

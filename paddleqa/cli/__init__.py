@@ -15,7 +15,7 @@ from .. import __version__
 from ..core.distributed import is_main
 from ..core.errors import PaddleQAError
 from ..core.safeload import TRUST_ENV
-from . import commands, tools
+from . import commands, search, tools
 
 COMMANDS: dict[str, Callable] = {
     "data": tools.add_data,
@@ -31,6 +31,7 @@ COMMANDS: dict[str, Callable] = {
     "export": commands.adder("export"),
     "quantize": commands.adder("quantize"),
     "bench": commands.adder("bench"),
+    "autocompress": search.add_autocompress,
     "report": commands.adder("report"),
     "serve": commands.adder("serve"),
     "ask": commands.adder("ask"),
