@@ -108,8 +108,9 @@ def inside(rows: list[dict], cfg: AutocompressConfig) -> list[dict]:
         f"no plan of the {len(rows)} searched meets the budget ({budget_text(cfg)}). The closest is "
         f"{closest['name']}: {closest['latency_ms']:.2f} ms ({closest['speedup']:.2f}x faster "
         f"than the teacher), {closest['file_bytes'] / 2**20:.2f} MiB ({closest['smaller']:.1f}x "
-        f"smaller); it misses {how}. Loosen the budget or widen autocompress.space (smaller "
-        "hidden_sizes, fewer num_layers/conv_blocks, int8 embedding_forms)")
+        f"smaller); it misses {how}. Every plan's numbers are in the search folder's "
+        "frontier.json. Loosen the budget or widen autocompress.space (smaller hidden_sizes, "
+        "fewer num_layers/conv_blocks, int8 embedding_forms) or try another backend")
 
 
 def budget_text(cfg: AutocompressConfig) -> str:
@@ -248,7 +249,11 @@ def run(cfg: AutocompressConfig, doc: dict[str, Any]) -> dict:
     seq_len = cfg.seq_len or feature_params_for(str(teacher_dir)).max_seq_len
     forms = None if latency.BACKENDS[cfg.backend].int8_tables else ("fp32",)
     rows, teacher = measure(cfg, candidates(cfg.space, embedding_forms=forms), teacher_dir, out, seq_len)
-    ranked = shapes(inside(rows, cfg))
+    try:
+        ranked = shapes(inside(rows, cfg))
+    except PaddleQAError:  # the timed plans are kept for the user to look at, then the message
+        write_json(out / "frontier.json", {"teacher": teacher, "rows": rows, "trained": {}})
+        raise
     log.info("%d of %d plans inside the budget (%s): %d student shapes", sum(not r["misses"] for r in rows),
              len(rows), budget_text(cfg), len(ranked))
     base_yaml = out / "base.yaml"
