@@ -111,3 +111,34 @@ def test_cli_distill_names_a_missing_teacher(tmp_path, tiny_json, capsys):
     assert cli.main(["distill", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "teacher folder" in err and "paddleqa finetune" in err
+
+
+def test_a_labels_only_objective_is_the_gold_span_loss_without_running_the_teacher(teacher_run, tmp_path):
+    import paddle
+
+    from paddleqa.models import losses
+    from paddleqa.models.build import load_model
+    from paddleqa.models.distiller import Distiller
+    from paddleqa.models.students import STUDENTS
+
+    cfg = pipeline.build_plan(_distill_doc(teacher_run, tmp_path, alpha=1.0, student={"dropout": 0.0}),
+                              enable=("distill",)).distill
+    teacher = load_model(cfg.teacher)
+    student, _ = STUDENTS["ernie"](teacher, cfg.student)
+    distiller = Distiller(student, teacher, cfg.objective([]))
+    calls = []
+    teacher.register_forward_pre_hook(lambda layer, inputs: calls.append(1))
+    ids = paddle.to_tensor([[1, 8, 9, 2, 10, 11, 12, 2, 0, 0]])
+    types = paddle.to_tensor([[0, 3, 0, 0, 2, 1, 1, 1, 0, 0]])
+    start, end = paddle.to_tensor([4]), paddle.to_tensor([6])
+    distiller.eval()
+    (loss,) = distiller(ids, types, start, end)
+    out = student(input_ids=ids, token_type_ids=types, attention_mask=(ids != 0).astype("int64"),
+                  return_dict=True)
+    expected = losses.span_ce(out.start_logits, out.end_logits, start, end, (ids != 0).astype("int64"))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    assert calls == []  # the teacher never ran
+    Distiller(student, teacher, pipeline.build_plan(_distill_doc(teacher_run, tmp_path, alpha=0.5),
+                                                    enable=("distill",)).distill.objective([]))(
+        ids, types, start, end)
+    assert calls == [1]  # ...and runs as soon as its predictions are part of the loss
