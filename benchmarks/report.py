@@ -23,14 +23,9 @@ HEADER = (
 
 
 def machine_info() -> dict:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from paddleqa.core.manifest import cpu_model
+
+    cpu = cpu_model()
     mem = 0.0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

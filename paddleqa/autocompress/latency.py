@@ -19,14 +19,13 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from ..core.io import write_json
-from ..core.manifest import sha256_path, versions
+from ..core.manifest import cpu_model, sha256_path, versions
 from ..runtime import bench
 from ..runtime.bundle import copy_tokenizer
 from ..stages import export
@@ -63,14 +62,7 @@ TEACHER_FORMS = {"paddle": "inference/model", "lite": "x86-fp32/model.nb", "onnx
 
 def machine_key() -> str:
     """CPU model, core count and the versions that decide speed: the latency table's name."""
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     v = versions()
     text = json.dumps([cpu, os.cpu_count(), v.get("paddlepaddle"), v.get("paddlelite"),
                        v.get("onnxruntime")], sort_keys=True)

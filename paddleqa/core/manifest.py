@@ -51,6 +51,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu_model(default: str = "unknown CPU") -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``, else ``default``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or default
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and the stack packages (imports nothing heavy that is not loaded)."""
     from importlib import metadata
