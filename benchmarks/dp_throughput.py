@@ -68,7 +68,8 @@ def render(r: dict) -> str:
              f"Produced by `{r['command'].strip()}` (raw record: `{RECORD}`). Machine: {m['cpu']} "
              f"({m['cores']} cores). The teacher of `{r['config']}` fine-tuned for the same number of "
              "steps and the same effective batch under both settings, one after the other in one run; "
-             "throughput as measured by PaddleNLP's Trainer over the training loop.", "",
+             "throughput as measured by PaddleNLP's Trainer over the training loop. Throughput only: "
+             "these short runs score nothing, so no teacher F1 belongs to this section.", "",
              "| setting | windows per step | steps | train time | windows/s |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for row in r["rows"]:

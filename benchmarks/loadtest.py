@@ -167,6 +167,15 @@ def summarize(results: list, planned: int, clients: int, repeat: int, wall: floa
     }
 
 
+def served_teacher(run_dir: Path) -> dict | None:
+    """The run's teacher (its model folder and dev scores, as the run's report reads them): the
+    model the served student was compressed from."""
+    from paddleqa.runtime.report import collect_rows
+
+    row = next((r for r in collect_rows(run_dir) if r["name"] == "teacher"), None)
+    return {k: row.get(k) for k in ("path", "dev_em", "dev_f1")} if row else None
+
+
 def measure(args) -> dict:
     run_dir = ROOT / args.run
     jobs = workload(DEV, args.requests, args.seed)
@@ -210,6 +219,7 @@ def measure(args) -> dict:
         "server_command": " ".join(["paddleqa"] + cmd[3:]), "served": health["serving"],
         "backend": health["backend"], "kb_passages": health["kb_passages"], "processes": args.processes,
         "max_batch": args.max_batch, "capacity": cap, "runs": runs, "server_alive_after": alive,
+        "teacher": served_teacher(run_dir),
         "profile_percent_of_busy_time": profiles,
         "mix": "80% good (half with context, half from the knowledge base), 10% malformed "
                f"({', '.join(sorted(MALFORMED))}), 10% hostile ({', '.join(sorted(HOSTILE))})",
@@ -230,6 +240,14 @@ def verdict(r: dict, clients: int = 64) -> tuple[bool, list[str]]:
     return all(ok for ok, _ in checks), [f"{name}: {'met' if ok else 'NOT met'}" for ok, name in checks]
 
 
+def _teacher_line(t: dict | None) -> str:
+    if not t:
+        return ("The run's teacher was not recorded by this call (records written before "
+                "loadtest.py recorded it); rerun the command to record it.")
+    f1 = f"dev F1 {t['dev_f1']:.2f}" if t.get("dev_f1") is not None else "dev F1 not scored"
+    return f"The served student was compressed from the run's teacher `{t['path']}` ({f1})."
+
+
 def render(r: dict) -> str:
     m, cap = r["machine"], r["capacity"]
     lines = [
@@ -241,7 +259,7 @@ def render(r: dict) -> str:
         f"process, micro-batches of up to {r['max_batch']}), knowledge base = the CMRC dev file "
         f"({r['kb_passages']:,} passages, top 3 read per question). Each client count sends the same "
         f"{r['runs'][0]['requests']:,} requests twice: {r['mix']}. Latency: good requests answered 200, "
-        "queueing included.",
+        "queueing included. " + _teacher_line(r.get("teacher")),
         "",
         "| clients | run | answered/s | responses/s | p50 ms | p99 ms | lost | 503 | unexpected errors | "
         "bad not 4xx | server RSS before / after MiB |",

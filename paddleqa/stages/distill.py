@@ -131,9 +131,11 @@ class KDSettings(TrainSettings):
     """Training against a teacher: what ``distill`` and ``prune`` (recovery) share."""
 
     teacher: str = opt("", help="teacher model folder (a finetune run's model/)")
-    # Defaults from the KD sweep in BENCHMARKS.md (`benchmarks/compress.py --sweep`): T 1, 2 and 4
-    # at alpha 0.5 scored within 0.6 F1 of each other on 300 dev questions (less than that
+    # Defaults from a KD sweep on the retired ERNIE teacher (dev F1 19.08; the sweep and its
+    # script were removed with that teacher, see git history of benchmarks/compress.py): T 1, 2
+    # and 4 at alpha 0.5 scored within 0.6 F1 of each other on 300 dev questions (less than that
     # subset's noise), while alpha 0.2 lost 1.6 F1; so alpha stays 0.5 and T the middle value.
+    # Not re-measured on the current teacher.
     alpha: float = opt(0.5, help="weight of the gold-span cross-entropy; 1 - alpha goes to the "
                        "prediction loss (sweep: 0.5 beat 0.2 by 1.6 F1)")
     temperature: float = opt(2.0, help="softmax temperature of the prediction loss (sweep: 1, 2 "
