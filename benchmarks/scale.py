@@ -13,6 +13,10 @@ model but the distilled one; export (Paddle Inference, Lite ARM + x86 .nb, ONNX,
 the int8 graph for ARM; time each runnable artifact at batch 1 for each ``--seq-lens`` and
 ``--threads`` and compare its logits with its dygraph source.
 
+Every finetuned shape is also exported with int8 embedding tables (``export.embeddings: int8``:
+an int8 table and a per-row scale, dequantised in the graph), with fp32 and with opt's int8
+weights; the x86 fp32-weights twin is timed and compared with its dygraph model like the rest.
+
 Each step runs in a child process (``benchmarks/scale_steps.py``) that records its peak RSS and
 takes the CPU lock (shared while training/exporting, exclusive while timing). A finished step's
 result file in ``OUT/steps/`` makes a rerun skip it. ``benchmarks/scale.json`` and the "scale"
@@ -119,6 +123,9 @@ def artifacts_for(mdir: Path, model: dict) -> list[dict]:
              "path": str(exp / "onnx" / "model.onnx"), "int8_ops": ["fc"]},
             {"id": "ort-int8", "backend": "onnxruntime", "precision": "int8 (dynamic)",
              "path": str(exp / "onnx" / "model.int8.onnx"), "int8_ops": ["fc"]}]
+    if model["stage"] == "finetune":  # fp32 weights, int8 tables: x86 Lite runs it (int8 weights it cannot)
+        arts.append({"id": "lite-x86-int8-tables", "backend": "lite-x86", "precision": "int8 tables",
+                     "path": str(mdir / "export-int8-tables" / "x86-fp32" / "model.nb"), "int8_ops": ["fc"]})
     if model["ptq"]:
         q = str(mdir / "ptq" / "inference" / "model")
         arts += [{"id": "pi-int8-fc", "backend": "paddle-inference", "precision": "int8 PTQ (fc)",
@@ -147,6 +154,10 @@ def prepare_model(args, out: Path, model: dict, train_file: str) -> None:
     run_step(out, f"{name}.export", {"kind": "export", "config": {
         "model": src, "out_dir": str(mdir / "export"), "targets": ["arm", "x86"],
         "precisions": ["fp32", "int8"], "onnx": True, "onnx_int8": True}})  # int8: opt's weight-only
+    if model["stage"] == "finetune":  # the same graph with int8 embedding tables (models.int8tables)
+        run_step(out, f"{name}.export-int8-tables", {"kind": "export", "config": {
+            "model": src, "out_dir": str(mdir / "export-int8-tables"), "targets": ["arm", "x86"],
+            "precisions": ["fp32", "int8"], "embeddings": "int8"}})
     if model["ptq"]:
         if run_step(out, f"{name}.ptq", {"kind": "quantize", "config": {
                 "model": src, "out_dir": str(mdir / "ptq"), "method": "ptq", "calib_file": train_file,

@@ -44,24 +44,37 @@ def collect(out: Path, models: list[dict], artifacts_for) -> tuple[list[dict], l
                                  "latency_ms_p50": r["latency_ms_p50"], "runs": r["runs"],
                                  "peak_rss_mib": b["peak_rss_mib"],
                                  "max_abs_logit_diff": r["max_abs_logit_diff"], "finite": r["finite"]})
-        for step, graph in ((f"{name}.export", "fp32"), (f"{name}.export-int8", "int8 PTQ")):
+        for step, graph in ((f"{name}.export", "fp32"), (f"{name}.export-int8", "int8 PTQ"),
+                            (f"{name}.export-int8-tables", "int8 tables")):
             e = _load(out, step)
             if not e:
                 continue
             for bname, rep in e["op_report"].items():
                 b = e["bundles"][bname]
-                # An fp32 graph's int8 bundle is opt's weight-only int8 (weights stored in a byte).
-                label = "int8 weights (opt)" if graph == "fp32" and bname.endswith("int8") else graph
+                label = bundle_label(graph, bname)
                 ops.append({"name": name, "shape": shape, "bundle": bname, "precision": label,
                             "file_bytes": b["bytes"], "ops_before": rep["ops_before"],
                             "ops_after": rep["ops_after"], "new_op_types": rep["new_op_types"],
                             "fc": rep["ops"].get("fc", 0)})
                 if bname.startswith("arm"):  # the ARM .nb is a row too: its size, no latency here
-                    rows.append({**base, "stage": model["stage"] + ("+ptq" if graph != "fp32" else ""),
-                                 "artifact": bname if graph == "fp32" else "ptq-" + bname, "backend": "lite-arm", "precision": label,
+                    rows.append({**base, "stage": model["stage"] + ("+ptq" if graph == "int8 PTQ" else ""),
+                                 "artifact": ARTIFACT_PREFIX[graph] + bname, "backend": "lite-arm", "precision": label,
                                  "file_bytes": b["bytes"], "seq_len": None, "threads": None,
                                  "latency_ms_p50": None, "peak_rss_mib": None, "max_abs_logit_diff": None})
     return rows, training, ops, missing
+
+
+ARTIFACT_PREFIX = {"fp32": "", "int8 PTQ": "ptq-", "int8 tables": "tables-"}
+
+
+def bundle_label(graph: str, bundle: str) -> str:
+    """What a bundle holds: an fp32 graph's int8 bundle is opt's weight-only int8 (weights stored
+    in a byte); the int8-tables graph adds opt's int8 weights in its int8 bundle."""
+    if bundle.endswith("int8") and graph == "fp32":
+        return "int8 weights (opt)"
+    if bundle.endswith("int8") and graph == "int8 tables":
+        return "int8 weights (opt) + int8 tables"
+    return graph
 
 
 def _best(rows, name, seq, threads, int8: bool) -> dict | None:
@@ -87,7 +100,7 @@ def targets(rows: list[dict]) -> list[str]:
                      f"{nano8['latency_ms_p50']:.1f} vs {base32['latency_ms_p50']:.1f} ms: **{ratio:.1f}x** "
                      f"lower latency (target >= 20x: {'met' if ratio >= 20 else 'not met'}).")
     arm = {(r["name"], r["precision"]): r["file_bytes"] for r in rows if r["backend"] == "lite-arm"}
-    for kind in ("int8 PTQ", "int8 weights (opt)"):
+    for kind in ("int8 PTQ", "int8 weights (opt)", "int8 tables", "int8 weights (opt) + int8 tables"):
         if ("nano", kind) in arm and ("base", "fp32") in arm:
             ratio = arm[("base", "fp32")] / arm[("nano", kind)]
             lines.append(f"- File: base fp32 ARM .nb {arm[('base', 'fp32')] / 2**20:.1f} MiB vs nano {kind} "
