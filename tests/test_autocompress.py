@@ -10,6 +10,7 @@ from paddleqa.autocompress.search import AutocompressConfig, inside, plan_docume
 from paddleqa.autocompress.space import Candidate, SearchSpace, candidates
 from paddleqa.core.config import from_dict, read_yaml
 from paddleqa.core.errors import PaddleQAError
+from paddleqa.stages.runner import training_done
 
 from conftest import tiny_pipeline_doc
 
@@ -125,6 +126,8 @@ def test_search_on_a_tiny_teacher(teacher_run, tmp_path, capsys):
     chosen = Candidate(**metrics["plan"])
     assert {k: getattr(plan.distill.student, k) for k in chosen.student()} == chosen.student()
     assert plan.distill.max_steps == 4
+    # ... and is the full trial itself: `paddleqa run plan.yaml` does not train the student again
+    assert plan.distill.output_dir == kd["folder"] and training_done(plan.distill)
     assert (out / "pareto.png").stat().st_size > 0 and "| teacher |" in (out / "frontier.md").read_text()
     # a second search on this machine times nothing again and trains nothing again
     tables = list((tmp_path / "cache").glob("latency-*.json"))

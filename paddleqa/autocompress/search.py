@@ -273,11 +273,19 @@ def run(cfg: AutocompressConfig, doc: dict[str, Any]) -> dict:
     return _write(cfg, doc, out, rows, teacher, trained, chosen, met, ctx, started)
 
 
-def plan_document(doc: dict[str, Any], row: dict, full_steps: int, backend: str) -> dict[str, Any]:
+def plan_document(doc: dict[str, Any], row: dict, full_steps: int, backend: str,
+                  trial_folder: str = "") -> dict[str, Any]:
     """The run's YAML with the chosen student (and its table form): ``paddleqa run`` on it
-    distils and deploys the plan with the same settings and steps as its full trial."""
+    distils and deploys the plan with the same settings and steps as its full trial.
+
+    With ``trial_folder`` (the full trial's folder) the plan's distill stage *is* that trial:
+    same folder, same config (its ``dev_file`` emptied, as in every trial), so the pipeline's
+    freshness record finds the student trained and the run goes on to prune, quantize and export
+    without training it again; dev is scored once, by the bench stage, on the deployed artifacts."""
     p = Candidate(**row["plan"])
     distill = {**(doc.get("distill") or {}), "max_steps": full_steps}
+    if trial_folder:
+        distill.update(output_dir=trial_folder, dev_file="")
     distill["student"] = {**(distill.get("student") or {}), **p.student()}
     out = {**doc, "distill": distill}
     if latency.BACKENDS[backend].int8_tables and (p.embeddings == "int8" or "export" in doc):
@@ -314,7 +322,8 @@ def _write(cfg, doc, out, rows, teacher, trained, chosen, met, ctx, started) -> 
         r["frontier"] = [k for k, s in (("speed/size", fast_small), ("speed/F1", accurate)) if r["name"] in s]
     row = next(r for r in rows if r["name"] == chosen)
     int8 = _int8_cost(row, trained[chosen]["full"], pipeline.build_plan(doc, enable=("distill",)).distill, out)
-    write_yaml(plan_document(doc, row, ctx["full_steps"], cfg.backend), out / "plan.yaml")
+    write_yaml(plan_document(doc, row, ctx["full_steps"], cfg.backend, trained[chosen]["full"]["folder"]),
+               out / "plan.yaml")
     md = frontier.table(rows, teacher, trained)
     title = f"autocompress: {budget_text(cfg)}, max F1 drop {cfg.max_f1_drop:g}"
     (out / "frontier.md").write_text(f"# {title}\n\nChosen: **{chosen}**"
