@@ -27,9 +27,10 @@ test: install
 quickstart: install
 	$(VENV)/bin/paddleqa run configs/quickstart.yaml
 
-# The headline benchmark: configs/cmrc2018.yaml end to end (teacher, student, int8, Lite
-# export, latency, report; about 1.5 hours on 2 cores, resumable); writes BENCHMARKS.md and
-# benchmarks/results.json.
+# The headline benchmark: configs/cmrc2018.yaml end to end (teacher, autocompress's chosen
+# student, int8, Lite export, latency, report; resumable); writes BENCHMARKS.md and
+# benchmarks/results.json. About 1.5 hours on 2 cores with --no-autocompress; the search adds
+# an estimated 1-1.5 hours (not yet measured inside make bench).
 bench: install
 	$(PY) benchmarks/pipeline.py
 

@@ -10,7 +10,12 @@ Steps, each skipped when its stage's manifest shows it already ran with this con
    processes x 1 thread, dev scoring; writes the "Teacher" section);
 2. ``paddleqa run CONFIG --only augment``: synonym variants of the training questions, which
    the students learn from (when the config has an ``augment`` section);
-3. the student of the config's ``distill`` section, data-parallel the same way;
+3. the student: when the config has an ``autocompress`` section (and ``--no-autocompress`` is
+   not given), ``benchmarks/autocompress.py CONFIG`` searches the section's budget (its
+   "autocompress" section of BENCHMARKS.md) and the rest of the chain runs the chosen plan,
+   ``RUN_DIR/autocompress/plan.yaml``, whose distill stage is the search's full trial (not
+   trained again); otherwise the student of the config's ``distill`` section, data-parallel the
+   same way;
 4. ``paddleqa run CONFIG --only STAGE`` for the rest: channel pruning of the student and
    distillation back (when the config has a ``prune`` section), int8 PTQ, Paddle Lite export (ARM/x86,
    fp32 and the int8 graph, plus the teacher's own fp32 graph as latency baseline), the bench
@@ -108,6 +113,16 @@ def headline(rows: list[dict], deployed: str | None = None) -> dict:
     return out
 
 
+def plan_lines(ac: dict | None) -> list[str]:
+    if not ac:
+        return []
+    verdict = "met" if ac["criterion_met"] else "not met: the best plan trained"
+    return [f"Students: autocompress's chosen plan **{ac['chosen']}** (budget {ac['budget']}; "
+            f"validation F1 {ac['validation_f1']:.2f} vs the teacher's {ac['teacher_validation_f1']:.2f}, "
+            f"F1 criterion {verdict}; see the autocompress section), run from `{ac['plan_file']}`: "
+            "distill is its full trial, then the config's prune, quantize and export.", ""]
+
+
 def render(record: dict) -> str:
     from paddleqa.runtime.report import COLUMNS, format_cell
 
@@ -127,6 +142,7 @@ def render(record: dict) -> str:
            "or `benchmarks/teacher.py`, whose section gives its time)." if record.get("skipped_steps")
            else "."),
         "",
+        *plan_lines(record.get("autocompress")),
         "| " + " | ".join(c[1] for c in COLUMNS) + " |",
         "| " + " | ".join("---" if c[2] == "s" else "---:" for c in COLUMNS) + " |",
     ]
@@ -170,9 +186,20 @@ def render(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run_chain(args, cfg, run_dir: Path) -> list[str]:
+def plan_file(doc: dict, run_dir: Path) -> Path | None:
+    """Where ``paddleqa autocompress`` writes the chosen plan for this config (None: no search)."""
+    section = doc.get("autocompress")
+    if section is None:
+        return None
+    return Path(section.get("out_dir") or run_dir / "autocompress") / "plan.yaml"
+
+
+def _run_chain(args, cfg, run_dir: Path, plan: Path | None) -> list[str]:
     """Run the chain of ``cfg`` (a ``pipeline.RunPlan``) step by step with fixed thread settings;
-    returns the steps an earlier invocation (or teacher.py) had finished already."""
+    from the student on, the chain of ``plan`` (autocompress's chosen plan) when given. Returns
+    the steps an earlier invocation (or teacher.py) had finished already."""
+    from paddleqa import pipeline
+    from paddleqa.core.config import read_yaml
     from paddleqa.stages.runner import training_done
 
     skipped: list[str] = []
@@ -190,11 +217,15 @@ def _run_chain(args, cfg, run_dir: Path) -> list[str]:
     if cfg.augment is not None:  # finished stages are skipped by the pipeline itself
         run_logged([sys.executable, "-m", "paddleqa.cli", "run", args.config, "--only", "augment"],
                    all_threads, log_path)
+    config = args.config
+    if plan is not None:  # the search is resumable: timed plans and finished trials are kept
+        run_logged([sys.executable, "benchmarks/autocompress.py", args.config], base_env, log_path)
+        config, cfg = str(plan), pipeline.build_plan(read_yaml(plan))
     di = cfg.distill
     if di is not None and training_done(di):
         skipped.append("student")
     elif di is not None:
-        cmd = ["distill", "--config", args.config, "--resume"]
+        cmd = ["distill", "--config", config, "--resume"]
         if args.nproc > 1:
             run_logged([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
                         str(args.nproc), "--log_dir", str(run_dir / "launch_logs" / "distill"),
@@ -206,10 +237,19 @@ def _run_chain(args, cfg, run_dir: Path) -> list[str]:
     # the same code path, and the report takes that score.
     later = (["prune"] if cfg.prune is not None else []) + ["quantize", "export", "bench"]
     for stage in later:
-        run_logged([sys.executable, "-m", "paddleqa.cli", "run", args.config, "--only", stage],
+        run_logged([sys.executable, "-m", "paddleqa.cli", "run", config, "--only", stage],
                    all_threads, log_path)
     run_logged([sys.executable, "-m", "paddleqa.cli", "report", str(run_dir)], all_threads, log_path)
     return skipped
+
+
+def _chosen_plan(plan: Path | None) -> dict | None:
+    """The search's verdict next to its plan file (metrics.json), for the headline's text."""
+    if plan is None or not (ROOT / plan).with_name("metrics.json").exists():
+        return None
+    m = json.loads((ROOT / plan).with_name("metrics.json").read_text(encoding="utf-8"))
+    return {"plan_file": str(plan), **{k: m.get(k) for k in ("chosen", "budget", "criterion_met",
+                                                           "validation_f1", "teacher_validation_f1")}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nproc", type=int, default=2, help="data-parallel training processes")
     ap.add_argument("--out", default="BENCHMARKS.md")
     ap.add_argument("--record", default="benchmarks/pipeline.json", help="raw record of this benchmark")
+    ap.add_argument("--no-autocompress", action="store_true", help="the config's own distill "
+                    "student even when it has an autocompress section")
     ap.add_argument("--report-only", action="store_true",
                     help="re-render from the finished run (no training, no timing)")
     args = ap.parse_args(argv)
@@ -228,14 +270,17 @@ def main(argv: list[str] | None = None) -> int:
     doc = read_yaml(ROOT / args.config)
     cfg = pipeline.build_plan(doc)
     run_dir = ROOT / cfg.run_dir
-    layout = pipeline.run_layout(cfg)  # what `paddleqa run` writes to RUN_DIR/layout.json
-    report_dir = layout.folder(run_dir, "report")
     if cfg.bench is None or cfg.export is None:
         sys.exit(f"{args.config} needs export and bench sections for the headline benchmark")
+    plan = None if args.no_autocompress else plan_file(doc, Path(cfg.run_dir))
     started = time.time()
     skipped: list[str] = []  # steps already finished (by an earlier invocation or teacher.py)
     if not args.report_only:
-        skipped = _run_chain(args, cfg, run_dir)
+        skipped = _run_chain(args, cfg, run_dir, plan)
+    if plan is not None:  # the chain from the student on is the plan's
+        cfg = pipeline.build_plan(read_yaml(ROOT / plan))
+    layout = pipeline.run_layout(cfg)  # what `paddleqa run` writes to RUN_DIR/layout.json
+    report_dir = layout.folder(run_dir, "report")
     results = json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
     rows = [{k: r.get(k) for k in RESULT_KEYS} for r in results]
     (ROOT / "benchmarks" / "results.json").write_text(
@@ -251,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
               "skipped_steps": skipped if not args.report_only else previous.get("skipped_steps", []),
               "mkl_debug_cpu_type": bench.get("mkl_debug_cpu_type"),
               "report": str((report_dir / "report.md").relative_to(ROOT)),
-              "rows": rows, "headline": headline(rows, layout.deployed)}
+              "rows": rows, "headline": headline(rows, layout.deployed),
+              "autocompress": _chosen_plan(plan)}
     student = cfg.prune or cfg.distill
     sm = ROOT / student.output_dir / "metrics.json" if student else None
     if sm is not None and sm.exists():

@@ -23,9 +23,10 @@ HEADER = (
 
 
 def machine_info() -> dict:
-    from paddleqa.core.manifest import cpu_model
+    from paddleqa.core.manifest import cpu_isa, cpu_model
 
-    cpu = cpu_model()
+    isa = cpu_isa()
+    cpu = f"{cpu_model()} ({', '.join(isa) if isa else 'no AVX2 or AVX-512 reported'})"
     mem = 0.0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

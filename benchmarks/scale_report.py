@@ -161,7 +161,13 @@ def render(data: dict) -> str:
            f"{data['settings']['questions']} CMRC 2018 training questions, so **accuracy is not "
            "reported**: these rows measure shapes, memory, time, export and speed. Correctness is "
            "shown by every fp32 artifact agreeing with its dygraph model (max |Δlogit|) and by "
-           "the ARM `.nb` op report.", ""]
+           "the ARM `.nb` op report.", "",
+           "Paddle Inference's int8 PTQ (all ops) runs oneDNN's int8 kernels, whose speed depends on "
+           "the CPU's vector extensions (AVX-512 VNNI in particular): on some hosts that row is "
+           "many times slower than fp32. "
+           + ("The machine line lists the CPU's vector extensions." if "(" in m["cpu"] else
+              "This record predates the vector extensions in the machine line: it does not say "
+              "whether this CPU has them."), ""]
     models = [m for m in data["missing"] if " " not in m]
     timings = [m for m in data["missing"] if " " in m]
     if models or timings:

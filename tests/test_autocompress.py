@@ -135,3 +135,15 @@ def test_search_on_a_tiny_teacher(teacher_run, tmp_path, capsys):
     assert cli.main(["autocompress", str(config), "--speedup", "0.01"]) == 0
     assert json.loads(tables[0].read_text())["batches"] == before
     assert json.loads(capsys.readouterr().out)["chosen"] == metrics["chosen"]
+
+
+def test_machine_key_follows_the_vector_extensions(monkeypatch):
+    # two hosts with the same CPU name but different int8 hardware get different latency tables
+    from paddleqa.autocompress import latency
+    from paddleqa.core import manifest
+
+    assert set(manifest.cpu_isa()) <= set(manifest.ISA_FLAGS)
+    monkeypatch.setattr(latency, "cpu_isa", lambda: ["avx2"])
+    avx2 = latency.machine_key()
+    monkeypatch.setattr(latency, "cpu_isa", lambda: ["avx2", "avx512f", "avx512_vnni"])
+    assert latency.machine_key() != avx2

@@ -64,3 +64,26 @@ def test_without_a_qualifying_student_the_chains_product_is_the_headline():
     assert h["student"] == "int8 ptq" and h["qualifying"] is False  # 6 ms, F1 14
     assert h["student_file_row"] == "lite arm-int8 (ptq)" and h["student_file_f1_row"] == "int8 ptq"
     assert h["student_file_f1"] == 14.0 and h["met"]["f1"] is False
+
+
+def test_the_plan_file_follows_the_autocompress_section(tmp_path):
+    from pathlib import Path
+
+    from benchmarks.pipeline import plan_file
+
+    run = Path("runs/x")
+    assert plan_file({"run_dir": "runs/x"}, run) is None  # no section: the config's own student
+    assert plan_file({"autocompress": {"speedup": 6}}, run) == run / "autocompress" / "plan.yaml"
+    out = str(tmp_path / "search")
+    assert plan_file({"autocompress": {"out_dir": out}}, run) == Path(out) / "plan.yaml"
+
+
+def test_the_headline_names_the_chosen_plan_and_its_verdict():
+    from benchmarks.pipeline import plan_lines
+
+    assert plan_lines(None) == []  # --no-autocompress: nothing about a search
+    ac = {"plan_file": "runs/x/autocompress/plan.yaml", "chosen": "m-h64", "budget": "6x",
+          "criterion_met": False, "validation_f1": 29.9, "teacher_validation_f1": 37.8}
+    text = " ".join(plan_lines(ac))
+    assert "m-h64" in text and "not met" in text and "29.90" in text and "37.80" in text
+    assert "not met" not in " ".join(plan_lines({**ac, "criterion_met": True}))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.io import write_json
-from ..core.manifest import cpu_model, sha256_path, versions
+from ..core.manifest import cpu_isa, cpu_model, sha256_path, versions
 from ..runtime import bench
 from ..runtime.bundle import copy_tokenizer
 from ..stages import export
@@ -61,11 +61,17 @@ TEACHER_FORMS = {"paddle": "inference/model", "lite": "x86-fp32/model.nb", "onnx
 
 
 def machine_key() -> str:
-    """CPU model, core count and the versions that decide speed: the latency table's name."""
-    cpu = cpu_model()
+    """CPU model, its vector extensions, core count and the versions that decide speed: the
+    latency table's name."""
+    from importlib import metadata
+
     v = versions()
-    text = json.dumps([cpu, os.cpu_count(), v.get("paddlepaddle"), v.get("paddlelite"),
-                       v.get("onnxruntime")], sort_keys=True)
+    try:
+        ort = metadata.version("onnxruntime")
+    except metadata.PackageNotFoundError:
+        ort = "not installed"
+    text = json.dumps([cpu_model(), cpu_isa(), os.cpu_count(), v.get("paddlepaddle"),
+                       v.get("paddlelite"), ort], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

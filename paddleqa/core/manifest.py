@@ -62,6 +62,24 @@ def cpu_model(default: str = "unknown CPU") -> str:
     return platform.processor() or default
 
 
+# The vector extensions that decide int8 speed: oneDNN's int8 kernels (Paddle Inference's "all
+# ops" PTQ) need AVX-512 VNNI to be fast, and two hosts that both call themselves "AMD EPYC" may
+# differ here, so the benchmarks' machine lines and the latency table's key carry them.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_isa() -> list[str]:
+    """Which of ``ISA_FLAGS`` this CPU reports (``/proc/cpuinfo``); empty when unreadable."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in ISA_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and the stack packages (imports nothing heavy that is not loaded)."""
     from importlib import metadata
