@@ -72,6 +72,9 @@ FACTORS: dict[str, tuple[str, list[str]]] = {
     # (20,941 x 128, MIT) starts the word embeddings; and ELECTRA instead of masked-LM.
     "hybrid_lac": ("the hybrid, word embeddings started from jieba's trained lac_small table",
                    [*HYBRID, "finetune.arch.embeddings_from=jieba-lac"]),
+    "hybrid_lac_words": ("the hybrid + the jieba table + jieba word marks in the token types",
+                         [*HYBRID, "finetune.arch.embeddings_from=jieba-lac",
+                          "finetune.word_marks=true"]),
     "hybrid_lac_pretrain": ("the hybrid + the jieba table + masked-LM pre-training from it",
                             [*HYBRID, "finetune.arch.embeddings_from=jieba-lac", *PRETRAIN]),
     "hybrid_electra": ("the hybrid + ELECTRA pre-training (replaced-token detection) at "
@@ -84,7 +87,7 @@ FACTORS: dict[str, tuple[str, list[str]]] = {
 # measured is compared with it, paired
 ARM_OF: dict[str, tuple[str, ...]] = {
     "hybrid_wide": ("hybrid",), "hybrid_deep": ("hybrid",), "hybrid_pretrain": ("hybrid",),
-    "hybrid_lac": ("hybrid",), "hybrid_lac_pretrain": ("hybrid_pretrain", "hybrid_lac"),
+    "hybrid_lac": ("hybrid",), "hybrid_lac_words": ("hybrid_lac",), "hybrid_lac_pretrain": ("hybrid_pretrain", "hybrid_lac"),
     "hybrid_electra": ("hybrid_pretrain", "hybrid"),
     "hybrid_lac_electra": ("hybrid_lac_pretrain", "hybrid_lac", "hybrid")}
 

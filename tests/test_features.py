@@ -142,6 +142,34 @@ def test_overlap_types_mark_exactly_the_shared_characters(tiny_json, tok):
                 assert m == (3 if (t in c_tokens and not special) else 0), t
 
 
+def test_word_marks_add_four_to_exactly_the_tokens_inside_jieba_words(tiny_json, tok):
+    import jieba
+
+    from paddleqa.text.features import WORD_INSIDE, build_features
+
+    examples, _ = load_examples(tiny_json)
+    typed = FeatureParams(64, 24, 16, overlap_types=True)
+    plain = build_features(examples, tok, typed, train=True, progress=False)
+    marked = build_features(examples, tok, FeatureParams(64, 24, 16, overlap_types=True,
+                                                         word_marks=True), train=True, progress=False)
+    for key in ("input_ids", "offsets", "start_positions", "end_positions", "length"):
+        assert np.array_equal(plain[key], marked[key])
+    extra = marked["token_type_ids"] - plain["token_type_ids"]
+    assert set(np.unique(extra)) == {0, WORD_INSIDE}  # some tokens are inside words, some are not
+    # every context token is marked exactly when jieba's segmentation has no word starting there
+    for f in range(len(marked["input_ids"])):
+        ex = examples[marked["example_index"][f]]
+        starts = {a for _, a, _ in jieba.tokenize(ex.context)}
+        for t in np.nonzero(marked["offsets"][f, :, 0] >= 0)[0]:
+            a = int(marked["offsets"][f, t, 0])
+            assert extra[f, t] == (0 if a in starts else WORD_INSIDE), (ex.context, a)
+    # special tokens ([CLS], [SEP]) are never marked
+    for f in range(len(marked["input_ids"])):
+        ids = marked["input_ids"][f, : marked["length"][f]]
+        special = np.isin(ids, tok.all_special_ids)
+        assert not extra[f, : marked["length"][f]][special].any()
+
+
 def test_best_spans_equal_a_brute_force_ranking_with_ties():
     """best_spans keeps only each window's best pairs: the result must still be the brute-force
     n-best over every valid pair of every window (ties included, broken by position)."""

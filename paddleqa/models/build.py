@@ -127,6 +127,36 @@ def build_mlm_from_scratch(arch: ArchConfig, vocab_size: int, pad_token_id: int 
     return MLM_ARCHITECTURES[arch.kind](arch, vocab_size, pad_token_id)
 
 
+def widen_token_types(model, n_types: int) -> int:
+    """Give ``model`` at least ``n_types`` token types, in place; returns how many it had.
+
+    Type ``i`` of the wider table starts as a copy of type ``i mod old`` (types 4-7 as 0-3), so
+    the widened model computes exactly what it did before until training tells the new types
+    apart: a pretrained model (ERNIE 3.0 has 4 types) keeps what it knows, and a from-scratch one
+    draws the same random weights as without the new types. Updates ``model.config`` so that the
+    saved folder reloads with the wider table."""
+    import paddle
+
+    old = int(getattr(model.config, "type_vocab_size", 0) or 0)
+    if old >= n_types:
+        return old
+    found = False
+    for name, layer in list(model.named_sublayers()):
+        emb = getattr(layer, "token_type_embeddings", None)
+        if emb is None or not isinstance(emb, paddle.nn.Embedding):
+            continue
+        w = emb.weight.numpy()
+        wide = paddle.nn.Embedding(n_types, w.shape[1])
+        wide.weight.set_value(w[np.arange(n_types) % w.shape[0]])
+        layer.token_type_embeddings = wide
+        found = True
+    if not found:
+        raise PaddleQAError(f"{type(model).__name__} has no token_type_embeddings table to widen "
+                            f"to {n_types} token types; turn word_marks off for this model")
+    model.config.type_vocab_size = n_types
+    return old
+
+
 def load_model(name_or_dir: str):
     """A PaddleNLP QA model from a folder or hub name, with clear errors when it cannot load.
 

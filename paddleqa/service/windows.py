@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 # Private helpers of text.features, reused so the overlap marks cannot drift from training's.
-from ..text.features import FeatureParams, mark_overlap, non_matching_ids
+from ..text.features import WORD_INSIDE, FeatureParams, inside_words, mark_overlap, non_matching_ids
 
 log = logging.getLogger(__name__)
 
@@ -186,33 +186,44 @@ class Windows:
                 self._cache.popitem(last=False)
         return out
 
-    def question(self, text: str) -> np.ndarray:
+    def question(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Question ids, cut to ``max_query_length`` tokens as build_features cuts them (the text
-        is cut at that token's end and tokenized again)."""
+        is cut at that token's end and tokenized again), and their word marks (all False
+        without ``word_marks``)."""
         ids, offs = self.encode(text)
         m = self.params.max_query_length
         if len(ids) > m:
-            ids, _ = self.encode(text[: int(offs[m - 1, 1])])
-        return ids
+            text = text[: int(offs[m - 1, 1])]
+            ids, offs = self.encode(text)
+        return ids, self._marks(text, offs)
+
+    def _marks(self, text: str, offs: np.ndarray) -> np.ndarray:
+        if not self.params.word_marks:
+            return np.zeros(len(offs), dtype=bool)
+        return inside_words(text, offs, np.ones(len(offs), dtype=bool))
 
     def features(self, examples: Sequence, cached: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
         """``build_features(examples, train=False)``'s arrays; ``cached[i]``: keep example i's
         context tokens (a knowledge-base passage)."""
         L, stride = self.params.max_seq_len, self.params.doc_stride
-        rows: list[tuple[np.ndarray, int, np.ndarray, int]] = []  # (ids, question length, offsets, example)
-        q_cache: dict[str, np.ndarray] = {}
+        rows: list[tuple] = []  # (ids, question length, offsets, example, word marks)
+        q_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for i, ex in enumerate(examples):
-            q = q_cache.get(ex.question)
-            if q is None:
-                q = q_cache[ex.question] = self.question(ex.question)
+            hit = q_cache.get(ex.question)
+            if hit is None:
+                hit = q_cache[ex.question] = self.question(ex.question)
+            q, q_marks = hit
             c_ids, c_offs = (self.encode_cached if cached and cached[i] else self.encode)(ex.context)
+            c_marks = self._marks(ex.context, c_offs)
             room = L - len(q) - 3
             head = np.concatenate([[self.cls], q, [self.sep]]).astype(np.int32)
+            head_marks = np.concatenate([[False], q_marks, [False]])
             offset = 0
             while offset < len(c_ids):  # PaddleNLP's loop (tokenizer_utils._batch_prepare_for_model)
                 length = min(len(c_ids) - offset, room)
                 ids = np.concatenate([head, c_ids[offset: offset + length], [self.sep]])
-                rows.append((ids, len(head), c_offs[offset: offset + length], i))
+                marks = np.concatenate([head_marks, c_marks[offset: offset + length], [False]])
+                rows.append((ids, len(head), c_offs[offset: offset + length], i, marks))
                 if offset + length == len(c_ids):
                     break
                 offset += min(length, stride)
@@ -225,7 +236,7 @@ class Windows:
         offsets = np.full((n, L, 2), -1, dtype=np.int32)
         lengths = np.zeros(n, dtype=np.int32)
         example_index = np.zeros(n, dtype=np.int32)
-        for r, (ids, h, c_offs, ex_i) in enumerate(rows):
+        for r, (ids, h, c_offs, ex_i, marks) in enumerate(rows):
             k = len(ids)
             input_ids[r, :k] = ids
             types[r, h:k] = 1
@@ -233,6 +244,7 @@ class Windows:
             offsets[r, h: h + len(c_offs)][real] = c_offs[real]
             if self.no_match is not None:
                 mark_overlap(input_ids[r, :k], types[r, :k], self.no_match)
+            types[r, :k] += WORD_INSIDE * marks  # all False without word_marks
             lengths[r], example_index[r] = k, ex_i
         return {"input_ids": input_ids, "token_type_ids": types, "length": lengths,
                 "example_index": example_index, "offsets": offsets}

@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 from ..core.config import opt
 from ..core.errors import ConfigError
-from ..models.build import ArchConfig, build_from_scratch, load_model
+from ..models.build import ArchConfig, build_from_scratch, load_model, widen_token_types
 from ..models.tables import table_file
-from ..text.features import FeatureParams
+from ..text.features import TYPES_WITH_WORD_MARKS, FeatureParams
 from ..text.tokenizer import load_tokenizer
 from .training import Recipe, TrainSettings, provenance, start_embeddings, train
 
@@ -33,6 +33,8 @@ class FinetuneConfig(TrainSettings):
     max_query_length: int = opt(64, help="question tokens kept")
     overlap_types: bool = opt(False, help="mark question/context tokens that occur in both with "
                               "token types 2/3 (an exact-match signal for from-scratch models)")
+    word_marks: bool = opt(False, help="mark tokens inside a jieba word (not its first character) "
+                           "by adding 4 to their token type (the model gets 8 token types)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -46,7 +48,7 @@ class FinetuneConfig(TrainSettings):
 
     def feature_params(self):
         return FeatureParams(self.max_seq_len, self.doc_stride, self.max_query_length,
-                             self.overlap_types)
+                             self.overlap_types, self.word_marks)
 
 
 def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
@@ -69,6 +71,11 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
             if report:
                 recipe.metrics["embeddings_from"] = report
                 recipe.info["embeddings_from"] = provenance(report)
+        if params.word_marks:
+            had = widen_token_types(model, TYPES_WITH_WORD_MARKS)
+            if had < TYPES_WITH_WORD_MARKS:
+                log.info("word_marks: token types %d -> %d (the new ones start as copies)", had,
+                         TYPES_WITH_WORD_MARKS)
         n_types = getattr(model.config, "type_vocab_size", 0)
         if params.overlap_types and n_types < 4:
             raise ConfigError(f"overlap_types needs a model with >= 4 token types; {config.model} "

@@ -14,6 +14,7 @@ under a key made of the tokenizer's files, the parameters, the data and this mod
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -32,6 +33,10 @@ FEATURE_VERSION = 3
 
 # Token types when ``overlap_types`` is on (see FeatureParams).
 QUESTION, CONTEXT, CONTEXT_IN_QUESTION, QUESTION_IN_CONTEXT = 0, 1, 2, 3
+# With ``word_marks`` a token inside a jieba word (not its first) has WORD_INSIDE added to its
+# type: types 4-7 are types 0-3 inside a word, so the model needs 8 token types.
+WORD_INSIDE = 4
+TYPES_WITH_WORD_MARKS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +50,20 @@ class FeatureParams:
     pre-training cannot learn that character matching quickly on its own; with it the model needs
     no architecture change (ERNIE already embeds 4 token types). Off for pretrained models, whose
     type embeddings 2 and 3 were never trained.
+
+    ``word_marks`` adds jieba's word segmentation the same way (DrQA-style lexical features, for
+    a character-level reader that has never seen Chinese words): a question or context token that
+    starts inside a word rather than at its first character gets ``WORD_INSIDE`` added to its type
+    (after the overlap marks), so the type carries both signals and the model still takes one
+    input, in training, export and ``serve`` alike. Models get 8 token types for it
+    (:func:`paddleqa.models.build.widen_token_types`).
     """
 
     max_seq_len: int = 384
     doc_stride: int = 128
     max_query_length: int = 64
     overlap_types: bool = False
+    word_marks: bool = False
 
     def __post_init__(self) -> None:
         if self.max_query_length < 1:
@@ -78,7 +91,7 @@ def _truncate_question(tokenizer, question: str, max_tokens: int) -> str:
 def _tokenize(tokenizer, examples: Sequence[QAExample], params: FeatureParams):
     questions = [_truncate_question(tokenizer, ex.question, params.max_query_length) for ex in examples]
     contexts = [ex.context for ex in examples]
-    return tokenizer(
+    return questions, tokenizer(
         questions,
         contexts,
         stride=params.doc_stride,
@@ -105,7 +118,7 @@ def build_features(
     bar = tqdm(total=len(examples), desc="features", unit="q", disable=not progress, leave=False)
     for base in range(0, len(examples), chunk):
         batch = examples[base: base + chunk]
-        enc = _tokenize(tokenizer, batch, params)
+        questions, enc = _tokenize(tokenizer, batch, params)  # questions as cut
         for f, ids in enumerate(enc["input_ids"]):
             ex_i = enc["overflow_to_sample"][f]
             ex = batch[ex_i]
@@ -117,6 +130,11 @@ def build_features(
             row_types[:n] = types
             if no_match is not None:
                 mark_overlap(row_ids[:n], row_types[:n], no_match)
+            if params.word_marks:
+                tok = np.asarray(enc["offset_mapping"][f], dtype=np.int64).reshape(-1, 2)
+                q_in = inside_words(questions[ex_i], tok, np.asarray(types) == 0)
+                c_in = inside_words(ex.context, tok, np.asarray(types) == 1)
+                row_types[:n] += WORD_INSIDE * (q_in | c_in)
             # Character offsets for context tokens only; [SEP] and question tokens get -1.
             offs = np.full((L, 2), -1, dtype=np.int32)
             for t, (s, e) in enumerate(enc["offset_mapping"][f]):
@@ -170,6 +188,34 @@ def mark_overlap(ids: np.ndarray, types: np.ndarray, no_match: np.ndarray) -> No
     types[question & np.isin(ids, c_ids)] = QUESTION_IN_CONTEXT
 
 
+@functools.lru_cache(maxsize=8192)  # contexts repeat: several questions per passage
+def word_starts(text: str) -> np.ndarray:
+    """``[len(text) + 1]`` booleans: True where a jieba word starts (HMM on for unseen words).
+
+    jieba (already the synonym stage's segmenter) rather than LAC: it is deterministic, pure
+    Python and needs no model file at serving time; the same function runs in training and serve."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    starts = np.zeros(len(text) + 1, dtype=bool)
+    for _, a, _b in jieba.tokenize(text):
+        starts[a] = True
+    starts[len(text)] = True
+    return starts
+
+
+def inside_words(text: str, offsets: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """For each token (``offsets`` ``[n, 2]`` into ``text``) of ``side`` (a mask) that covers
+    text: whether it starts inside a jieba word of ``text``; False for every other token."""
+    covers = side & (offsets[:, 1] > offsets[:, 0])
+    out = np.zeros(len(offsets), dtype=bool)
+    if covers.any():
+        starts = word_starts(text)
+        at = np.clip(offsets[covers, 0], 0, len(text))
+        out[covers] = ~starts[at]
+    return out
+
+
 def _label(offs: np.ndarray, char_start: int, char_end: int) -> tuple[int, int]:
     """Token start/end of the answer in this window, or (0, 0) ([CLS]) if it is not wholly inside."""
     ctx = np.nonzero(offs[:, 0] >= 0)[0]
@@ -199,6 +245,17 @@ def examples_fingerprint(examples: Sequence[QAExample]) -> str:
     return h.hexdigest()
 
 
+def _key_params(params: FeatureParams) -> dict:
+    """The window settings in the cache key; with word marks also jieba's version (its
+    dictionary decides the marks). Without them the key is what it was before word marks."""
+    out = dataclasses.asdict(params)
+    if out.pop("word_marks"):
+        import jieba
+
+        out["word_marks"] = getattr(jieba, "__version__", "unknown")
+    return out
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("PADDLEQA_CACHE", Path.home() / ".cache" / "paddleqa")) / "features"
 
@@ -211,7 +268,7 @@ def cached_features(
     if cache_dir == "":
         return build_features(examples, tokenizer, params, train=train, progress=progress)
     key_src = json.dumps({
-        "version": FEATURE_VERSION, "train": train, "params": dataclasses.asdict(params),
+        "version": FEATURE_VERSION, "train": train, "params": _key_params(params),
         "tokenizer": tokenizer_fingerprint(tokenizer), "data": examples_fingerprint(examples),
     }, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
@@ -270,4 +327,5 @@ def feature_params_for(model_dir: str, max_seq_len: int = 0, doc_stride: int = 0
         max_query_length=max_query_length or trained.get("max_query_length", defaults.max_query_length),
         # Not overridable: it is part of what the model was trained to read.
         overlap_types=bool(trained.get("overlap_types", defaults.overlap_types)),
+        word_marks=bool(trained.get("word_marks", defaults.word_marks)),
     )
