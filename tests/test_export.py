@@ -383,8 +383,12 @@ def test_int8_embedding_tables_shrink_the_nb_and_agree_with_dygraph(teacher_run,
         assert b32 - b8 > 0.9 * saved
     bundle = json.loads((tmp_path / "int8" / "x86-fp32" / "bundle.json").read_text(encoding="utf-8"))
     assert bundle["embeddings"] == "int8"
-    # Paddle Inference and ONNX keep the fp32 graph.
+    # inference/ and ONNX keep the fp32 graph; Paddle Inference gets its own 8-bit-table model
     assert (tmp_path / "int8" / "inference" / "model.pdmodel").exists()
+    pi8 = m8["embedding_tables"]["inference"]
+    params32 = (tmp_path / "int8" / "inference" / "model.pdiparams").stat().st_size
+    params8 = (tmp_path / "int8" / "inference-int8-tables" / "model.pdiparams").stat().st_size
+    assert params32 - params8 > 0.9 * saved and pi8["bytes"] < m32["inference_model_bytes"]
     inputs, lengths = _batch(vocab=3000)
     ref_s, ref_e = _dygraph(model_dir, inputs)
     model = load_model(model_dir)
@@ -395,8 +399,11 @@ def test_int8_embedding_tables_shrink_the_nb_and_agree_with_dygraph(teacher_run,
         q_s = model(input_ids=paddle.to_tensor(inputs["input_ids"]),
                     token_type_ids=paddle.to_tensor(inputs["token_type_ids"]))[0].numpy()
     s, e = open_artifact(tmp_path / "int8" / "x86-fp32").predict(inputs)
-    # The .nb computes what the int8-table dygraph model computes ...
+    # The .nb and the Paddle Inference model compute what the int8-table dygraph model computes ...
     np.testing.assert_allclose(_real(s, lengths), _real(q_s, lengths), atol=1e-4)
+    runner = open_artifact(pi8["path"])
+    assert runner.backend == "paddle-inference"
+    np.testing.assert_allclose(_real(runner.predict(inputs)[0], lengths), _real(q_s, lengths), atol=1e-4)
     # ... which stays close to the fp32 model.
     assert np.abs(_real(s, lengths) - _real(ref_s, lengths)).max() < 0.05 * np.abs(ref_s).max() + 1e-3
     assert np.corrcoef(_real(e, lengths), _real(ref_e, lengths))[0, 1] > 0.99
@@ -413,10 +420,18 @@ def test_int8_rows_are_within_half_a_step_and_padding_embeds_to_zero():
     err = np.abs(q.astype(np.float32) * scale - w)
     err[3] = 0
     assert (err <= scale / 2 + 1e-7).all()
+    ids = paddle.to_tensor(np.array([[3, 7, 1]]))
     layer = Int8Embedding(w, padding_idx=3)
-    out = layer(paddle.to_tensor(np.array([[3, 7, 1]]))).numpy()
+    out = layer(ids).numpy()
     assert out.shape == (1, 3, 12) and not out[0, 0].any() and not out[0, 1].any()
     np.testing.assert_allclose(out[0, 2], w[1], atol=float(scale[1, 0]) / 2 + 1e-7)
+    # uint8 storage (Paddle Inference's graph): the same 8-bit values around a zero point of 128
+    u8 = Int8Embedding(w, padding_idx=3, storage="uint8")
+    assert u8.qweight.numpy().dtype == np.uint8
+    np.testing.assert_array_equal(u8(ids).numpy(), out)
+    np.testing.assert_array_equal(u8.dequantized(), layer.dequantized())
+    with pytest.raises(PaddleQAError, match="valid: int8, uint8"):
+        Int8Embedding(w, storage="int4")
     with pytest.raises(PaddleQAError, match="finite 2-D"):
         quantize_rows(np.full((2, 2), np.nan))
 

@@ -13,8 +13,11 @@ Written by hand because nothing in the stack does it: PaddleSlim's quantizers an
 ``--quant_model`` leave embedding lookups in fp32. Paddle's static-graph ``gather`` and ``cast``
 wrappers reject int8 in their Python dtype checks although the operators (and Lite's kernels)
 take it, so the two ops are appended with ``LayerHelper`` when tracing. Paddle Inference has no
-int8 ``gather`` kernel on CPU: a graph with these tables is a Lite-only graph (export keeps the
-fp32 inference model for Paddle Inference and ONNX; ONNX int8 quantizes its Gather itself).
+int8 ``gather`` kernel on CPU, and Lite none for uint8 (both checked): so a table is stored
+either as int8 (``storage="int8"``, the Lite graph) or as uint8 with a zero point of 128
+(``storage="uint8"``: ``(cast(gather(table_u8, ids)) - 128) * gather(scale, ids)``, the Paddle
+Inference graph); both hold the same 8-bit values and compute the same embeddings. ONNX int8
+quantizes its Gather itself.
 """
 from __future__ import annotations
 
@@ -51,39 +54,51 @@ def _append(kind: str, x, attrs: dict, inputs: dict, dtype):
     return out
 
 
-class Int8Embedding(_layer_base()):
-    """An embedding lookup from an int8 table with a per-row scale (see the module doc)."""
+STORAGES = {"int8": 0, "uint8": 128}  # storage dtype -> zero point (see the module doc)
 
-    def __init__(self, weight: np.ndarray, padding_idx: int | None = None):
+
+class Int8Embedding(_layer_base()):
+    """An embedding lookup from an 8-bit table with a per-row scale (see the module doc)."""
+
+    def __init__(self, weight: np.ndarray, padding_idx: int | None = None, storage: str = "int8"):
         import paddle
 
         super().__init__()
+        if storage not in STORAGES:
+            raise PaddleQAError(f"unknown table storage {storage!r}; valid: {', '.join(STORAGES)}")
         q, scale = quantize_rows(weight, padding_idx)
+        self.zero_point = STORAGES[storage]
+        if self.zero_point:
+            q = (q.astype(np.int16) + self.zero_point).astype(np.uint8)
         self.num_embeddings, self.embedding_dim = q.shape
         self.register_buffer("qweight", paddle.to_tensor(q), persistable=True)
         self.register_buffer("qscale", paddle.to_tensor(scale), persistable=True)
 
     def dequantized(self) -> np.ndarray:
-        return self.qweight.numpy().astype(np.float32) * self.qscale.numpy()
+        return (self.qweight.numpy().astype(np.float32) - self.zero_point) * self.qscale.numpy()
 
     def forward(self, ids):
         import paddle
 
         flat = paddle.reshape(ids, [-1])
-        if paddle.in_dynamic_mode():
-            rows = paddle.cast(paddle.nn.functional.embedding(flat, self.qweight), "float32")
+        if paddle.in_dynamic_mode():  # embedding's kernel takes int8, not uint8; gather the reverse
+            rows = paddle.cast(paddle.gather(self.qweight, flat) if self.zero_point
+                               else paddle.nn.functional.embedding(flat, self.qweight), "float32")
         else:  # tracing: the ops take int8, their Python wrappers do not (see the module doc)
             rows = _append("gather", self.qweight, {"overwrite": True}, {"Index": flat},
                            self.qweight.dtype)
             rows = _append("cast", rows, {"in_dtype": self.qweight.dtype,
                                           "out_dtype": paddle.float32}, {}, paddle.float32)
+        if self.zero_point:
+            rows = rows - float(self.zero_point)
         out = rows * paddle.gather(self.qscale, flat)
         dims = paddle.shape(ids)  # dynamic axes stay dynamic; the width is static for shape inference
         return paddle.reshape(out, [dims[i] for i in range(len(ids.shape))] + [self.embedding_dim])
 
 
-def quantize_embeddings(model) -> dict:
-    """Replace every ``nn.Embedding`` of ``model`` (in place) by :class:`Int8Embedding`.
+def quantize_embeddings(model, storage: str = "int8") -> dict:
+    """Replace every ``nn.Embedding`` of ``model`` (in place) by :class:`Int8Embedding` with
+    ``storage`` (int8: the Lite graph; uint8: the Paddle Inference graph).
 
     Returns the report export records: the tables (name, rows, width), their fp32 and int8
     bytes (scales included), and the largest absolute change of any table entry.
@@ -99,7 +114,7 @@ def quantize_embeddings(model) -> dict:
             pad = child._padding_idx
             if pad is not None and pad < 0:
                 pad += weight.shape[0]
-            q8 = Int8Embedding(weight, pad)
+            q8 = Int8Embedding(weight, pad, storage)
             keep = np.ones(len(weight), bool)
             if pad is not None:
                 keep[pad] = False

@@ -45,7 +45,10 @@ from .lite import TARGETS, fusion_report, lite_op_counts, lite_optimize, same_as
 log = logging.getLogger(__name__)
 
 EMBEDDING_FORMS = ("fp32", "int8")
-INT8_TABLES_PREFIX = "inference-int8-tables/model"  # the Lite-only graph (see models.int8tables)
+# int8 embedding tables (see models.int8tables): the graph the Lite bundles are converted from
+# (int8 storage), and the Paddle Inference model beside OUT/inference/ (uint8 storage)
+LITE_INT8_TABLES_PREFIX = "lite-int8-tables/model"
+INT8_TABLES_PREFIX = "inference-int8-tables/model"
 
 
 @dataclasses.dataclass
@@ -73,7 +76,8 @@ class ExportConfig:
                           "quantize_dynamic), run by ONNX Runtime's integer kernels; needs onnx: true")
     embeddings: str = opt("fp32", help="embedding tables of the Lite bundles: fp32, or int8 (an "
                           "int8 table + a per-row scale, dequantised in the graph; Lite keeps "
-                          "lookup tables fp32 otherwise). The inference model and ONNX stay fp32")
+                          "lookup tables fp32 otherwise), and then also inference-int8-tables/ "
+                          "for Paddle Inference. inference/ and ONNX stay fp32")
 
     def __post_init__(self) -> None:
         for name in ("model", "out_dir"):
@@ -214,17 +218,27 @@ def _inference_model(config: ExportConfig, model_dir: Path, params: FeatureParam
 
 def _int8_tables_model(config: ExportConfig, model_dir: Path, params: FeatureParams,
                        out: Path) -> tuple[Path, Path, dict]:
-    """The model traced again with int8 embedding tables into ``OUT/inference-int8-tables/``."""
+    """The model traced again with 8-bit embedding tables: int8 storage into
+    ``OUT/lite-int8-tables/`` (returned: what the Lite bundles take), and uint8 storage into
+    ``OUT/inference-int8-tables/`` with the tokenizer (a Paddle Inference artifact)."""
+    import copy
+
     from ..models.graph import export_inference
     from ..models.int8tables import quantize_embeddings
 
+    static = params.max_seq_len if config.static_seq_len else 0
     model = load_model(str(model_dir))
+    for_inference = copy.deepcopy(model)
     report = quantize_embeddings(model)
     log.info("int8 embedding tables: %d tables, %.2f -> %.2f MiB, max |change| %.3g",
              len(report["tables"]), report["fp32_bytes"] / 2**20, report["int8_bytes"] / 2**20,
              report["max_abs_error"])
-    files = export_inference(model, out / INT8_TABLES_PREFIX,
-                             static_seq_len=params.max_seq_len if config.static_seq_len else 0)
+    files = export_inference(model, out / LITE_INT8_TABLES_PREFIX, static_seq_len=static)
+    quantize_embeddings(for_inference, storage="uint8")
+    pi = export_inference(for_inference, out / INT8_TABLES_PREFIX, static_seq_len=static)
+    copy_tokenizer(model_dir, pi["pdmodel"].parent)
+    report["inference"] = {"path": str(pi["pdmodel"].parent),
+                           "bytes": pi["pdmodel"].stat().st_size + pi["pdiparams"].stat().st_size}
     return files["pdmodel"], files["pdiparams"], report
 
 
@@ -321,6 +335,8 @@ def run(config: ExportConfig) -> dict:
         lite_src.seq_len, lite_src.embeddings = src.seq_len, "int8"
 
     bundles, ops_report, outputs, skipped = {}, {}, {"inference_model": pdmodel}, {}
+    if tables:  # the Paddle Inference model with 8-bit tables
+        outputs["inference_int8_tables"] = out / f"{INT8_TABLES_PREFIX}.pdmodel"
     for target in config.targets:
         for precision in config.precisions:
             if precision not in TARGETS[target].precisions:
