@@ -99,4 +99,15 @@ def test_exported_graphs_read_word_marked_windows_as_dygraph_does(marked_run, tm
         for row, k in enumerate(lengths):
             np.testing.assert_allclose(s[row, :k], ref[row, :k], atol=1e-4)
     assert "jieba word" in (out / "x86-fp32" / "README.md").read_text(encoding="utf-8")
+    # every artifact folder carries the setting evaluate and serve read, and scores as dygraph
+    from paddleqa.runtime.evaluate import EvaluateConfig, run as evaluate
+
+    preds = {}
+    for name, artifact in {"dygraph": model, "lite": out / "x86-fp32", "onnx": out / "onnx"}.items():
+        if name != "dygraph":
+            assert feature_params_for(str(artifact)).word_marks
+        evaluate(EvaluateConfig(model=str(artifact), data_file=str(data),
+                                out_dir=str(tmp_path / name), progress=False))
+        preds[name] = json.loads((tmp_path / name / "predictions.json").read_text(encoding="utf-8"))
+    assert preds["dygraph"] == preds["lite"] == preds["onnx"]
     shutil.rmtree(out)
