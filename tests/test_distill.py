@@ -1,5 +1,6 @@
 """Distillation: KD vanishes for a perfect student, a smaller student trains, saves and reloads."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,30 @@ def test_smaller_student_distils_saves_and_reloads(teacher_run, tmp_path, capsys
     assert ev["f1"] == pytest.approx(metrics["dev_f1"], abs=1e-6)
     # Rerunning the pipeline skips the finished stage.
     assert pipeline.run(doc, only="distill")["distill"] == json.loads((out / "metrics.json").read_text())
+
+
+def test_extra_training_files_reach_the_student_alone_and_are_recorded(teacher_run, tmp_path):
+    from conftest import TINY, write_json
+
+    _, data, base = teacher_run
+    extra = json.loads(json.dumps(TINY))
+    for art in extra["data"]:  # other questions over the same passages: a second labelled set
+        for par in art["paragraphs"]:
+            for qa in par["qas"]:
+                qa["id"] = "x" + qa["id"]
+    extra_file = write_json(tmp_path / "extra.json", extra)
+    doc = _distill_doc(teacher_run, tmp_path, student={"num_layers": 1}, epochs=1,
+                       extra_train_files=[str(extra_file)])
+    metrics = pipeline.run(doc, only="distill")["distill"]
+    assert metrics["extra_train_questions"] == 3
+    assert metrics["train_questions"] == 3 + 3  # the training file's and the extra file's
+    manifest = json.loads((tmp_path / "distill" / "manifest.json").read_text(encoding="utf-8"))
+    assert "extra_train_file_0" in json.dumps(manifest["inputs"])
+    # the teacher was not retrained on it: its own record still counts the training file only
+    t = json.loads((Path(base["run_dir"]) / "teacher" / "metrics.json").read_text(encoding="utf-8"))
+    assert t["train_questions"] == 3
+    with pytest.raises(ConfigError, match="dev file"):
+        pipeline.build_plan(_distill_doc(teacher_run, tmp_path, extra_train_files=[str(data)]))
 
 
 @pytest.mark.parametrize("change, message", [

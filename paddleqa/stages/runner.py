@@ -33,14 +33,14 @@ from . import (
     prune as prune_stage,
     quantize as quantize_stage,
 )
-from .training import run_inputs
+from .training import extra_file_inputs, run_inputs
 
 log = logging.getLogger(__name__)
 
 
 def training_inputs(config: Any) -> dict[str, str]:
     """The inputs a training stage (finetune, distill, prune) records in its manifest."""
-    inputs = {"train_file": config.train_file, "dev_file": config.dev_file}
+    inputs = {"train_file": config.train_file, **extra_file_inputs(config), "dev_file": config.dev_file}
     if getattr(config, "teacher", ""):
         inputs["teacher"] = config.teacher
     return inputs

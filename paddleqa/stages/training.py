@@ -48,6 +48,10 @@ class TrainSettings(ScheduleSettings, FeatureSettings, AnswerSettings):
     validation_file: str = opt("", help="held-out training questions (the data stage's split by "
                                "context) for the per-epoch curve and the score settings are chosen "
                                "on; '' = the curve uses dev_file")
+    extra_train_files: list[str] = opt(factory=list, help="more training files only this stage "
+                                       "reads, merged with train_file: e.g. DRCD (after `paddleqa "
+                                       "data simplify`) for a student alone, whose distill loss "
+                                       "adds the teacher's predictions on it to the gold spans")
     output_dir: str = opt("", help="run folder: checkpoints/, model/, metrics, manifest")
     eval_each_epoch: bool = opt(True, help="score the validation file (else the dev file) after "
                                 "every epoch: the learning curve", result=False)
@@ -62,6 +66,10 @@ class TrainSettings(ScheduleSettings, FeatureSettings, AnswerSettings):
             raise ValueError("train_file is required")
         if not self.output_dir:
             raise ValueError("output_dir is required")
+        for f in self.extra_train_files:
+            if not f or (self.dev_file and Path(f).resolve() == Path(self.dev_file).resolve()):
+                raise ValueError(f"extra_train_files: {f!r} is empty or the dev file; list training "
+                                 "files only (the dev file's scores must stay unseen)")
         for name in ("n_best", "max_answer_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -131,10 +139,15 @@ def _check_output_dir(config: TrainSettings, resume: bool, inputs: dict[str, str
     return last
 
 
+def extra_file_inputs(config: Any) -> dict[str, str]:
+    """``extra_train_files`` as manifest inputs (name -> path), so a changed file retrains."""
+    return {f"extra_train_file_{i}": f for i, f in enumerate(getattr(config, "extra_train_files", []))}
+
+
 def run_inputs(config: Any, inputs: dict[str, str]) -> dict[str, str]:
     """What decides a training run's checkpoints besides its config: ``inputs`` (name -> path)
-    and, for a TrainSettings, its training file (pretrain's inputs say it all)."""
-    return {"train_file": getattr(config, "train_file", ""), **inputs}
+    and, for a TrainSettings, its training files (pretrain's inputs say it all)."""
+    return {"train_file": getattr(config, "train_file", ""), **extra_file_inputs(config), **inputs}
 
 
 def start_run(config: Any, resume: bool, inputs: dict[str, str], stage: str) -> str | None:
@@ -190,8 +203,8 @@ def train(config: TrainSettings, recipe: Recipe, *, resume: bool = False,
     }
     metrics.update(recipe.metrics)
     _save_and_score(config, recipe, model, model_dir, metrics, replicas, predict, data)
-    inputs = {"train_file": config.train_file, "dev_file": config.dev_file or None,
-              "validation_file": config.validation_file or None}
+    inputs = {"train_file": config.train_file, **extra_file_inputs(config),
+              "dev_file": config.dev_file or None, "validation_file": config.validation_file or None}
     inputs.update({k: p for k, p in recipe.inputs.items() if p and Path(p).exists()})
     write_manifest(out, recipe.stage, to_dict(config), inputs, {"model": model_dir}, metrics,
                    started=started)
@@ -208,6 +221,7 @@ class TrainingData:
     dev_examples: list  # QAExample ([] without a dev file)
     train_feats: dict[str, np.ndarray]  # training windows with their span labels
     validation_examples: list  # QAExample ([] without a validation file)
+    extra_questions: int = 0  # of train_examples, how many came from extra_train_files
 
 
 def load_training_data(config: TrainSettings, recipe: Recipe) -> TrainingData:
@@ -217,6 +231,14 @@ def load_training_data(config: TrainSettings, recipe: Recipe) -> TrainingData:
     if not train_examples:
         raise PaddleQAError(f"{config.train_file}: no usable training questions "
                             f"({train_report.dropped} dropped; see `paddleqa data check`)")
+    extra = 0
+    for f in config.extra_train_files:
+        more, report = load_examples(f, mode="train", max_context_chars=config.max_context_chars)
+        if not more:
+            raise PaddleQAError(f"{f} (extra_train_files): no usable training questions "
+                                f"({report.dropped} dropped; see `paddleqa data check`)")
+        log.info("%s: %d more training questions (extra_train_files)", f, len(more))
+        train_examples, extra = train_examples + more, extra + len(more)
     dev_examples, validation_examples = [], []
     if config.dev_file:
         dev_examples, _ = load_examples(config.dev_file, mode="eval",
@@ -229,7 +251,8 @@ def load_training_data(config: TrainSettings, recipe: Recipe) -> TrainingData:
     log.info("training on %d questions -> %d windows (%d without the answer inside)",
              len(train_examples), len(train_feats["input_ids"]),
              int((train_feats["start_positions"] == 0).sum()))
-    return TrainingData(train_examples, train_report, dev_examples, train_feats, validation_examples)
+    return TrainingData(train_examples, train_report, dev_examples, train_feats, validation_examples,
+                        extra)
 
 
 def _learning_curve(out: Path, last_checkpoint: str | None) -> list[dict[str, Any]]:
@@ -272,6 +295,7 @@ def _data_metrics(data: TrainingData) -> dict[str, Any]:
     """What the training run read: questions, windows, what loading dropped and repaired."""
     return {
         "train_questions": len(data.train_examples),
+        "extra_train_questions": data.extra_questions,
         "train_windows": int(len(data.train_feats["input_ids"])),
         "train_dropped": data.train_report.dropped,
         "train_repaired": data.train_report.repaired,
