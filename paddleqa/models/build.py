@@ -152,7 +152,7 @@ def widen_token_types(model, n_types: int) -> int:
         found = True
     if not found:
         raise PaddleQAError(f"{type(model).__name__} has no token_type_embeddings table to widen "
-                            f"to {n_types} token types; turn word_marks off for this model")
+                            f"to {n_types} token types; turn word_marks and entity_marks off for this model")
     model.config.type_vocab_size = n_types
     return old
 

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 # Private helpers of text.features, reused so the overlap marks cannot drift from training's.
-from ..text.features import WORD_INSIDE, FeatureParams, inside_words, mark_overlap, non_matching_ids
+from ..text.features import FeatureParams, lexical_marks, mark_overlap, non_matching_ids
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +188,8 @@ class Windows:
 
     def question(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Question ids, cut to ``max_query_length`` tokens as build_features cuts them (the text
-        is cut at that token's end and tokenized again), and their word marks (all False
-        without ``word_marks``)."""
+        is cut at that token's end and tokenized again), and what the lexical marks add to their
+        types (all 0 without ``word_marks`` and ``entity_marks``)."""
         ids, offs = self.encode(text)
         m = self.params.max_query_length
         if len(ids) > m:
@@ -198,9 +198,9 @@ class Windows:
         return ids, self._marks(text, offs)
 
     def _marks(self, text: str, offs: np.ndarray) -> np.ndarray:
-        if not self.params.word_marks:
-            return np.zeros(len(offs), dtype=bool)
-        return inside_words(text, offs, np.ones(len(offs), dtype=bool))
+        if not (self.params.word_marks or self.params.entity_marks):
+            return np.zeros(len(offs), dtype=np.int64)
+        return lexical_marks(text, offs.astype(np.int64), np.ones(len(offs), dtype=bool), self.params)
 
     def features(self, examples: Sequence, cached: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
         """``build_features(examples, train=False)``'s arrays; ``cached[i]``: keep example i's
@@ -217,12 +217,12 @@ class Windows:
             c_marks = self._marks(ex.context, c_offs)
             room = L - len(q) - 3
             head = np.concatenate([[self.cls], q, [self.sep]]).astype(np.int32)
-            head_marks = np.concatenate([[False], q_marks, [False]])
+            head_marks = np.concatenate([[0], q_marks, [0]])
             offset = 0
             while offset < len(c_ids):  # PaddleNLP's loop (tokenizer_utils._batch_prepare_for_model)
                 length = min(len(c_ids) - offset, room)
                 ids = np.concatenate([head, c_ids[offset: offset + length], [self.sep]])
-                marks = np.concatenate([head_marks, c_marks[offset: offset + length], [False]])
+                marks = np.concatenate([head_marks, c_marks[offset: offset + length], [0]])
                 rows.append((ids, len(head), c_offs[offset: offset + length], i, marks))
                 if offset + length == len(c_ids):
                     break
@@ -244,7 +244,7 @@ class Windows:
             offsets[r, h: h + len(c_offs)][real] = c_offs[real]
             if self.no_match is not None:
                 mark_overlap(input_ids[r, :k], types[r, :k], self.no_match)
-            types[r, :k] += WORD_INSIDE * marks  # all False without word_marks
+            types[r, :k] += marks.astype(np.int32)  # all 0 without lexical marks
             lengths[r], example_index[r] = k, ex_i
         return {"input_ids": input_ids, "token_type_ids": types, "length": lengths,
                 "example_index": example_index, "offsets": offsets}

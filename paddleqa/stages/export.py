@@ -119,7 +119,7 @@ Inputs (batch B, sequence S <= {bundle['max_seq_len']}):
 | name | dtype | shape | value |
 | --- | --- | --- | --- |
 | input_ids | int64 | [B, S] | token ids, padding = {bundle['pad_token_id']} |
-| token_type_ids | int64 | [B, S] | 0 question, 1 context{', 2/3 tokens found on both sides' if bundle['overlap_types'] else ''}{'; +4 for a token inside a jieba word (not its first character)' if bundle.get('word_marks') else ''} |
+| token_type_ids | int64 | [B, S] | 0 question, 1 context{', 2/3 tokens found on both sides' if bundle['overlap_types'] else ''}{'; +4 for a token inside a jieba word (not its first character)' if bundle.get('word_marks') else ''}{'; +8 x its LAC entity class (paddleqa.text.features.ENTITY_CLASSES)' if bundle.get('entity_marks') else ''} |
 | position_ids | int64 | [B, S] | 0, 1, ..., S-1 |
 | attention_mask | float32 | [B, S] | 1 real token, 0 padding |
 
@@ -269,7 +269,7 @@ def _bundle_json(src: ExportSource, target: str, label: str, nb: Path, folder: P
         "outputs": [{"name": n, "dtype": "float32", "shape": [-1, src.seq_len]} for n in OUTPUT_NAMES],
         "max_seq_len": params.max_seq_len, "doc_stride": params.doc_stride,
         "max_query_length": params.max_query_length, "overlap_types": params.overlap_types,
-        "word_marks": params.word_marks, "pad_token_id": int(src.pad_token_id), "vocab_sha256": src.vocab_sha256,
+        "word_marks": params.word_marks, "entity_marks": params.entity_marks, "pad_token_id": int(src.pad_token_id), "vocab_sha256": src.vocab_sha256,
         "tokenizer_files": [f for f in TOKENIZER_FILES if (folder / f).exists()],
         "paddlelite_version": src.paddlelite_version,
         "source": {"model": str(src.model_dir), "model_sha256": sha256_path(src.model_dir),

