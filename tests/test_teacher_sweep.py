@@ -54,3 +54,18 @@ def test_arms_are_paired_without_a_base_and_budgets_make_separate_tables(tmp_pat
     text = render(record)
     assert text.index("### 556 steps") < text.index("### 150 steps")
     assert "`hybrid_lac` vs `hybrid`" in text
+
+
+def test_a_reproduced_row_keeps_its_comparison_with_a_row_measured_elsewhere(tmp_path, tiny_json):
+    record = merged(None, _call([_row(tmp_path, "hybrid", ["7天", "错", "错"], tiny_json),
+                                 _row(tmp_path, "hybrid_lac", ["7天", "3个工作日", "错"], tiny_json)], 556))
+    (tmp_path / "hybrid.json").unlink()  # the hybrid's predictions are gone (another machine)
+    (tmp_path / "again").mkdir()
+    again = _row(tmp_path / "again", "hybrid_lac", ["7天", "3个工作日", "错"], tiny_json)
+    kept = {r["name"]: r for r in merged(record, _call([again], 556))["budgets"]["556"]["rows"]}
+    [arm] = kept["hybrid_lac"]["arms"]
+    assert arm["vs"] == "hybrid" and arm["earlier_call"] and arm["delta"] == pytest.approx(100 / 3, abs=0.01)
+    # a re-run with other scores does not inherit the old comparison
+    other = {**_row(tmp_path / "again", "hybrid_lac", ["错", "错", "错"], tiny_json), "validation_f1": 5.0}
+    changed = {r["name"]: r for r in merged(record, _call([other], 556))["budgets"]["556"]["rows"]}
+    assert not changed["hybrid_lac"].get("arms")
