@@ -63,7 +63,7 @@ def cpu_model(default: str = "unknown CPU") -> str:
 
 
 # The vector extensions that decide int8 speed: oneDNN's int8 kernels (Paddle Inference's "all
-# ops" PTQ) need AVX-512 VNNI to be fast, and two hosts that both call themselves "AMD EPYC" may
+# ops" PTQ) depend on them (AVX-512 VNNI in particular), and two hosts that both call themselves "AMD EPYC" may
 # differ here, so the benchmarks' machine lines and the latency table's key carry them.
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 

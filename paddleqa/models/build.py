@@ -141,7 +141,7 @@ def widen_token_types(model, n_types: int) -> int:
     if old >= n_types:
         return old
     found = False
-    for name, layer in list(model.named_sublayers()):
+    for layer in model.sublayers():
         emb = getattr(layer, "token_type_embeddings", None)
         if emb is None or not isinstance(emb, paddle.nn.Embedding):
             continue

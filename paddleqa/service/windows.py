@@ -198,15 +198,13 @@ class Windows:
         return ids, self._marks(text, offs)
 
     def _marks(self, text: str, offs: np.ndarray) -> np.ndarray:
-        if not (self.params.word_marks or self.params.entity_marks):
-            return np.zeros(len(offs), dtype=np.int64)
         return lexical_marks(text, offs.astype(np.int64), np.ones(len(offs), dtype=bool), self.params)
 
     def features(self, examples: Sequence, cached: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
         """``build_features(examples, train=False)``'s arrays; ``cached[i]``: keep example i's
         context tokens (a knowledge-base passage)."""
         L, stride = self.params.max_seq_len, self.params.doc_stride
-        rows: list[tuple] = []  # (ids, question length, offsets, example, word marks)
+        rows: list[tuple] = []  # (ids, question length, offsets, example, lexical marks)
         q_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for i, ex in enumerate(examples):
             hit = q_cache.get(ex.question)
