@@ -252,24 +252,14 @@ def lexical_marks(text: str, offsets: np.ndarray, side: np.ndarray, params: Feat
     """What ``word_marks`` and ``entity_marks`` add to the types of the tokens of ``side`` (a
     mask; ``offsets`` ``[n, 2]`` into ``text``) that cover text; 0 for every other token."""
     out = np.zeros(len(offsets), dtype=np.int64)
-    if params.word_marks:
-        out += WORD_INSIDE * inside_words(text, offsets, side)
     covers = side & (offsets[:, 1] > offsets[:, 0])
-    if params.entity_marks and covers.any():
-        at = np.clip(offsets[covers, 0], 0, max(len(text) - 1, 0))
+    if not covers.any():
+        return out
+    at = np.clip(offsets[covers, 0], 0, max(len(text) - 1, 0))  # each token's first character
+    if params.word_marks:  # a token that does not start a jieba word is inside one
+        out[covers] += WORD_INSIDE * ~word_starts(text)[at]
+    if params.entity_marks:
         out[covers] += ENTITY_STEP * char_entities(text)[at]
-    return out
-
-
-def inside_words(text: str, offsets: np.ndarray, side: np.ndarray) -> np.ndarray:
-    """For each token (``offsets`` ``[n, 2]`` into ``text``) of ``side`` (a mask) that covers
-    text: whether it starts inside a jieba word of ``text``; False for every other token."""
-    covers = side & (offsets[:, 1] > offsets[:, 0])
-    out = np.zeros(len(offsets), dtype=bool)
-    if covers.any():
-        starts = word_starts(text)
-        at = np.clip(offsets[covers, 0], 0, len(text))
-        out[covers] = ~starts[at]
     return out
 
 
