@@ -99,3 +99,26 @@ def test_distillation_with_the_cache_trains_as_without_it(teacher_run, tmp_path)
     assert done.all() and len(done) == with_cache["train_windows"]
     manifest = json.loads((tmp_path / "True" / "distill" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["config"]["teacher_cache"] is True
+
+
+def test_the_benchmark_keeps_whole_passages_and_reports_both_runs(tmp_path):
+    from benchmarks import teacher_cache as bench
+
+    from conftest import TINY, write_json
+
+    src = write_json(tmp_path / "train.json", TINY)
+    n = bench.subset(src, 1, tmp_path / "sub.json")
+    kept = json.loads((tmp_path / "sub.json").read_text(encoding="utf-8"))
+    first = json.loads(src.read_text(encoding="utf-8"))["data"][0]["paragraphs"][0]
+    assert kept["data"][0]["paragraphs"][0] == first and n == len(first["qas"]) >= 1
+    row = {"global_step": 30, "epochs": 3.0, "train_windows": 40, "train_loss": 2.0,
+           "validation_em": 10.0, "validation_f1": 30.0}
+    record = {"command": "python benchmarks/teacher_cache.py", "record": bench.RECORD,
+              "machine": {"cpu": "x", "cores": 2, "paddlepaddle": "2.6.2"}, "nproc": 2,
+              "config": "c.yaml", "teacher": "t", "questions": n,
+              "rows": {"off": {**row, "train_seconds": 90.0},
+                       "on": {**row, "train_seconds": 45.0, "validation_f1": 30.5,
+                              "teacher_cache": {"hits": 20, "misses": 10}}}}
+    text = bench.render(record)
+    assert "**2.00x faster**" in text and "| on | 30 | 45 | 1.50 | 20 / 10 |" in text
+    assert "differs by +0.50" in text
