@@ -123,6 +123,15 @@ def teacher_run(tmp_path_factory):
     return tmp, data, doc
 
 
+def distill_doc(teacher_run, tmp_path, **distill):
+    """``teacher_run``'s pipeline document with a distill section (``distill`` overrides)."""
+    _, data, doc = teacher_run
+    doc = json.loads(json.dumps(doc))
+    doc["distill"] = {"output_dir": str(tmp_path / "distill"), "epochs": 2, "batch_size": 4,
+                      "learning_rate": 0.001, "save_steps": 4, "logging_steps": 2, **distill}
+    return doc
+
+
 def _pipeline():
     from paddleqa import pipeline
 

@@ -8,15 +8,7 @@ import pytest
 from paddleqa import cli, pipeline
 from paddleqa.core.config import ConfigError, from_dict
 
-from conftest import tiny_pipeline_doc
-
-
-def _distill_doc(teacher_run, tmp_path, **distill):
-    _, data, doc = teacher_run
-    doc = json.loads(json.dumps(doc))
-    doc["distill"] = {"output_dir": str(tmp_path / "distill"), "epochs": 2, "batch_size": 4,
-                      "learning_rate": 0.001, "save_steps": 4, "logging_steps": 2, **distill}
-    return doc
+from conftest import distill_doc as _distill_doc, tiny_pipeline_doc
 
 
 def test_distillation_loss_is_zero_for_a_student_equal_to_the_teacher(teacher_run, tmp_path):

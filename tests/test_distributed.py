@@ -129,3 +129,25 @@ def test_one_process_builds_the_others_wait_and_reuse(tmp_path):
     # Released: the three were all waiting at once; one builds, the other two find its work.
     outs = sorted(p.communicate(timeout=60)[0].split()[1] for p in procs)
     assert outs == ["built", "found", "found"]
+
+
+def test_two_process_distillation_shares_one_teacher_cache(tmp_path, tiny_json):
+    base = tmp_path / "kd"
+    cfg = _setup(base, tiny_json)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "paddleqa.cli", "-q", "run", str(cfg), "--only", "finetune"],
+                   check=True, cwd=REPO, env=env)
+    doc = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    doc["distill"] = {"epochs": 3, "batch_size": 1, "save_steps": 100, "eval_each_epoch": False,
+                      "hidden_weight": 0.5, "student": {"num_layers": 1}}
+    cfg.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "paddleqa.cli", "distill", "--config", str(cfg),
+                           "--nproc", "2"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads(proc.stdout)
+    assert metrics["replicas_identical"] is True
+    stats = metrics["teacher_cache"]
+    # epoch 1 computes every window (each rank its half), later epochs read what either wrote
+    assert stats["hits"] > 0 and stats["misses"] > 0
+    assert np.load(Path(stats["path"]) / "done.npy", allow_pickle=False).all()

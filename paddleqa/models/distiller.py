@@ -70,10 +70,13 @@ class Distiller(nn.Layer):
     synchronised by DataParallel, nor written into checkpoints.
     """
 
-    def __init__(self, student, teacher, objective: Objective):
+    def __init__(self, student, teacher, objective: Objective, cache=None):
         super().__init__()
         self.student = student
         self._teacher = [teacher]
+        # the teacher's outputs per window (paddleqa.models.teachercache), outside the layer tree
+        self._cache = [cache]
+        self.takes_window = cache is not None  # the Trainer's batches then carry window indices
         self.objective = objective
         self.pad_id = student.config.pad_token_id or 0
         self.prediction_loss = losses.lookup(losses.PREDICTION_LOSSES, objective.prediction_loss,
@@ -94,8 +97,8 @@ class Distiller(nn.Layer):
             else:
                 self._spans.append(None)
 
-    def forward(self, input_ids, token_type_ids, start_positions, end_positions):
-        obj, teacher = self.objective, self._teacher[0]
+    def forward(self, input_ids, token_type_ids, start_positions, end_positions, window=None):
+        obj = self.objective
         mask = (input_ids != self.pad_id).astype("int64")
         flags = {flag: any(t.feature == name for t in obj.terms if t.weight > 0)
                  for name, (_, flag) in FEATURES.items()}
@@ -111,21 +114,41 @@ class Distiller(nn.Layer):
         loss = obj.alpha * losses.span_ce(*s_logits, start_positions, end_positions, mask)
         if obj.alpha == 1 and not any(t.weight > 0 for t in obj.terms):
             return (loss,)  # gold spans only (a labels-only twin): the teacher is not run
-        with paddle.no_grad():
-            t_out = teacher(input_ids=input_ids, **common)
-        t_logits = (t_out.start_logits.detach(), t_out.end_logits.detach())
+        t_logits, t_feats = self._teacher_outputs(input_ids, common, mask, window)
         if obj.alpha < 1:
             loss = loss + (1 - obj.alpha) * self.prediction_loss(
                 s_logits, t_logits, mask, temperature=obj.temperature)
         for term, span in zip(obj.terms, self._spans):
             if term.weight > 0:
-                loss = loss + term.weight * self._term_loss(term, span, s_out, t_out, mask)
+                loss = loss + term.weight * self._term_loss(term, span, s_out, t_feats, mask)
         return (loss,)
 
-    def _term_loss(self, term: Term, span, s_out, t_out, mask):
+    def _teacher_outputs(self, input_ids, common: dict, mask, window):
+        """((start, end) logits, {output name: states}) of the teacher on this batch: read from
+        the cache when it holds every window of the batch, else computed (and then cached)."""
+        cache = self._cache[0]
+        windows = window.numpy().astype("int64") if cache is not None and window is not None else None
+        if windows is not None:
+            hit = cache.get(windows, input_ids.shape[1])
+            if hit is not None:
+                start, end, hidden = hit
+                states = [None] * (max(hidden, default=-1) + 1)
+                for i, h in hidden.items():
+                    states[i] = paddle.to_tensor(h)
+                return (paddle.to_tensor(start), paddle.to_tensor(end)), {"hidden_states": states}
+        with paddle.no_grad():
+            t_out = self._teacher[0](input_ids=input_ids, **common)
+        logits = (t_out.start_logits.detach(), t_out.end_logits.detach())
+        feats = {attr: getattr(t_out, attr) for attr, _ in FEATURES.values()}
+        if windows is not None:
+            cache.put(windows, mask.sum(axis=1).numpy(), logits[0].numpy(), logits[1].numpy(),
+                      {i: feats["hidden_states"][i].numpy() for i in cache.hidden_layers})
+        return logits, feats
+
+    def _term_loss(self, term: Term, span, s_out, t_feats: dict, mask):
         attr = FEATURES[term.feature][0]
         student_states: Sequence = getattr(s_out, attr)
-        teacher_states = [x.detach() for x in getattr(t_out, attr)]
+        teacher_states = [x if x is None else x.detach() for x in t_feats[attr]]
         fn = losses.INTERMEDIATE_LOSSES[term.loss]
         projections = list(self.projections)[span[0]: span[1]] if span else None
         return fn(student_states, teacher_states, list(term.pairs), mask, projections)

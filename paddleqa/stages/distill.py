@@ -154,6 +154,10 @@ class KDSettings(TrainSettings):
     noise_prob: float = opt(0.0, help="share of training windows whose student word embeddings "
                             "get Gaussian noise (epsilon)")
     noise_std: float = opt(0.0, help="standard deviation of that noise (sigma)")
+    teacher_cache: bool = opt(True, help="keep the teacher's logits and compared hidden states "
+                              "(float16) per training window on disk after their first use, "
+                              "under cache_dir/teacher-outputs/, and read them back on later "
+                              "epochs, trials and stages instead of running the teacher again")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -272,12 +276,32 @@ def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bo
                  100 * extra["non_embedding_ratio"])
         from ..models.distiller import Distiller  # imports paddle: deferred to training time
 
-        return Distiller(student, teacher, objective), student
+        cache = _teacher_cache(config, objective, data.train_feats, teacher.config.hidden_size)
+        if cache is not None:
+            extra["teacher_cache"] = cache.stats  # counted during training (rank 0's batches)
+        return Distiller(student, teacher, objective, cache), student
 
     recipe = Recipe(stage, tokenizer, params, build,
                     inputs={"teacher": config.teacher, **(inputs or {})},
                     info=info, metrics=extra)
     return train(config, recipe, resume=resume, callbacks=callbacks)
+
+
+def _teacher_cache(config: KDSettings, objective, feats, hidden_size: int):
+    """The teacher cache for this run (:mod:`paddleqa.models.teachercache`), or None: off in the
+    config, nothing of the teacher is read (labels only), or an attention term (not cached)."""
+    needs_teacher = objective.alpha < 1 or any(t.weight > 0 for t in objective.terms)
+    if not (config.teacher_cache and needs_teacher):
+        return None
+    if any(t.feature != "hidden" and t.weight > 0 for t in objective.terms):
+        log.info("teacher cache off: attention maps are not cached; the teacher runs live")
+        return None
+    from ..models.teachercache import open_cache
+    from ..text.features import default_cache_dir
+
+    layers = {t for term in objective.terms if term.weight > 0 for _, t in term.pairs}
+    root = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) / "teacher-outputs"
+    return open_cache(root, config.teacher, feats, layers, hidden_size)
 
 
 def _teacher_dev_scores(config: KDSettings) -> dict[str, float]:

@@ -32,11 +32,14 @@ class WindowDataset:
     """Training windows as dicts of numpy rows, trimmed to their true length.
 
     Rows are visited through a fixed permutation drawn from ``seed``, so the seed decides the
-    batch order even though the sampler below shuffles by epoch number alone.
+    batch order even though the sampler below shuffles by epoch number alone. ``with_index``:
+    each row also carries ``window``, its row number in ``feats`` (what a teacher cache is
+    indexed by).
     """
 
-    def __init__(self, feats: dict[str, np.ndarray], seed: int):
+    def __init__(self, feats: dict[str, np.ndarray], seed: int, with_index: bool = False):
         self.feats = feats
+        self.with_index = with_index
         self.order = np.random.RandomState(seed).permutation(len(feats["input_ids"]))
 
     def __len__(self) -> int:
@@ -45,12 +48,15 @@ class WindowDataset:
     def __getitem__(self, j: int) -> dict[str, Any]:
         i = int(self.order[j])
         n = int(self.feats["length"][i])
-        return {
+        row = {
             "input_ids": self.feats["input_ids"][i, :n],
             "token_type_ids": self.feats["token_type_ids"][i, :n],
             "start_positions": self.feats["start_positions"][i],
             "end_positions": self.feats["end_positions"][i],
         }
+        if self.with_index:
+            row["window"] = i
+        return row
 
 
 def window_collator(pad_id: int) -> Callable[[Sequence[dict[str, Any]]], dict[str, np.ndarray]]:
@@ -67,12 +73,15 @@ def window_collator(pad_id: int) -> Callable[[Sequence[dict[str, Any]]], dict[st
         for k, r in enumerate(rows):
             ids[k, : len(r["input_ids"])] = r["input_ids"]
             types[k, : len(r["token_type_ids"])] = r["token_type_ids"]
-        return {
+        batch = {
             "input_ids": ids,
             "token_type_ids": types,
             "start_positions": np.asarray([r["start_positions"] for r in rows], dtype=np.int64),
             "end_positions": np.asarray([r["end_positions"] for r in rows], dtype=np.int64),
         }
+        if "window" in rows[0]:
+            batch["window"] = np.asarray([r["window"] for r in rows], dtype=np.int64)
+        return batch
 
     return collate
 
@@ -167,11 +176,12 @@ def training_arguments(config: Any) -> TrainingArguments:
 def make_trainer(config: Any, trainable, tokenizer, train_feats: dict[str, np.ndarray],
                  callbacks: Sequence[Any]) -> ResumableTrainer:
     """The Trainer of a training stage's ``config`` (a ``TrainSettings``): its schedule, its
-    checkpoints in ``output_dir/checkpoints``, the windows ``train_feats`` in seeded order."""
+    checkpoints in ``output_dir/checkpoints``, the windows ``train_feats`` in seeded order (with
+    their row numbers when ``trainable.takes_window``: a distiller reading a teacher cache)."""
     return ResumableTrainer(
         model=trainable,
         args=training_arguments(config),
-        train_dataset=WindowDataset(train_feats, config.seed),
+        train_dataset=WindowDataset(train_feats, config.seed, getattr(trainable, "takes_window", False)),
         data_collator=window_collator(tokenizer.pad_token_id or 0),
         tokenizer=tokenizer,
         callbacks=list(callbacks),
