@@ -112,7 +112,7 @@ def _init(c: dict, a: dict) -> str:
     if c.get("model"):
         return "from " + c["model"]
     if a.get("embeddings_from"):
-        return f"random init but the word embeddings (from the trained table {a['embeddings_from']})"
+        return f"random weights except the word embeddings (the trained table {a['embeddings_from']})"
     return "random init"
 
 
@@ -164,8 +164,8 @@ def render(r: dict) -> str:
     em_ok, f1_ok = r["dev_em"] >= TARGET_EM, r["dev_f1"] >= TARGET_F1
     lines += [f"Target: dev EM >= {TARGET_EM:.0f} and F1 >= {TARGET_F1:.0f} -- "
               f"{'reached' if em_ok and f1_ok else 'not reached'} (EM {r['dev_em']:.2f}, F1 "
-              f"{r['dev_f1']:.2f}). The model starts from "
-              f"{'the pretrained folder ' + c['model'] if c.get('model') else 'random weights (no pretrained Chinese weights are reachable offline)'}"
+              f"{r['dev_f1']:.2f}). The model starts from {_init(c, r['config']['arch'])}"
+              f"{'' if c.get('model') else ' (no pretrained Chinese transformer weights are reachable offline)'}"
               f" and sees {r['train_questions']:,} questions for {r['epochs']:g} epochs on "
               f"{r['machine']['cores']} CPU cores; the 'Teacher ablation' section shows which ingredients "
               "helped at an equal budget. A pretrained ERNIE (a local folder in `finetune.model`) goes "
