@@ -61,8 +61,7 @@ class TeacherCache:
                  hidden_size: int):
         self.folder = Path(folder)
         self.hidden_layers = tuple(sorted(set(hidden_layers)))
-        shapes = {"logits": ((n, 2, max_len), "float32"), "done": ((n,), "uint8")}
-        shapes.update({f"hidden_{i}": ((n, max_len, hidden_size), "float16") for i in self.hidden_layers})
+        shapes = array_shapes(n, max_len, self.hidden_layers, hidden_size)
         self.folder.mkdir(parents=True, exist_ok=True)
         with file_lock(self.folder / ".lock", f"creating the teacher cache {self.folder}"):
             if not (self.folder / META).exists():
@@ -108,6 +107,14 @@ class TeacherCache:
             self.arrays["done"][w] = 1  # last: a window is read only once its rows are complete
 
 
+def array_shapes(n: int, max_len: int, hidden_layers: Sequence[int], hidden_size: int
+                 ) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) of every array a cache of ``n`` windows keeps."""
+    shapes = {"logits": ((n, 2, max_len), "float32"), "done": ((n,), "uint8")}
+    shapes.update({f"hidden_{i}": ((n, max_len, hidden_size), "float16") for i in sorted(set(hidden_layers))})
+    return shapes
+
+
 def nbytes(shapes: dict[str, tuple[tuple[int, ...], str]]) -> int:
     return sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in shapes.values())
 
@@ -119,10 +126,8 @@ def open_cache(root: str | Path, teacher_dir: str | Path, feats: dict[str, np.nd
     runs out of space kills the process."""
     n, max_len = feats["input_ids"].shape
     layers = tuple(sorted(set(hidden_layers)))
-    shapes = {"logits": ((n, 2, max_len), "float32")}
-    shapes.update({f"h{i}": ((n, max_len, hidden_size), "float16") for i in layers})
     folder = Path(root) / cache_key(teacher_dir, feats, layers)
-    need = nbytes(shapes)
+    need = nbytes(array_shapes(n, max_len, layers, hidden_size))
     Path(root).mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(root).free
     if not (folder / META).exists() and free < 1.2 * need:
