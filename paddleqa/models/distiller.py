@@ -61,6 +61,11 @@ class Objective:
     noise_prob: float = 0.0
     noise_std: float = 0.0
 
+    @property
+    def reads_teacher(self) -> bool:
+        """Whether the loss uses the teacher at all (not for a labels-only twin)."""
+        return self.alpha < 1 or any(t.weight > 0 for t in self.terms)
+
 
 class Distiller(nn.Layer):
     """The layer the Trainer optimises: the student plus any width projections.
@@ -112,7 +117,7 @@ class Distiller(nn.Layer):
             s_out = self.student(input_ids=input_ids, **common)
         s_logits = (s_out.start_logits, s_out.end_logits)
         loss = obj.alpha * losses.span_ce(*s_logits, start_positions, end_positions, mask)
-        if obj.alpha == 1 and not any(t.weight > 0 for t in obj.terms):
+        if not obj.reads_teacher:
             return (loss,)  # gold spans only (a labels-only twin): the teacher is not run
         t_logits, t_feats = self._teacher_outputs(input_ids, common, mask, window)
         if obj.alpha < 1:

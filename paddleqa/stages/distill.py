@@ -290,8 +290,7 @@ def kd_run(config: KDSettings, stage: str, make_student: Callable, *, resume: bo
 def _teacher_cache(config: KDSettings, objective, feats, hidden_size: int):
     """The teacher cache for this run (:mod:`paddleqa.models.teachercache`), or None: off in the
     config, nothing of the teacher is read (labels only), or an attention term (not cached)."""
-    needs_teacher = objective.alpha < 1 or any(t.weight > 0 for t in objective.terms)
-    if not (config.teacher_cache and needs_teacher):
+    if not (config.teacher_cache and objective.reads_teacher):
         return None
     if any(t.feature != "hidden" and t.weight > 0 for t in objective.terms):
         log.info("teacher cache off: attention maps are not cached; the teacher runs live")
