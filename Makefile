@@ -29,7 +29,7 @@ quickstart: install
 
 # The headline benchmark: configs/cmrc2018.yaml end to end (teacher, autocompress's chosen
 # student, int8, Lite export, latency, report; resumable); writes BENCHMARKS.md and
-# benchmarks/results.json. About 1.5 hours on 2 cores with --no-autocompress; the search adds
+# benchmarks/results.json. About 2 hours on 2 cores with --no-autocompress; the search adds
 # an estimated 1-1.5 hours (not yet measured inside make bench).
 bench: install
 	$(PY) benchmarks/pipeline.py
