@@ -1,7 +1,7 @@
 """The ``paddleqa`` command: one subcommand per stage, global flags, error handling.
 
 The stage commands' flags come from their config dataclasses (:mod:`.commands`, :mod:`.flags`);
-data check/fetch, score and ``run`` are in :mod:`.tools`. Building the parser imports no paddle.
+data check/fetch, score, ``run`` and ``cache`` are in :mod:`.tools`. Building the parser imports no paddle.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ COMMANDS: dict[str, Callable] = {
     "ask": commands.adder("ask"),
     "score": tools.add_score,
     "run": tools.add_run,
+    "cache": tools.add_cache,
 }
 
 

@@ -1,9 +1,11 @@
-"""The commands that are not one stage config: data check/fetch/simplify, score, and ``run`` (the chain)."""
+"""The commands that are not one stage config: data check/fetch/simplify, score, ``run`` (the chain)
+and ``cache`` (list/clean the on-disk caches)."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 from .. import pipeline
@@ -12,6 +14,7 @@ from ..core.errors import PaddleQAError
 from ..core.io import write_json
 from ..core.settings import ContextLimit
 from ..core.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, scores_with_intervals
+from ..runtime import caches
 from ..runtime.compare import read_predictions
 from ..text import cmrc2018
 from ..text.dataset import gold_references, load_examples, to_squad_json
@@ -139,3 +142,45 @@ def run_summary(results: dict[str, dict], run_dir: str) -> dict:
     if results.get("report"):
         summary["report"] = results["report"]["report_html"]
     return summary
+
+
+# ---------------------------------------------------------------- cache list, cache clean
+def add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="list or remove the on-disk caches (features, packed corpora, "
+                                     "teacher outputs)")
+    csub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    dir_help = ("the stages' cache_dir (default: $PADDLEQA_CACHE/features, else "
+                "~/.cache/paddleqa/features)")
+    ls = csub.add_parser("list", help="every cache entry: kind, size on disk, last use")
+    ls.add_argument("--cache-dir", default=None, help=dir_help)
+    ls.set_defaults(func=_cmd_cache_list)
+    c = csub.add_parser("clean", help="remove cache entries (each is rebuilt by the run that needs it); "
+                                      "entries in use by another process are kept")
+    c.add_argument("--cache-dir", default=None, help=dir_help)
+    c.add_argument("--kind", action="append", choices=caches.KINDS, default=None,
+                   help="only this kind (repeatable; default: all)")
+    c.add_argument("--older-than", type=float, default=0.0, metavar="DAYS",
+                   help="only entries last used more than DAYS days ago (default 0: all)")
+    c.add_argument("--dry-run", action="store_true", help="report what would be removed, remove nothing")
+    c.set_defaults(func=_cmd_cache_clean)
+
+
+def _cache_root(args) -> Path:
+    from ..text.features import default_cache_dir
+
+    return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+
+
+def _cmd_cache_list(args) -> int:
+    root, now = _cache_root(args), time.time()
+    found = caches.entries(root)
+    print_json({"root": str(root), "entries": [e.as_json(now) for e in found],
+                "total_bytes": sum(e.disk_bytes for e in found),
+                "total_mib": round(sum(e.disk_bytes for e in found) / 2**20, 1)})
+    return 0
+
+
+def _cmd_cache_clean(args) -> int:
+    print_json(caches.clean(_cache_root(args), kinds=tuple(args.kind or caches.KINDS),
+                            older_than_days=args.older_than, dry_run=args.dry_run))
+    return 0

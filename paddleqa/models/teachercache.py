@@ -19,6 +19,7 @@ the teacher live.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 META = "meta.json"
+# Held shared by every process that has the cache open (``paddleqa cache clean`` skips a
+# folder whose lock it cannot take exclusively); separate from ``.lock``, which is taken
+# exclusively while the files are created.
+IN_USE = "in-use.lock"
 
 
 def cache_key(teacher_dir: str | Path, feats: dict[str, np.ndarray], hidden_layers: Sequence[int]) -> str:
@@ -81,7 +86,18 @@ class TeacherCache:
                 raise ValueError(f"teacher cache {self.folder / name}.npy holds {arr.dtype} "
                                  f"{arr.shape}, expected {dtype} {shape}; delete the folder")
             self.arrays[name] = arr
+        self._in_use = open(self.folder / IN_USE, "a+")
+        fcntl.flock(self._in_use, fcntl.LOCK_SH)
+        os.utime(self.folder / META)  # its mtime is the cache's last use
         self.stats = {"path": str(self.folder), "hits": 0, "misses": 0}
+
+    def close(self) -> None:
+        """Flush the arrays and release the in-use lock (also done when the process ends)."""
+        for arr in self.arrays.values():
+            arr.flush()
+        self.arrays = {}
+        if not self._in_use.closed:
+            self._in_use.close()  # closing the file releases its flock
 
     def get(self, windows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]] | None:
         """(start [b, width], end [b, width], {layer: hidden [b, width, H] float32}) of the

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -219,6 +220,7 @@ def _sequences(config: PretrainConfig, corpus: Corpus, tokenizer) -> tuple[Seque
     with file_lock(folder / f"corpus-{digest}.lock", "packing the corpus"):
         if cache.exists() and record.exists():
             log.info("packed corpus: %s (cached)", cache)
+            os.utime(cache)  # its mtime is the cache's last use (`paddleqa cache list`)
             return Sequences.load(cache), json.loads(record.read_text(encoding="utf-8"))
         log.info("corpus: %d documents, %d characters from %d files; packing into sequences of <= "
                  "%d tokens", len(corpus.documents), corpus.summary()["characters"],

@@ -333,6 +333,7 @@ def cached_features(
             try:
                 with np.load(path) as data:
                     feats = {k: data[k] for k in data.files}
+                os.utime(path)  # its mtime is the cache's last use (`paddleqa cache list`)
                 log.info("loaded %d cached features from %s", len(feats["input_ids"]), path)
                 return feats
             except (OSError, ValueError, KeyError) as exc:  # a damaged cache file is rebuilt
