@@ -11,13 +11,14 @@ twins, so their sizes are reported and the x86 score stands for them). Score a m
 run's validation split (``RUN/data/validation.json``), not on dev: this is a setting one may
 choose by. Each call adds (or replaces) its model's row in ``benchmarks/int8_tables.json`` and
 writes the "int8-tables" section of BENCHMARKS.md. Resumable: a finished export or evaluation
-folder is skipped by the stage runner's own skip.
+folder is kept, unless its export was made from weights other than the model folder's now.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,9 +26,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import machine_info, record_main, run_logged  # noqa: E402
+from paddleqa.core.manifest import sha256_path  # noqa: E402
 
 RECORD = "benchmarks/int8_tables.json"
 FORMS = ("fp32", "int8")
+
+
+def _drop_stale(out: Path, model_sha: str, log_path: Path) -> None:
+    """Set aside this name's exports and scores when they were made from other weights (the model
+    folder was retrained in place), so a re-run measures the model it names."""
+    for form in FORMS:
+        manifest = out / f"export-{form}" / "manifest.json"
+        if not manifest.exists():
+            continue
+        made_from = json.loads(manifest.read_text(encoding="utf-8"))["inputs"]["model"]["sha256"]
+        if made_from != model_sha:
+            for sub in (f"export-{form}", f"eval-{form}", "compare"):
+                if (out / sub).exists():
+                    shutil.rmtree(out / sub)
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(f"# {manifest.parent.name} was made from other weights (sha256 "
+                         f"{made_from[:12]}, now {model_sha[:12]}): exported and scored again\n")
 
 
 def measure(args) -> dict:
@@ -37,6 +56,7 @@ def measure(args) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cli = [sys.executable, "-m", "paddleqa.cli"]
     row = {"name": args.name, "model": args.model, "data": args.data, "bundles": {}}
+    _drop_stale(out, sha256_path(ROOT / args.model), log_path)
     for form in FORMS:
         exp = out / f"export-{form}"
         if not (exp / "manifest.json").exists():
