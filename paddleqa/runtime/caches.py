@@ -30,7 +30,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..models.teachercache import IN_USE, META
+from ..models.teachercache import IN_USE, META, nbytes
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ def _teacher_entry(folder: Path) -> CacheEntry:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
         done = np.load(folder / "done.npy", mmap_mode="r", allow_pickle=False)
         detail = {"windows": int(done.shape[0]), "cached_windows": int(np.count_nonzero(done)),
-                  "full_gib": round(sum(int(np.prod(s)) * np.dtype(d).itemsize
-                                        for s, d in meta["arrays"].values()) / 2**30, 2)}
+                  "full_gib": round(nbytes(meta["arrays"]) / 2**30, 2)}
         last = (folder / META).stat().st_mtime
     except (OSError, ValueError, KeyError, TypeError) as exc:  # half-created or damaged: still ours
         detail = {"unreadable": str(exc)}
