@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import machine_info, record_main, run_logged  # noqa: E402
+from paddleqa.core.freshness import read_record, recorded_sha  # noqa: E402
 from paddleqa.core.manifest import sha256_path  # noqa: E402
 
 RECORD = "benchmarks/int8_tables.json"
@@ -33,20 +34,19 @@ FORMS = ("fp32", "int8")
 
 
 def _drop_stale(out: Path, model_sha: str, log_path: Path) -> None:
-    """Set aside this name's exports and scores when they were made from other weights (the model
+    """Remove this name's exports and scores when they were made from other weights (the model
     folder was retrained in place), so a re-run measures the model it names."""
     for form in FORMS:
-        manifest = out / f"export-{form}" / "manifest.json"
-        if not manifest.exists():
+        record = read_record(out / f"export-{form}")
+        made_from = recorded_sha(record, "model") if record else None
+        if record is None or made_from == model_sha:
             continue
-        made_from = json.loads(manifest.read_text(encoding="utf-8"))["inputs"]["model"]["sha256"]
-        if made_from != model_sha:
-            for sub in (f"export-{form}", f"eval-{form}", "compare"):
-                if (out / sub).exists():
-                    shutil.rmtree(out / sub)
-            with open(log_path, "a", encoding="utf-8") as fh:
-                fh.write(f"# {manifest.parent.name} was made from other weights (sha256 "
-                         f"{made_from[:12]}, now {model_sha[:12]}): exported and scored again\n")
+        for sub in (f"export-{form}", f"eval-{form}", "compare"):
+            if (out / sub).exists():
+                shutil.rmtree(out / sub)
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(f"# export-{form} was made from other weights (sha256 {str(made_from)[:12]}, "
+                     f"now {model_sha[:12]}): exported and scored again\n")
 
 
 def measure(args) -> dict:

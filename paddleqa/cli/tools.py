@@ -174,9 +174,9 @@ def _cache_root(args) -> Path:
 def _cmd_cache_list(args) -> int:
     root, now = _cache_root(args), time.time()
     found = caches.entries(root)
+    total = sum(e.disk_bytes for e in found)
     print_json({"root": str(root), "entries": [e.as_json(now) for e in found],
-                "total_bytes": sum(e.disk_bytes for e in found),
-                "total_mib": round(sum(e.disk_bytes for e in found) / 2**20, 1)})
+                "total_bytes": total, "total_mib": round(total / 2**20, 1)})
     return 0
 
 

@@ -92,7 +92,8 @@ def read_record(out_dir: str | os.PathLike, prefix: str = "") -> dict[str, Any] 
     return record
 
 
-def _recorded_sha(record: Mapping[str, Any], name: str) -> str | None:
+def recorded_sha(record: Mapping[str, Any], name: str) -> str | None:
+    """The sha256 a stage's record (:func:`read_record`) holds for its input ``name``, if any."""
     entry = (record.get("inputs") or {}).get(name)
     return entry.get("sha256") if isinstance(entry, Mapping) else None
 
@@ -111,7 +112,7 @@ def finished_reason(out_dir: str | os.PathLike, config: Any, inputs: Mapping[str
     for name, p in inputs.items():
         if not p:
             continue
-        if not Path(p).exists() or _recorded_sha(record, name) != sha256_path(p):
+        if not Path(p).exists() or recorded_sha(record, name) != sha256_path(p):
             return f"input {name} changed"
     for name, rec in (record.get("outputs") or {}).items():
         path = rec.get("path") if isinstance(rec, Mapping) else None
@@ -130,7 +131,7 @@ def resume_reason(out_dir: str | os.PathLike, config: Any, inputs: Mapping[str, 
     diff = config_diff(config, record.get("config"))
     if diff:
         return f"its checkpoints were made with a different config (differs in: {', '.join(diff)})"
-    changed = sorted(k for k, sha in input_hashes(inputs).items() if _recorded_sha(record, k) != sha)
+    changed = sorted(k for k, sha in input_hashes(inputs).items() if recorded_sha(record, k) != sha)
     if changed:
         return f"{', '.join(changed)} changed since its checkpoints were made"
     return None

@@ -101,8 +101,9 @@ def entries(root: str | Path) -> list[CacheEntry]:
 @contextlib.contextmanager
 def _unused(entry: CacheEntry) -> Iterator[bool]:
     """Holds the entry's lock exclusively for the body when no other process holds it (yields
-    True), else yields False at once: a run that starts meanwhile waits for the removal and then
-    rebuilds the cache."""
+    True), else yields False at once. A feature or corpus build that starts meanwhile waits on
+    that lock and then rebuilds the file; a teacher cache takes its in-use lock only after
+    opening its arrays, so a training run opening it during the removal is not held back."""
     entry.lock.parent.mkdir(parents=True, exist_ok=True)
     with open(entry.lock, "a+") as fh:
         try:
