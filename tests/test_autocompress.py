@@ -87,6 +87,42 @@ def test_the_plan_yaml_reproduces_the_chosen_student(tmp_path):
     assert plan.distill.max_steps == 40 and plan.export.embeddings == "int8"
 
 
+def test_plans_of_a_run_that_prunes_carry_the_share_and_keep_old_keys():
+    space = SearchSpace(kinds=["mobilenet", "ernie"], hidden_sizes=[64], num_layers=[1],
+                        conv_blocks=[0, 1], ffn_ratios=[2], embedding_sizes=[16],
+                        embedding_forms=["fp32"])
+    plain = candidates(space)
+    pruned = candidates(space, pruned_flops=0.85)
+    # the ernie plan and the mobilenet plan without conv blocks have nothing the chain can prune
+    assert len(plain) == 3 and [p.conv_blocks for p in pruned] == [1]
+    p = pruned[0]
+    assert p.pruned_flops == 0.85 and p.name.endswith("-p85") and p.student() == plain[-1].student()
+    assert p.shape_key() != plain[-1].shape_key()
+    # a plan as trained hashes as before the field existed: this machine's latency table holds
+    import dataclasses, hashlib
+    old = {k: v for k, v in dataclasses.asdict(plain[-1]).items() if k != "pruned_flops"}
+    assert plain[-1].shape_key() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_uniform_channels_meet_the_flops_share_or_refuse():
+    from paddleqa.models.flops import flops_per_query
+    from paddleqa.models.mobile import MobileQAConfig
+    from paddleqa.stages.channels import uniform_channels
+
+    import copy
+
+    cfg = MobileQAConfig(vocab_size=500, hidden_size=32, num_attention_heads=2, num_hidden_layers=3,
+                         num_transformer_layers=1, intermediate_size=64, conv_blocks=2, expand_ratio=4)
+    full = flops_per_query(cfg, 128)
+    widths = uniform_channels(cfg, 0.9, 128)
+    assert len(widths) == 2 and all(w < 128 for w in widths)
+    cfg_p, wider = copy.copy(cfg), copy.copy(cfg)
+    cfg_p.block_channels, wider.block_channels = widths, [w + 1 for w in widths]
+    assert flops_per_query(cfg_p, 128) <= 0.9 * full
+    assert flops_per_query(wider, 128) > 0.9 * full  # the least pruning that meets the share
+    assert uniform_channels(cfg, 0.05, 128) is None  # the attention layer alone is more than that
+
+
 def test_search_on_a_tiny_teacher(teacher_run, tmp_path, capsys):
     tmp, data, doc = teacher_run
     doc = json.loads(json.dumps(doc))
@@ -98,6 +134,7 @@ def test_search_on_a_tiny_teacher(teacher_run, tmp_path, capsys):
                            "shortlist": 1, "short_steps": 2, "full_trials": 1, "full_steps": 4,
                            "repeats": 2, "max_f1_drop": 100.0,
                            "latency_cache": str(tmp_path / "cache"), "out_dir": str(tmp_path / "ac")}
+    doc["prune"] = {"method": "l1norm", "flops_ratio": 0.9}  # the chain prunes: plans timed pruned
     config = tmp_path / "run.yaml"
     from paddleqa.core.io import write_yaml
 
@@ -111,7 +148,16 @@ def test_search_on_a_tiny_teacher(teacher_run, tmp_path, capsys):
     size = {r["name"]: r["file_bytes"] for r in record["rows"]}
     for name, n in size.items():
         assert n == (out / "plans" / name / "export-lite" / "arm-fp32" / "model.nb").stat().st_size
-    assert size["m-h32-l1-c1-f64-e8-int8"] != size["m-h32-l1-c1-f64-e8-fp32"]
+    assert size["m-h32-l1-c1-f64-e8-int8-p90"] != size["m-h32-l1-c1-f64-e8-fp32-p90"]
+    # each plan is timed as the chain deploys it: its conv block pruned to 90% of its FLOPs
+    from paddleqa.models.build import load_model
+    from paddleqa.models.flops import flops_per_query
+
+    for r in record["rows"]:
+        timed = load_model(str(out / "plans" / r["name"] / "model")).config
+        assert timed.block_channels[0] < 2 * r["plan"]["hidden_size"]
+        assert flops_per_query(timed, 64) <= 0.9 * flops_per_query(  # 64: the windows
+            _student_config(r["plan"], timed), 64)
     assert metrics["chosen"] in size and metrics["criterion_met"] is True
     trained = record["trained"][metrics["chosen"]]
     kd, twin = trained["full"], trained["labels_only"]
@@ -135,6 +181,14 @@ def test_search_on_a_tiny_teacher(teacher_run, tmp_path, capsys):
     assert cli.main(["autocompress", str(config), "--speedup", "0.01"]) == 0
     assert json.loads(tables[0].read_text())["batches"] == before
     assert json.loads(capsys.readouterr().out)["chosen"] == metrics["chosen"]
+
+
+def _student_config(plan, pruned):
+    import copy
+
+    cfg = copy.copy(pruned)
+    cfg.block_channels = [plan["hidden_size"] * plan["expand_ratio"]] * plan["conv_blocks"]
+    return cfg
 
 
 def test_machine_key_follows_the_vector_extensions(monkeypatch):

@@ -75,17 +75,41 @@ def machine_key() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def materialise(candidate: Candidate, teacher, teacher_dir: Path, folder: Path) -> Path:
-    """A model folder of ``candidate`` with random weights, the teacher's tokenizer and window
-    settings: what ``paddleqa export`` takes. Kept between calls (written once)."""
+def deployed_student(candidate: Candidate, teacher, seq_len: int):
+    """``candidate``'s student with random weights in the form the chain deploys it: with
+    ``pruned_flops`` < 1, every conv block pruned alike to that share of its FLOPs per ``seq_len``
+    window (the run's prune stage splits the cut by sensitivity; the total is the same). None when
+    the plan cannot be pruned that far (the prune stage would refuse it)."""
+    import copy
+
+    from ..models.mobile import MobileQAForQuestionAnswering
     from ..models.students import STUDENTS  # imports paddle
+    from ..stages.channels import uniform_channels
     from ..stages.distill import StudentConfig
 
+    spec = StudentConfig(**candidate.student(), init="random", dropout=0.0)
+    student, _ = STUDENTS[candidate.kind](teacher, spec)
+    if candidate.pruned_flops >= 1:
+        return student
+    widths = uniform_channels(student.config, candidate.pruned_flops, seq_len)
+    if widths is None:
+        return None
+    config = copy.deepcopy(student.config)
+    config.block_channels = widths
+    return MobileQAForQuestionAnswering(config)
+
+
+def materialise(candidate: Candidate, teacher, teacher_dir: Path, folder: Path, seq_len: int) -> Path:
+    """A model folder of ``candidate`` as deployed (:func:`deployed_student`, ``seq_len``: the
+    training window length pruning counts FLOPs at) with random weights, the teacher's tokenizer
+    and window settings: what ``paddleqa export`` takes. Kept between calls (written once)."""
     model_dir = folder / "model"
     if (model_dir / "config.json").exists():
         return model_dir
-    spec = StudentConfig(**candidate.student(), init="random", dropout=0.0)
-    student, _ = STUDENTS[candidate.kind](teacher, spec)
+    student = deployed_student(candidate, teacher, seq_len)
+    if student is None:
+        raise ValueError(f"plan {candidate.name} cannot be pruned to {candidate.pruned_flops:g} of "
+                         "its FLOPs (leave it out of the search first)")
     tmp = folder / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     student.save_pretrained(str(tmp))

@@ -2,9 +2,10 @@
 
 The search, in the order :func:`run` reads:
 
-1. every plan of the space (:mod:`.space`) is built with random weights, exported for the
-   backend and timed side by side with the teacher's fp32 forms (:mod:`.latency`, cached per
-   machine);
+1. every plan of the space (:mod:`.space`) is built with random weights in the form the chain
+   deploys it (conv channels pruned to ``prune.flops_ratio`` when the run prunes them), exported
+   for the backend and timed side by side with the teacher's fp32 forms (:mod:`.latency`, cached
+   per machine);
 2. only plans inside the budget stay (latency or speed-up, file size or size ratio); if none
    does, the error names the closest plan and by how much it misses;
 3. the ``shortlist`` plans with the most FLOPs (the most capacity the budget allows) are
@@ -123,14 +124,16 @@ def budget_text(cfg: AutocompressConfig) -> str:
 
 # ------------------------------------------------------------------------------ measuring
 def measure(cfg: AutocompressConfig, plans: list[Candidate], teacher_dir: Path, out: Path,
-            seq_len: int) -> tuple[list[dict], dict]:
-    """Timed rows of every plan (from the machine's table or measured now) and the teacher's."""
+            seq_len: int, train_len: int) -> tuple[list[dict], dict]:
+    """Timed rows of every plan (from the machine's table or measured now) and the teacher's;
+    ``train_len``: the training window length (where pruning counts its FLOPs)."""
     from ..models.build import count_params, load_model
     from ..models.flops import flops_per_query
 
     table = latency.LatencyTable(Path(cfg.latency_cache) / f"latency-{latency.machine_key()}.json")
     teacher = load_model(str(teacher_dir))
     vocab = teacher.config.vocab_size
+    plans = deployable(plans, teacher, train_len)
     keys = {p.name: table.key(p, cfg.backend, seq_len, cfg.threads, vocab) for p in plans}
     todo = [p for p in plans if table.get(keys[p.name]) is None]
     t_files = latency.teacher_exports(teacher_dir, out / "exports")
@@ -139,7 +142,7 @@ def measure(cfg: AutocompressConfig, plans: list[Candidate], teacher_dir: Path, 
                  len(plans) - len(todo))
         folders = {}
         for p in todo:
-            model_dir = latency.materialise(p, teacher, teacher_dir, out / "plans" / p.name)
+            model_dir = latency.materialise(p, teacher, teacher_dir, out / "plans" / p.name, train_len)
             folders[p.name] = latency.export_folder(model_dir, model_dir.parent / f"export-{cfg.backend}",
                                                     cfg.backend, p.embeddings)
         timed = [str(f / latency.BACKENDS[cfg.backend].timed) for f in folders.values()]
@@ -170,6 +173,22 @@ def measure(cfg: AutocompressConfig, plans: list[Candidate], teacher_dir: Path, 
                    "file_bytes": t_bytes, "params": count_params(teacher)["params"],
                    "flops": flops_per_query(teacher.config, seq_len)}
     return rows, teacher_row
+
+
+def deployable(plans: list[Candidate], teacher, train_len: int) -> list[Candidate]:
+    """The plans the chain can deploy: those the run's channel pruning can bring to their
+    ``pruned_flops`` (a clear error when none can)."""
+    out = [p for p in plans if p.pruned_flops >= 1
+           or latency.deployed_student(p, teacher, train_len) is not None]
+    if len(out) < len(plans):
+        left = sorted({p.name for p in plans} - {p.name for p in out})
+        log.warning("%d plan(s) left out: pruning every conv block by 90%% does not bring them to "
+                    "prune.flops_ratio (%s)", len(left), ", ".join(left))
+    if not out:
+        raise ConfigError(f"no plan of the space can be pruned to prune.flops_ratio "
+                          f"{plans[0].pruned_flops:g} of its FLOPs (its conv blocks are too small "
+                          "a share): raise prune.flops_ratio or add conv_blocks to autocompress.space")
+    return out
 
 
 def _build(p: Candidate, teacher):
@@ -246,9 +265,17 @@ def run(cfg: AutocompressConfig, doc: dict[str, Any]) -> dict:
                           f"(`paddleqa run CONFIG --only finetune`) or set distill.teacher")
     out = Path(cfg.out_dir or plan.run_dir / "autocompress")
     out.mkdir(parents=True, exist_ok=True)
-    seq_len = cfg.seq_len or feature_params_for(str(teacher_dir)).max_seq_len
+    seq_len = cfg.seq_len or feature_params_for(str(teacher_dir)).max_seq_len  # timed length
     forms = None if latency.BACKENDS[cfg.backend].int8_tables else ("fp32",)
-    rows, teacher = measure(cfg, candidates(cfg.space, embedding_forms=forms), teacher_dir, out, seq_len)
+    # The budget is the deployed model's: a run that prunes conv channels after distillation
+    # deploys each plan with prune.flops_ratio of its FLOPs, so plans are timed in that form.
+    pruned = plan.prune.flops_ratio if plan.prune is not None and plan.prune.prunes_student else 1.0
+    if pruned < 1:
+        log.info("the run prunes conv channels to %g of a student's FLOPs: plans are timed pruned so",
+                 pruned)
+    train_len = feature_params_for(str(teacher_dir)).max_seq_len
+    rows, teacher = measure(cfg, candidates(cfg.space, embedding_forms=forms, pruned_flops=pruned),
+                            teacher_dir, out, seq_len, train_len)
     try:
         ranked = shapes(inside(rows, cfg))
     except PaddleQAError:  # the timed plans are kept for the user to look at, then the message

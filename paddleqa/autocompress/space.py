@@ -7,8 +7,10 @@ the Lite export (``fp32`` or ``int8``, see :mod:`paddleqa.models.int8tables`). T
 not a multiple of the head size, conv blocks on an ERNIE student) are left out, not errors.
 
 Not searched, on purpose: channel pruning of a trained student (``prune``) and int8 graphs of the
-whole model (``quantize``) act on a *trained* student, so they come after the plan is chosen and
-are not something random-weight timing can rank.
+whole model (``quantize``) act on a *trained* student, so they come after the plan is chosen.
+But the budget is the deployed model's: when the run prunes channels, each plan carries the
+share of FLOPs pruning will leave it (``pruned_flops``), and is timed and sized in that form
+(:func:`paddleqa.autocompress.latency.deployed_student`).
 """
 from __future__ import annotations
 
@@ -37,14 +39,18 @@ class Candidate:
     expand_ratio: int = 2
     embedding_size: int = 0
     embeddings: str = "fp32"
+    # The share of its FLOPs the chain's channel pruning (prune.flops_ratio, l1norm/fpgm) leaves
+    # the trained student: it is timed and sized in that deployed form (1 = as trained).
+    pruned_flops: float = 1.0
 
     @property
     def name(self) -> str:
         tag = "m" if self.kind == "mobilenet" else "e"
         conv = f"-c{self.conv_blocks}" if self.kind == "mobilenet" else ""
         emb = f"-e{self.embedding_size}" if self.embedding_size else ""
+        pruned = f"-p{round(100 * self.pruned_flops)}" if self.pruned_flops < 1 else ""
         return (f"{tag}-h{self.hidden_size}-l{self.num_layers}{conv}-f{self.intermediate_size}"
-                f"{emb}-{self.embeddings}")
+                f"{emb}-{self.embeddings}{pruned}")
 
     def student(self) -> dict[str, Any]:
         """The ``distill.student`` overrides of this plan."""
@@ -56,8 +62,12 @@ class Candidate:
         return out
 
     def shape_key(self) -> str:
-        """What the latency of the plan depends on (everything: the table form changes the graph)."""
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """What the latency of the plan depends on (everything: the table form changes the graph;
+        ``pruned_flops`` only when set, so tables timed before it existed keep their keys)."""
+        fields = dataclasses.asdict(self)
+        if fields["pruned_flops"] == 1.0:
+            del fields["pruned_flops"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass
@@ -106,9 +116,12 @@ class SearchSpace:
             raise ValueError("space.max_candidates must be >= 1")
 
 
-def candidates(space: SearchSpace, *, embedding_forms: tuple[str, ...] | None = None) -> list[Candidate]:
+def candidates(space: SearchSpace, *, embedding_forms: tuple[str, ...] | None = None,
+               pruned_flops: float = 1.0) -> list[Candidate]:
     """Every plan of the space, smallest first; ``embedding_forms`` narrows the table forms (a
-    backend without int8 tables). Raises ValueError past ``space.max_candidates``."""
+    backend without int8 tables); ``pruned_flops`` < 1: the run prunes conv channels to that share
+    of FLOPs, so only plans with conv blocks can go through it, and each carries the share.
+    Raises ValueError past ``space.max_candidates``."""
     forms = embedding_forms if embedding_forms is not None else tuple(space.embedding_forms)
     out = []
     for kind in space.kinds:
@@ -116,9 +129,10 @@ def candidates(space: SearchSpace, *, embedding_forms: tuple[str, ...] | None = 
         embs = (space.embedding_sizes or [0]) if kind == "mobilenet" else [0]
         for h, n, c, r, e, form in itertools.product(space.hidden_sizes, space.num_layers, convs,
                                                      space.ffn_ratios, embs, forms):
-            if h % space.head_size or (e and e >= h):
-                continue  # no such model / a factorisation that is not smaller
-            out.append(Candidate(kind, h, h // space.head_size, n, r * h, c, space.expand_ratio, e, form))
+            if h % space.head_size or (e and e >= h) or (pruned_flops < 1 and not c):
+                continue  # no such model / a factorisation that is not smaller / nothing to prune
+            out.append(Candidate(kind, h, h // space.head_size, n, r * h, c, space.expand_ratio, e,
+                                 form, pruned_flops if pruned_flops < 1 else 1.0))
     out = sorted(set(out), key=lambda c: (c.hidden_size, c.num_layers, c.conv_blocks,
                                           c.intermediate_size, c.embedding_size, c.embeddings, c.kind))
     if len(out) > space.max_candidates:

@@ -73,6 +73,29 @@ def kept_channels(widths: list[int], ratios: list[float]) -> list[int]:
     return [c - min(c - 1, int(round(c * r))) for c, r in zip(widths, ratios)]
 
 
+def uniform_channels(config, flops_ratio: float, seq_len: int) -> list[int] | None:
+    """Per-block widths of a mobile student ``config`` with every conv block pruned by the same
+    (smallest) ratio that brings its FLOPs per ``seq_len`` window to ``flops_ratio`` or under:
+    the shape :func:`prune_channels` leaves, up to the per-block split its sensitivity picks
+    (what autocompress times before anything is trained). None when pruning every block by 90%
+    (PaddleSlim's largest ratio) is not enough, as :func:`ratios_for_flops` refuses then."""
+    widths = list(config.block_channels)
+    target = flops_ratio * flops_per_query(config, seq_len)
+
+    def flops_at(r: float) -> int:
+        cfg = copy.copy(config)
+        cfg.block_channels = kept_channels(widths, [r] * len(widths))
+        return flops_per_query(cfg, seq_len)
+
+    if not widths or flops_at(0.9) > target:
+        return None
+    lo, hi = 0.0, 0.9
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if flops_at(mid) <= target else (mid, hi)
+    return kept_channels(widths, [hi] * len(widths))
+
+
 def ratios_for_flops(sens: dict[str, dict[float, float]], flops_of: Callable[[list[float]], int],
                      target: float) -> list[float]:
     """Pruned ratio per tensor of ``sens`` (in its order) whose FLOPs ``flops_of(ratios)`` come
