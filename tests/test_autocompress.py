@@ -139,9 +139,15 @@ def test_search_on_a_tiny_teacher(teacher_run, tmp_path, capsys):
     from paddleqa.core.io import write_yaml
 
     write_yaml(doc, config)
+    out = tmp_path / "ac"
+    # --time-only: every plan timed and the budget applied, nothing trained
+    assert cli.main(["autocompress", str(config), "--speedup", "0.01", "--time-only"]) == 0
+    timed = json.loads(capsys.readouterr().out)
+    assert timed["time_only"] and timed["plans"] == 4 and not (out / "trials").exists()
+    assert len(timed["shapes"]) == 2 and not (out / "plan.yaml").exists()  # 2 widths; a shape once, whatever its tables
+    assert all(s in (out / "frontier.md").read_text() for s in timed["shapes"])
     assert cli.main(["autocompress", str(config), "--speedup", "0.01"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    out = tmp_path / "ac"
     record = json.loads((out / "frontier.json").read_text(encoding="utf-8"))
     assert len(record["rows"]) == 4 and all(r["latency_ms"] > 0 for r in record["rows"])
     # sizes are the shipped files: each plan's exported ARM .nb (int8 tables: a graph of its own)

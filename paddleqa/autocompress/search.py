@@ -61,6 +61,8 @@ class AutocompressConfig:
     full_trials: int = opt(2, help="at most this many plans distilled at the full budget")
     full_steps: int = opt(0, help="steps of a full trial (0 = the distill section's max_steps)")
     kd_gain: bool = opt(True, help="train each full trial's labels-only twin: the KD gain column")
+    time_only: bool = opt(False, help="time the plans and apply the budget, train nothing: "
+                          "frontier.md lists the plans inside it and the shapes a search would train")
     nproc: int = opt(1, help="data-parallel processes of each trial")
     out_dir: str = opt("", help="search folder (default RUN_DIR/autocompress)")
     latency_cache: str = opt(".cache/paddleqa/latency", help="folder of the per-machine latency "
@@ -283,6 +285,8 @@ def run(cfg: AutocompressConfig, doc: dict[str, Any]) -> dict:
         raise
     log.info("%d of %d plans inside the budget (%s): %d student shapes", sum(not r["misses"] for r in rows),
              len(rows), budget_text(cfg), len(ranked))
+    if cfg.time_only:
+        return _write_timed(cfg, out, rows, teacher, ranked, teacher_dir, started)
     base_yaml = out / "base.yaml"
     write_yaml(doc, base_yaml)
     t_preds, t_metrics = _teacher_predictions(base, teacher_dir, out)
@@ -337,6 +341,28 @@ def _int8_cost(row: dict, trial: dict, base, out: Path) -> dict | None:
                                 max_answer_length=base.max_answer_length,
                                 max_context_chars=base.max_context_chars, resamples=0))
     return {"validation_f1": m["f1"], "f1_cost": round(trial["validation_f1"] - m["f1"], 3)}
+
+
+def _write_timed(cfg, out, rows, teacher, ranked, teacher_dir, started) -> dict:
+    """``time_only``: the timed plans and the budget's verdict; no plan, nothing trained."""
+    fast_small = frontier.pareto([r for r in rows if not r["misses"]], ("latency_ms", "file_bytes"), (-1, -1))
+    for r in rows:
+        r["frontier"] = ["speed/size"] if r["name"] in fast_small else []
+    shapes_ = [r["name"] for r in ranked]
+    title = f"autocompress (timed only): {budget_text(cfg)}"
+    (out / "frontier.md").write_text(
+        f"# {title}\n\nNothing trained. The shapes a search would train, most FLOPs first: "
+        f"{', '.join(shapes_)}\n\n{frontier.table(rows, teacher, {})}", encoding="utf-8")
+    write_json(out / "frontier.json", {"teacher": teacher, "rows": rows, "trained": {}})
+    metrics = {"time_only": True, "budget": budget_text(cfg), "plans": len(rows),
+               "inside_budget": sum(not r["misses"] for r in rows), "shapes": shapes_,
+               "teacher_latency_ms": teacher["latency_ms"]}
+    outputs = {n: out / n for n in ("frontier.md", "frontier.json")}
+    write_manifest(out, "autocompress", to_dict(cfg), {"teacher": teacher_dir}, outputs, metrics,
+                   started=started)
+    log.info("autocompress (timed only): %d plans inside the budget -> %s", metrics["inside_budget"],
+             out / "frontier.md")
+    return metrics
 
 
 def _write(cfg, doc, out, rows, teacher, trained, chosen, met, ctx, started) -> dict:
