@@ -102,6 +102,13 @@ def test_plans_of_a_run_that_prunes_carry_the_share_and_keep_old_keys():
     import dataclasses, hashlib
     old = {k: v for k, v in dataclasses.asdict(plain[-1]).items() if k != "pruned_flops"}
     assert plain[-1].shape_key() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    # a space of which nothing can go through the run's pruning: a clear error, not an empty search
+    from paddleqa.autocompress.search import deployable
+    from paddleqa.core.errors import ConfigError
+
+    assert candidates(dataclasses.replace(space, conv_blocks=[0]), pruned_flops=0.85) == []
+    with pytest.raises(ConfigError, match="prune.flops_ratio"):
+        deployable([], None, 64)
 
 
 def test_uniform_channels_meet_the_flops_share_or_refuse():

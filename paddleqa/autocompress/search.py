@@ -179,7 +179,7 @@ def measure(cfg: AutocompressConfig, plans: list[Candidate], teacher_dir: Path, 
 
 def deployable(plans: list[Candidate], teacher, train_len: int) -> list[Candidate]:
     """The plans the chain can deploy: those the run's channel pruning can bring to their
-    ``pruned_flops`` (a clear error when none can)."""
+    ``pruned_flops`` (a clear error when none is left)."""
     out = [p for p in plans if p.pruned_flops >= 1
            or latency.deployed_student(p, teacher, train_len) is not None]
     if len(out) < len(plans):
@@ -187,9 +187,9 @@ def deployable(plans: list[Candidate], teacher, train_len: int) -> list[Candidat
         log.warning("%d plan(s) left out: pruning every conv block by 90%% does not bring them to "
                     "prune.flops_ratio (%s)", len(left), ", ".join(left))
     if not out:
-        raise ConfigError(f"no plan of the space can be pruned to prune.flops_ratio "
-                          f"{plans[0].pruned_flops:g} of its FLOPs (its conv blocks are too small "
-                          "a share): raise prune.flops_ratio or add conv_blocks to autocompress.space")
+        raise ConfigError("no plan of autocompress.space can go through the run's channel "
+                          "pruning to prune.flops_ratio (no conv blocks, or they are too small a "
+                          "share of the FLOPs): raise prune.flops_ratio or add conv_blocks")
     return out
 
 

@@ -18,9 +18,12 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import logging
 from typing import Any
 
 from ..core.config import opt
+
+log = logging.getLogger(__name__)
 
 KINDS = ("mobilenet", "ernie")
 EMBEDDING_FORMS = ("fp32", "int8")
@@ -123,16 +126,22 @@ def candidates(space: SearchSpace, *, embedding_forms: tuple[str, ...] | None = 
     of FLOPs, so only plans with conv blocks can go through it, and each carries the share.
     Raises ValueError past ``space.max_candidates``."""
     forms = embedding_forms if embedding_forms is not None else tuple(space.embedding_forms)
-    out = []
+    out, unprunable = [], 0
     for kind in space.kinds:
         convs = space.conv_blocks if kind == "mobilenet" else [0]
         embs = (space.embedding_sizes or [0]) if kind == "mobilenet" else [0]
         for h, n, c, r, e, form in itertools.product(space.hidden_sizes, space.num_layers, convs,
                                                      space.ffn_ratios, embs, forms):
-            if h % space.head_size or (e and e >= h) or (pruned_flops < 1 and not c):
-                continue  # no such model / a factorisation that is not smaller / nothing to prune
+            if h % space.head_size or (e and e >= h):
+                continue  # no such model / a factorisation that is not smaller
+            if pruned_flops < 1 and not c:
+                unprunable += 1  # the run's channel pruning would refuse it
+                continue
             out.append(Candidate(kind, h, h // space.head_size, n, r * h, c, space.expand_ratio, e,
                                  form, pruned_flops if pruned_flops < 1 else 1.0))
+    if unprunable:
+        log.warning("%d plan(s) without conv blocks left out: the run prunes conv channels "
+                    "(prune.method l1norm/fpgm), which needs them", unprunable)
     out = sorted(set(out), key=lambda c: (c.hidden_size, c.num_layers, c.conv_blocks,
                                           c.intermediate_size, c.embedding_size, c.embeddings, c.kind))
     if len(out) > space.max_candidates:
