@@ -73,6 +73,14 @@ def kept_channels(widths: list[int], ratios: list[float]) -> list[int]:
     return [c - min(c - 1, int(round(c * r))) for c, r in zip(widths, ratios)]
 
 
+def pruned_flops(config, widths: list[int], ratios: list[float], seq_len: int) -> int:
+    """FLOPs per ``seq_len`` window of mobile student ``config`` with its conv blocks of
+    ``widths`` channels pruned by ``ratios``."""
+    cfg = copy.copy(config)
+    cfg.block_channels = kept_channels(widths, ratios)
+    return flops_per_query(cfg, seq_len)
+
+
 def uniform_channels(config, flops_ratio: float, seq_len: int) -> list[int] | None:
     """Per-block widths of a mobile student ``config`` with every conv block pruned by the same
     (smallest) ratio that brings its FLOPs per ``seq_len`` window to ``flops_ratio`` or under:
@@ -83,9 +91,7 @@ def uniform_channels(config, flops_ratio: float, seq_len: int) -> list[int] | No
     target = flops_ratio * flops_per_query(config, seq_len)
 
     def flops_at(r: float) -> int:
-        cfg = copy.copy(config)
-        cfg.block_channels = kept_channels(widths, [r] * len(widths))
-        return flops_per_query(cfg, seq_len)
+        return pruned_flops(config, widths, [r] * len(widths), seq_len)
 
     if not widths or flops_at(0.9) > target:
         return None
@@ -159,9 +165,7 @@ def prune_channels(model, method: str, score: Callable[[Any], float], *, flops_r
         sens = {n: {round(float(r), 2): float(v) for r, v in sens[n].items()} for n in names}
 
         def flops_of(ratios: list[float]) -> int:
-            cfg = copy.copy(model.config)
-            cfg.block_channels = kept_channels(widths, ratios)
-            return flops_per_query(cfg, seq_len)
+            return pruned_flops(model.config, widths, ratios, seq_len)
 
         before = flops_per_query(model.config, seq_len)
         ratios = ratios_for_flops(sens, flops_of, flops_ratio * before)
