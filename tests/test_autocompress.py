@@ -6,7 +6,8 @@ import json
 import pytest
 
 from paddleqa import cli, pipeline
-from paddleqa.autocompress.search import AutocompressConfig, inside, plan_document, shapes
+from paddleqa.autocompress.budget import inside
+from paddleqa.autocompress.search import AutocompressConfig, plan_document, shapes
 from paddleqa.autocompress.space import Candidate, SearchSpace, candidates
 from paddleqa.core.config import from_dict, read_yaml
 from paddleqa.core.errors import PaddleQAError
@@ -103,7 +104,7 @@ def test_plans_of_a_run_that_prunes_carry_the_share_and_keep_old_keys():
     old = {k: v for k, v in dataclasses.asdict(plain[-1]).items() if k != "pruned_flops"}
     assert plain[-1].shape_key() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
     # a space of which nothing can go through the run's pruning: a clear error, not an empty search
-    from paddleqa.autocompress.search import deployable
+    from paddleqa.autocompress.timing import deployable
     from paddleqa.core.errors import ConfigError
 
     assert candidates(dataclasses.replace(space, conv_blocks=[0]), pruned_flops=0.85) == []

@@ -4,10 +4,10 @@ The search, in the order :func:`run` reads:
 
 1. every plan of the space (:mod:`.space`) is built with random weights in the form the chain
    deploys it (conv channels pruned to ``prune.flops_ratio`` when the run prunes them), exported
-   for the backend and timed side by side with the teacher's fp32 forms (:mod:`.latency`, cached
-   per machine);
-2. only plans inside the budget stay (latency or speed-up, file size or size ratio); if none
-   does, the error names the closest plan and by how much it misses;
+   for the backend and timed side by side with the teacher's fp32 forms (:mod:`.timing`, through
+   :mod:`.latency`'s table, cached per machine);
+2. only plans inside the budget stay (:mod:`.budget`: latency or speed-up, file size or size
+   ratio); if none does, the error names the closest plan and by how much it misses;
 3. the ``shortlist`` plans with the most FLOPs (the most capacity the budget allows) are
    distilled for ``short_steps`` and scored on the validation split;
 4. in order of that score, plans are distilled at the full budget (``full_steps``, by default the
@@ -33,6 +33,8 @@ from ..core.io import write_json, write_yaml
 from ..core.manifest import write_manifest
 from ..text.features import feature_params_for
 from . import frontier, latency, trials
+from .budget import budget_text, inside
+from .timing import measure
 from .space import Candidate, SearchSpace, candidates
 
 log = logging.getLogger(__name__)
@@ -81,123 +83,6 @@ class AutocompressConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.seq_len < 0 or self.full_steps < 0:
             raise ValueError("seq_len and full_steps must be >= 0")
-
-
-# ------------------------------------------------------------------------------ budget
-def misses(row: dict, cfg: AutocompressConfig) -> dict[str, float]:
-    """How far a timed plan is outside each budget, as a fraction of the budget (empty = inside)."""
-    out = {}
-    if cfg.latency_ms and row["latency_ms"] > cfg.latency_ms:
-        out["latency_ms"] = row["latency_ms"] / cfg.latency_ms - 1
-    if cfg.speedup and row["speedup"] < cfg.speedup:
-        out["speedup"] = cfg.speedup / row["speedup"] - 1
-    if cfg.size_mib and row["file_bytes"] > cfg.size_mib * 2**20:
-        out["size_mib"] = row["file_bytes"] / (cfg.size_mib * 2**20) - 1
-    if cfg.smaller and row["smaller"] < cfg.smaller:
-        out["smaller"] = cfg.smaller / row["smaller"] - 1
-    return out
-
-
-def inside(rows: list[dict], cfg: AutocompressConfig) -> list[dict]:
-    """The plans inside the budget; a clear error naming the closest plan when there is none."""
-    for r in rows:
-        r["misses"] = {k: round(v, 4) for k, v in misses(r, cfg).items()}
-    ok = [r for r in rows if not r["misses"]]
-    if ok:
-        return ok
-    closest = min(rows, key=lambda r: max(r["misses"].values()))
-    how = ", ".join(f"{k} by {100 * v:.0f}%" for k, v in closest["misses"].items())
-    raise PaddleQAError(
-        f"no plan of the {len(rows)} searched meets the budget ({budget_text(cfg)}). The closest is "
-        f"{closest['name']}: {closest['latency_ms']:.2f} ms ({closest['speedup']:.2f}x faster "
-        f"than the teacher), {closest['file_bytes'] / 2**20:.2f} MiB ({closest['smaller']:.1f}x "
-        f"smaller); it misses {how}. Every plan's numbers are in the search folder's "
-        "frontier.json. Loosen the budget or widen autocompress.space (smaller hidden_sizes, "
-        "fewer num_layers/conv_blocks, int8 embedding_forms) or try another backend")
-
-
-def budget_text(cfg: AutocompressConfig) -> str:
-    parts = [f"latency <= {cfg.latency_ms:g} ms" if cfg.latency_ms else "",
-             f"speed-up >= {cfg.speedup:g}x" if cfg.speedup else "",
-             f"size <= {cfg.size_mib:g} MiB" if cfg.size_mib else "",
-             f"{cfg.smaller:g}x smaller" if cfg.smaller else ""]
-    return ", ".join(p for p in parts if p) + f" on {cfg.backend}"
-
-
-# ------------------------------------------------------------------------------ measuring
-def measure(cfg: AutocompressConfig, plans: list[Candidate], teacher_dir: Path, out: Path,
-            seq_len: int, train_len: int) -> tuple[list[dict], dict]:
-    """Timed rows of every plan (from the machine's table or measured now) and the teacher's;
-    ``train_len``: the training window length (where pruning counts its FLOPs)."""
-    from ..models.build import count_params, load_model
-    from ..models.flops import flops_per_query
-
-    table = latency.LatencyTable(Path(cfg.latency_cache) / f"latency-{latency.machine_key()}.json")
-    teacher = load_model(str(teacher_dir))
-    vocab = teacher.config.vocab_size
-    plans = deployable(plans, teacher, train_len)
-    keys = {p.name: table.key(p, cfg.backend, seq_len, cfg.threads, vocab) for p in plans}
-    todo = [p for p in plans if table.get(keys[p.name]) is None]
-    t_files = latency.teacher_exports(teacher_dir, out / "exports")
-    if todo or not table.data["batches"]:
-        log.info("timing %d plan(s) on %s (%d from this machine's table)", len(todo), cfg.backend,
-                 len(plans) - len(todo))
-        folders = {}
-        for p in todo:
-            model_dir = latency.materialise(p, teacher, teacher_dir, out / "plans" / p.name, train_len)
-            folders[p.name] = latency.export_folder(model_dir, model_dir.parent / f"export-{cfg.backend}",
-                                                    cfg.backend, p.embeddings)
-        timed = [str(f / latency.BACKENDS[cfg.backend].timed) for f in folders.values()]
-        rows = latency.time_artifacts(list(t_files.values()) + timed, seq_len=seq_len,
-                                      threads=cfg.threads, repeats=cfg.repeats)
-        t_ms = {form: latency.p50(r) for form, r in zip(t_files, rows)}
-        entries = {}
-        for p, r in zip(todo, rows[len(t_files):]):
-            if latency.p50(r) is None:
-                raise PaddleQAError(f"plan {p.name} could not be timed on {cfg.backend}: "
-                                    f"{r.get('error', 'no latency measured')}")
-            entries[keys[p.name]] = {"latency_ms": latency.p50(r),
-                                     "file_bytes": latency.shipped_bytes(folders[p.name], cfg.backend)}
-        table.add_batch({k: v for k, v in t_ms.items() if v is not None}, entries)
-    t_bytes = latency.shipped_bytes(Path(t_files["paddle"]).parent.parent,
-                                    latency.TEACHER_SIZE_FORM[cfg.backend])
-    rows = []
-    for p in plans:
-        e, student = table.get(keys[p.name]), _build(p, teacher)
-        ref = min(table.teacher_ms(e).values())
-        rows.append({"name": p.name, "plan": dataclasses.asdict(p), "latency_ms": e["latency_ms"],
-                     "file_bytes": e["file_bytes"], "params": count_params(student)["params"],
-                     "flops": flops_per_query(student.config, seq_len), "teacher_ms": ref,
-                     "speedup": round(ref / e["latency_ms"], 3),
-                     "smaller": round(t_bytes / e["file_bytes"], 3), "batch": e["batch"]})
-    last = table.data["batches"][max(table.data["batches"])]["teacher_ms"]
-    teacher_row = {"name": "teacher", "latency_ms": min(last.values()), "teacher_forms_ms": last,
-                   "file_bytes": t_bytes, "params": count_params(teacher)["params"],
-                   "flops": flops_per_query(teacher.config, seq_len)}
-    return rows, teacher_row
-
-
-def deployable(plans: list[Candidate], teacher, train_len: int) -> list[Candidate]:
-    """The plans the chain can deploy: those the run's channel pruning can bring to their
-    ``pruned_flops`` (a clear error when none is left)."""
-    out = [p for p in plans if p.pruned_flops >= 1
-           or latency.deployed_student(p, teacher, train_len) is not None]
-    if len(out) < len(plans):
-        left = sorted({p.name for p in plans} - {p.name for p in out})
-        log.warning("%d plan(s) left out: pruning every conv block by 90%% does not bring them to "
-                    "prune.flops_ratio (%s)", len(left), ", ".join(left))
-    if not out:
-        raise ConfigError("no plan of autocompress.space can go through the run's channel "
-                          "pruning to prune.flops_ratio (no conv blocks, or they are too small a "
-                          "share of the FLOPs): raise prune.flops_ratio or add conv_blocks")
-    return out
-
-
-def _build(p: Candidate, teacher):
-    from ..models.students import STUDENTS
-    from ..stages.distill import StudentConfig
-
-    return STUDENTS[p.kind](teacher, StudentConfig(**p.student(), init="random", dropout=0.0))[0]
 
 
 # ------------------------------------------------------------------------------ the search
