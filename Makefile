@@ -29,8 +29,8 @@ quickstart: install
 
 # The headline benchmark: configs/cmrc2018.yaml end to end (teacher, autocompress's chosen
 # student, int8, Lite export, latency, report; resumable); writes BENCHMARKS.md and
-# benchmarks/results.json. About 1.5 hours on 2 cores with --no-autocompress; the search adds
-# its timing and trials (each ~30 min at 2112 steps; not yet measured inside make bench).
+# benchmarks/results.json. On 2 cores: teacher 50 min, then search + chain 63 min with a warm
+# teacher cache (about 2 hours from an empty run folder and cache, not measured in one go).
 bench: install
 	$(PY) benchmarks/pipeline.py
 
