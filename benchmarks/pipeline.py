@@ -218,12 +218,15 @@ def _run_chain(args, cfg, run_dir: Path, plan: Path | None) -> list[str]:
         run_logged([sys.executable, "-m", "paddleqa.cli", "run", args.config, "--only", "augment"],
                    all_threads, log_path)
     config = args.config
+    trained_before = False  # the plan's student: the search's full trial, maybe from an earlier call
     if plan is not None:  # the search is resumable: timed plans and finished trials are kept
+        trained_before = plan.exists() and training_done(pipeline.build_plan(read_yaml(plan)).distill)
         run_logged([sys.executable, "benchmarks/autocompress.py", args.config], base_env, log_path)
         config, cfg = str(plan), pipeline.build_plan(read_yaml(plan))
     di = cfg.distill
     if di is not None and training_done(di):
-        skipped.append("student")
+        if plan is None or trained_before:  # (else the search trained it in this invocation)
+            skipped.append("student")
     elif di is not None:
         cmd = ["distill", "--config", config, "--resume"]
         if args.nproc > 1:

@@ -192,13 +192,15 @@ def _wire_pretrain(root: Path, finetune: FinetuneConfig, over: Mapping[str, Any]
 
 def int8_export_config(export: ExportConfig, quantize: QuantizeConfig | None) -> ExportConfig | None:
     """The int8 graph of the quantize stage (PTQ/QAT), converted for export's targets into a
-    sibling folder of export's; None when there is no int8 graph. ONNX comes from fp32 only."""
+    sibling folder of export's; None when there is no int8 graph. ONNX comes from fp32 only, and
+    so do int8 embedding tables (``export.embeddings: int8`` re-traces the model; the quantized
+    graph keeps the tables it was quantized with)."""
     if quantize is None or quantize.method not in ("ptq", "qat"):
         return None
     return dataclasses.replace(
         export, out_dir=str(Path(export.out_dir).with_name(DEFAULT_FOLDERS["export_int8"])),
         inference_model=str(Path(quantize.out_dir) / "inference" / "model"),
-        precisions=["fp32"], onnx=False, onnx_int8=False)
+        precisions=["fp32"], onnx=False, onnx_int8=False, embeddings="fp32")
 
 
 def _wire_finetune(root: Path, data: DataConfig, over: dict[str, Any], needs_vocab: bool
@@ -279,13 +281,14 @@ def _wire_quantize(root: Path, data: DataConfig, finetune: FinetuneConfig, deplo
 def _teacher_export(root: Path, finetune: FinetuneConfig, export: ExportConfig | None
                     ) -> ExportConfig | None:
     """The teacher's own fp32 inference model and x86 .nb: the latency baseline the students are
-    compared with on the same backends (not only against dygraph); None when export already
-    takes the teacher or there is no export."""
+    compared with on the same backends (not only against dygraph), all fp32 (int8 embedding
+    tables are a student's export choice, not the baseline's); None when export already takes
+    the teacher or there is no export."""
     teacher_model = str(Path(finetune.output_dir) / "model")
     if export is None or export.model == teacher_model:
         return None
     return dataclasses.replace(export, model=teacher_model, targets=["x86"], precisions=["fp32"],
-                               onnx_int8=False, inference_model="",
+                               onnx_int8=False, inference_model="", embeddings="fp32",
                                out_dir=str(root / DEFAULT_FOLDERS["export_teacher"]))
 
 

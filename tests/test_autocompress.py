@@ -163,6 +163,14 @@ def test_search_on_a_tiny_teacher(teacher_run, tmp_path, capsys):
     for name, n in size.items():
         assert n == (out / "plans" / name / "export-lite" / "arm-fp32" / "model.nb").stat().st_size
     assert size["m-h32-l1-c1-f64-e8-int8-p90"] != size["m-h32-l1-c1-f64-e8-fp32-p90"]
+    # "smaller" is against the teacher's smallest fp32 file of any format, as the headline judges
+    t_dir = next((out / "exports").glob("teacher-*"))
+    t_files = {"lite": t_dir / "arm-fp32" / "model.nb", "onnx": t_dir / "onnx" / "model.onnx",
+               "paddle": t_dir / "inference" / "model.pdiparams"}
+    smallest = min(f.stat().st_size + (f.with_suffix(".pdmodel").stat().st_size if f.suffix == ".pdiparams" else 0)
+                   for f in t_files.values())
+    assert record["teacher"]["file_bytes"] == smallest
+    assert all(abs(r["smaller"] - smallest / r["file_bytes"]) < 1e-2 for r in record["rows"])
     # each plan is timed as the chain deploys it: its conv block pruned to 90% of its FLOPs
     from paddleqa.models.build import load_model
     from paddleqa.models.flops import flops_per_query

@@ -69,3 +69,18 @@ def test_pipeline_rejects_unknown_sections():
 
     with pytest.raises(ConfigError, match="valid keys: run_dir, data, augment, vocab, pretrain, finetune, evaluate"):
         build_plan({"run_dir": "r", "data": {"train_file": "a", "dev_file": "b"}, "distil": {}})
+
+
+def test_int8_tables_stay_with_the_fp32_export():
+    """export.embeddings: int8 re-traces the model, so the quantize stage's int8 graph (exported
+    from a given inference model) keeps its tables: the plan builds, and only export has them;
+    the teacher's latency and size baseline stays all fp32."""
+    from paddleqa.pipeline import build_plan
+
+    doc = {"run_dir": "r", "data": {"train_file": "a", "dev_file": "b"},
+           "distill": {}, "quantize": {"method": "ptq"}, "bench": {},
+           "export": {"embeddings": "int8", "precisions": ["fp32", "int8"]}}
+    cfg = build_plan(doc)
+    assert cfg.export.embeddings == "int8" and cfg.export_int8.embeddings == "fp32"
+    assert cfg.export_int8.inference_model
+    assert cfg.export_teacher is not None and cfg.export_teacher.embeddings == "fp32"

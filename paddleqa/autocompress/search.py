@@ -48,8 +48,8 @@ class AutocompressConfig:
     speedup: float = opt(0.0, help="at least this many times lower latency than the teacher's "
                          "fastest fp32 form, timed side by side (0 = none)")
     size_mib: float = opt(0.0, help="deployed file budget, MiB (0 = none)")
-    smaller: float = opt(0.0, help="at least this many times smaller file than the teacher's in "
-                         "the same format (0 = none)")
+    smaller: float = opt(0.0, help="at least this many times smaller file than the teacher's "
+                         "smallest fp32 file, as the headline judges it (0 = none)")
     max_f1_drop: float = opt(3.0, help="accuracy criterion: validation F1 points the plan may lose "
                              "against the teacher")
     backend: str = opt("lite", help=f"where the student runs: {', '.join(latency.BACKENDS)} "

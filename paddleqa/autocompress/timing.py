@@ -49,8 +49,8 @@ def measure(cfg, plans: list[Candidate], teacher_dir: Path, out: Path,
             entries[keys[p.name]] = {"latency_ms": latency.p50(r),
                                      "file_bytes": latency.shipped_bytes(folders[p.name], cfg.backend)}
         table.add_batch({k: v for k, v in t_ms.items() if v is not None}, entries)
-    t_bytes = latency.shipped_bytes(Path(t_files["paddle"]).parent.parent,
-                                    latency.TEACHER_SIZE_FORM[cfg.backend])
+    t_bytes = min(latency.shipped_bytes(Path(t_files["paddle"]).parent.parent, form)
+                  for form in latency.TEACHER_SIZE_FORMS)
     rows = []
     for p in plans:
         e, student = table.get(keys[p.name]), build_student(p, teacher)
