@@ -59,8 +59,10 @@ def test_an_impossible_budget_names_the_closest_plan():
         inside(rows, AutocompressConfig(speedup=5.0))
     with pytest.raises(ValueError, match="speed budget"):
         AutocompressConfig(size_mib=1.0)
-    with pytest.raises(ValueError, match="valid: lite, paddle, onnx, onnx-int8"):
+    with pytest.raises(ValueError, match="valid: lite, paddle, onnx, onnx-int8, lite-int8"):
         AutocompressConfig(speedup=2.0, backend="tflite")
+    with pytest.raises(ValueError, match="sized_on backend 'arm'"):
+        AutocompressConfig(speedup=2.0, sized_on="arm")
 
 
 def test_a_shape_is_trained_once_with_fp32_tables_where_the_budget_allows():
@@ -154,6 +156,19 @@ def test_search_on_a_tiny_teacher(teacher_run, tmp_path, capsys):
     assert timed["time_only"] and timed["plans"] == 4 and not (out / "trials").exists()
     assert len(timed["shapes"]) == 2 and not (out / "plan.yaml").exists()  # 2 widths; a shape once, whatever its tables
     assert all(s in (out / "frontier.md").read_text() for s in timed["shapes"])
+    # timed on ONNX int8, sized as the ARM .nb with int8 weights the headline ships: each size is
+    # that file, and both table forms of a shape share one timing (ONNX keeps its own tables)
+    assert cli.main(["autocompress", str(config), "--speedup", "0.01", "--time-only",
+                     "--backend", "onnx-int8", "--sized-on", "lite-int8"]) == 0
+    assert "(file: lite-int8)" in json.loads(capsys.readouterr().out)["budget"]
+    rows = json.loads((out / "frontier.json").read_text(encoding="utf-8"))["rows"]
+    for r in rows:
+        nb = out / "plans" / r["name"] / "export-lite-int8" / "arm-int8" / "model.nb"
+        assert r["file_bytes"] == nb.stat().st_size
+    by = {r["name"]: r for r in rows}
+    fp32, int8 = by["m-h32-l1-c1-f64-e8-fp32-p90"], by["m-h32-l1-c1-f64-e8-int8-p90"]
+    # (at this size the dequantising ops outweigh the 4,000-entry table; the real student's shrinks)
+    assert int8["file_bytes"] != fp32["file_bytes"] and int8["latency_ms"] == fp32["latency_ms"]
     assert cli.main(["autocompress", str(config), "--speedup", "0.01"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     record = json.loads((out / "frontier.json").read_text(encoding="utf-8"))

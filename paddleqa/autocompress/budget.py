@@ -43,4 +43,6 @@ def budget_text(cfg) -> str:
              f"speed-up >= {cfg.speedup:g}x" if cfg.speedup else "",
              f"size <= {cfg.size_mib:g} MiB" if cfg.size_mib else "",
              f"{cfg.smaller:g}x smaller" if cfg.smaller else ""]
-    return ", ".join(p for p in parts if p) + f" on {cfg.backend}"
+    sized = getattr(cfg, "sized_on", "")
+    where = f" on {cfg.backend}" + (f" (file: {sized})" if sized and sized != cfg.backend else "")
+    return ", ".join(p for p in parts if p) + where

@@ -54,6 +54,9 @@ class AutocompressConfig:
                              "against the teacher")
     backend: str = opt("lite", help=f"where the student runs: {', '.join(latency.BACKENDS)} "
                        "(lite: timed on the x86 .nb, sized by the ARM .nb)")
+    sized_on: str = opt("", help="the backend whose shipped file the size budget judges, when it "
+                        "is not the timed one ('' = backend); lite-int8: the ARM .nb with int8 "
+                        "weights (and the plan's tables), the file the headline ships")
     seq_len: int = opt(0, help="window length timed (0 = the teacher's)")
     threads: int = opt(1, help="CPU threads timed")
     repeats: int = opt(10, help="timed runs per plan")
@@ -73,6 +76,9 @@ class AutocompressConfig:
     def __post_init__(self) -> None:
         if self.backend not in latency.BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(latency.BACKENDS)}")
+        if self.sized_on and self.sized_on not in latency.BACKENDS:
+            raise ValueError(f"unknown sized_on backend {self.sized_on!r}; valid: "
+                             f"{', '.join(latency.BACKENDS)} (or empty: the timed backend's file)")
         if self.latency_ms <= 0 and self.speedup <= 0:
             raise ValueError("give a speed budget: latency_ms (--latency-ms X) or speedup (--speedup K)")
         for name in ("latency_ms", "speedup", "size_mib", "smaller", "max_f1_drop"):
@@ -84,14 +90,25 @@ class AutocompressConfig:
         if self.seq_len < 0 or self.full_steps < 0:
             raise ValueError("seq_len and full_steps must be >= 0")
 
+    @property
+    def size_backend(self) -> str:
+        """The backend whose shipped file is sized (``sized_on``, else the timed one)."""
+        return self.sized_on or self.backend
+
 
 # ------------------------------------------------------------------------------ the search
+def shape_name(p: Candidate) -> str:
+    """The name of ``p``'s student shape: its name with fp32 tables (the table form is an export
+    choice, so both forms of a shape share their trials)."""
+    return Candidate(**{**dataclasses.asdict(p), "embeddings": "fp32"}).name
+
+
 def shapes(ok: list[dict]) -> list[dict]:
     """One row per student shape inside the budget (a shape is trained once: the table form is an
     export choice), fp32 tables where the budget allows, most FLOPs first."""
     best: dict[str, dict] = {}
     for r in ok:
-        key = Candidate(**{**r["plan"], "embeddings": "fp32"}).name
+        key = shape_name(Candidate(**r["plan"]))
         if key not in best or (r["plan"]["embeddings"] == "fp32" != best[key]["plan"]["embeddings"]):
             best[key] = r
     return sorted(best.values(), key=lambda r: (-r["flops"], -r["params"], r["latency_ms"]))
@@ -117,7 +134,8 @@ def train_plans(cfg: AutocompressConfig, ranked: list[dict], ctx: dict) -> tuple
     holds. Returns (name -> trial records, the chosen plan's name or None)."""
     trained: dict[str, dict] = {}
     run = lambda p, steps, sub, **kw: trials.run_trial(  # noqa: E731
-        ctx["base_yaml"], ctx["doc"], p, steps, ctx["out"] / "trials" / p.name / sub, nproc=cfg.nproc, **kw)
+        ctx["base_yaml"], ctx["doc"], p, steps, ctx["out"] / "trials" / shape_name(p) / sub,
+        nproc=cfg.nproc, **kw)
     for r in ranked[: cfg.shortlist]:
         p = Candidate(**r["plan"])
         trained[r["name"]] = {"short": run(p, cfg.short_steps, f"short-{cfg.short_steps}")}
@@ -153,7 +171,7 @@ def run(cfg: AutocompressConfig, doc: dict[str, Any]) -> dict:
     out = Path(cfg.out_dir or plan.run_dir / "autocompress")
     out.mkdir(parents=True, exist_ok=True)
     seq_len = cfg.seq_len or feature_params_for(str(teacher_dir)).max_seq_len  # timed length
-    forms = None if latency.BACKENDS[cfg.backend].int8_tables else ("fp32",)
+    forms = None if latency.BACKENDS[cfg.size_backend].int8_tables else ("fp32",)
     # The budget is the deployed model's: a run that prunes conv channels after distillation
     # deploys each plan with prune.flops_ratio of its FLOPs, so plans are timed in that form.
     pruned = plan.prune.flops_ratio if plan.prune is not None and plan.prune.prunes_student else 1.0
@@ -260,7 +278,7 @@ def _write(cfg, doc, out, rows, teacher, trained, chosen, met, ctx, started) -> 
         r["frontier"] = [k for k, s in (("speed/size", fast_small), ("speed/F1", accurate)) if r["name"] in s]
     row = next(r for r in rows if r["name"] == chosen)
     int8 = _int8_cost(row, trained[chosen]["full"], pipeline.build_plan(doc, enable=("distill",)).distill, out)
-    write_yaml(plan_document(doc, row, ctx["full_steps"], cfg.backend, trained[chosen]["full"]["folder"]),
+    write_yaml(plan_document(doc, row, ctx["full_steps"], cfg.size_backend, trained[chosen]["full"]["folder"]),
                out / "plan.yaml")
     md = frontier.table(rows, teacher, trained)
     title = f"autocompress: {budget_text(cfg)}, max F1 drop {cfg.max_f1_drop:g}"

@@ -26,7 +26,8 @@ def measure(cfg, plans: list[Candidate], teacher_dir: Path, out: Path,
     teacher = load_model(str(teacher_dir))
     vocab = teacher.config.vocab_size
     plans = deployable(plans, teacher, train_len)
-    keys = {p.name: table.key(p, cfg.backend, seq_len, cfg.threads, vocab) for p in plans}
+    keys = {p.name: table.key(timed_form(p, cfg.backend), cfg.backend, seq_len, cfg.threads, vocab)
+            for p in plans}
     todo = [p for p in plans if table.get(keys[p.name]) is None]
     t_files = latency.teacher_exports(teacher_dir, out / "exports")
     if todo or not table.data["batches"]:
@@ -51,20 +52,47 @@ def measure(cfg, plans: list[Candidate], teacher_dir: Path, out: Path,
         table.add_batch({k: v for k, v in t_ms.items() if v is not None}, entries)
     t_bytes = min(latency.shipped_bytes(Path(t_files["paddle"]).parent.parent, form)
                   for form in latency.TEACHER_SIZE_FORMS)
+    sizes = sized(cfg, plans, teacher, teacher_dir, out, train_len)
     rows = []
     for p in plans:
         e, student = table.get(keys[p.name]), build_student(p, teacher)
         ref = min(table.teacher_ms(e).values())
+        file_bytes = sizes.get(p.name, e["file_bytes"])
         rows.append({"name": p.name, "plan": dataclasses.asdict(p), "latency_ms": e["latency_ms"],
-                     "file_bytes": e["file_bytes"], "params": count_params(student)["params"],
+                     "file_bytes": file_bytes, "params": count_params(student)["params"],
                      "flops": flops_per_query(student.config, seq_len), "teacher_ms": ref,
                      "speedup": round(ref / e["latency_ms"], 3),
-                     "smaller": round(t_bytes / e["file_bytes"], 3), "batch": e["batch"]})
+                     "smaller": round(t_bytes / file_bytes, 3), "batch": e["batch"]})
     last = table.data["batches"][max(table.data["batches"])]["teacher_ms"]
     teacher_row = {"name": "teacher", "latency_ms": min(last.values()), "teacher_forms_ms": last,
                    "file_bytes": t_bytes, "params": count_params(teacher)["params"],
                    "flops": flops_per_query(teacher.config, seq_len)}
     return rows, teacher_row
+
+
+def timed_form(p: Candidate, backend: str) -> Candidate:
+    """``p`` as the timed backend runs it: fp32 tables where it does not take int8 ones (its
+    export keeps them fp32), so both table forms of a shape share one timing."""
+    if latency.BACKENDS[backend].int8_tables:
+        return p
+    return dataclasses.replace(p, embeddings="fp32")
+
+
+def sized(cfg, plans: list[Candidate], teacher, teacher_dir: Path, out: Path,
+          train_len: int) -> dict[str, int]:
+    """With ``cfg.sized_on`` (another backend than the timed one): each plan exported for it and
+    the bytes of its shipped file, plan name -> bytes (exports kept in the plan's folder). Empty
+    otherwise: the timed export's file is the size."""
+    if not cfg.sized_on or cfg.sized_on == cfg.backend:
+        return {}
+    log.info("sizing %d plan(s) as %s files", len(plans), cfg.sized_on)
+    out_sizes = {}
+    for p in plans:
+        model_dir = latency.materialise(p, teacher, teacher_dir, out / "plans" / p.name, train_len)
+        folder = latency.export_folder(model_dir, model_dir.parent / f"export-{cfg.sized_on}",
+                                       cfg.sized_on, p.embeddings)
+        out_sizes[p.name] = latency.shipped_bytes(folder, cfg.sized_on)
+    return out_sizes
 
 
 def deployable(plans: list[Candidate], teacher, train_len: int) -> list[Candidate]:
