@@ -145,11 +145,11 @@ def build_plan(doc: dict[str, Any], *, enable: Sequence[str] = ()) -> RunPlan:
                                           **sec["export"]}, where="export")
     if "bench" in on:
         export_teacher = _teacher_export(root, finetune, export)
-        # The distilled student before channel pruning: its own row, so the table shows what
-        # pruning cost and gained (distill scored it on dev).
+        # The distilled student before channel pruning: its own row (what pruning cost), scored on
+        # dev by distill, or by bench when distill had no dev file (an autocompress trial).
         earlier = [prune.model] if prune is not None and distill is not None and prune.model else []
         arts, no_score = _bench_artifacts(finetune, deployed, quantize, export, export_teacher,
-                                          earlier)
+                                          earlier, earlier_scored=bool(distill and distill.dev_file))
         wired_b = {"artifacts": arts, "no_score": no_score,
                    "out": str(root / DEFAULT_FOLDERS["bench"] / "results.json"),
                    "seq_lens": [finetune.max_seq_len], "threads": [1], "score_file": data.dev_file}
@@ -294,12 +294,12 @@ def _teacher_export(root: Path, finetune: FinetuneConfig, export: ExportConfig |
 
 def _bench_artifacts(finetune: FinetuneConfig, deployed: str, quantize: QuantizeConfig | None,
                      export: ExportConfig | None, export_teacher: ExportConfig | None,
-                     earlier: list[str] = ()) -> tuple[list[str], list[str]]:
+                     earlier: list[str] = (), earlier_scored: bool = True) -> tuple[list[str], list[str]]:
     """What the bench stage times, and which of those it does not score again: model folders
     whose own stage scored them on this dev file (the teacher, ``earlier`` students of the
-    chain, the deployed model), and the teacher's baseline graph."""
+    chain unless not ``earlier_scored``, the deployed model), and the teacher's baseline graph."""
     teacher_model = str(Path(finetune.output_dir) / "model")
-    arts, no_score = [teacher_model, *earlier], [teacher_model, *earlier]
+    arts, no_score = [teacher_model, *earlier], [teacher_model, *(earlier if earlier_scored else [])]
     if export and export.model != teacher_model:
         arts.append(export.model)
         if export.model == deployed and deployed != teacher_model:

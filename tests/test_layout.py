@@ -44,6 +44,10 @@ def test_channel_pruned_chain_benches_the_student_before_and_after_pruning(tmp_p
     assert {"distill/model", "prune/model"} <= set(layout.bench_artifacts)
     assert {"distill/model", "prune/model"} <= set(layout.no_score)
     assert layout.bench_artifacts.count("distill/model") == 1
+    # an autocompress plan's distill is its trial, which never read dev: the bench scores it
+    trial = _layout(_doc(tmp_path, prune={"method": "l1norm"}, distill={"dev_file": ""}))
+    assert "distill/model" in trial.bench_artifacts and "distill/model" not in trial.no_score
+    assert "prune/model" in trial.no_score
     plain = _layout(_doc(tmp_path))  # nothing pruned: the distilled student is the deployed one
     assert plain.deployed == "distill" and "prune/model" not in plain.bench_artifacts
 
