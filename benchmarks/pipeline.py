@@ -58,7 +58,8 @@ def headline(rows: list[dict], deployed: str | None = None) -> dict:
 
     Teacher latency: its fastest fp32 form measured here (dygraph, Paddle Inference, Lite x86,
     ONNX Runtime); teacher file: its fp32 ``.nb`` (else its model folder). Student latency: the
-    fastest runnable student artifact whose measured dev F1 is >= TARGET_RETENTION of the
+    fastest runnable deployed student artifact (not a dygraph folder) whose measured dev F1 is
+    >= TARGET_RETENTION of the
     teacher's; when none qualifies, the fastest form of the chain's product (``deployed``, the
     run layout's deployed model, and the artifacts made from it), else the most accurate one.
     Student file: the smallest student ARM ``.nb`` whose twin -- the row it was converted from,
@@ -88,19 +89,22 @@ def headline(rows: list[dict], deployed: str | None = None) -> dict:
         return deployed is not None and (r["name"] == deployed or r.get("source") == deployed
                                          or (source_of(r) or {}).get("source") == deployed)
 
+    # the best student is a deployed form (a dygraph folder is a training output, not shipped);
+    # dygraph rows stay in the pool, as the twins whose F1 an ARM file carries
+    shipped = lambda rs: [r for r in rs if r["backend"] != "dygraph"]  # noqa: E731
     good = [r for r in students if r["dev_f1"] / t_f1 >= TARGET_RETENTION]
     chain = [r for r in students if from_deployed(r)]
-    if good:
-        best, pool = min(good, key=lambda r: r["latency_ms_p50"]), good
-    elif chain:
-        best, pool = min(chain, key=lambda r: r["latency_ms_p50"]), chain
+    if shipped(good):
+        best, pool = min(shipped(good), key=lambda r: r["latency_ms_p50"]), good
+    elif shipped(chain):
+        best, pool = min(shipped(chain), key=lambda r: r["latency_ms_p50"]), chain
     else:
-        best, pool = max(students, key=lambda r: r["dev_f1"]), students
+        best, pool = max(shipped(students) or students, key=lambda r: r["dev_f1"]), students
     arm = [r for r in rows if r["backend"] == "lite-arm" and r not in t_rows and source_of(r) in pool]
     ship = min(arm, key=lambda r: r["file_bytes"]) if arm else best
     twin = source_of(ship) if arm else best
     out.update(student=best["name"], student_latency_ms=best["latency_ms_p50"],
-               student_f1=best["dev_f1"], retention=best["dev_f1"] / t_f1, qualifying=bool(good),
+               student_f1=best["dev_f1"], retention=best["dev_f1"] / t_f1, qualifying=bool(shipped(good)),
                student_file_row=ship["name"], student_file_bytes=ship["file_bytes"],
                student_file_f1_row=twin["name"], student_file_f1=twin["dev_f1"])
     if out["teacher_latency_ms"]:
@@ -159,7 +163,7 @@ def render(record: dict) -> str:
     lines += [
         (f"Best student: **{h['student']}**, the fastest artifact at >= {TARGET_RETENTION:.0%} of "
          "the teacher's dev F1" if h.get("qualifying", True) else
-         f"No student artifact reaches {TARGET_RETENTION:.0%} of the teacher's dev F1, so the "
+         f"No deployed student artifact reaches {TARGET_RETENTION:.0%} of the teacher's dev F1, so the "
          f"headline shows the chain's product: **{h['student']}**, the fastest runnable form of "
          "the deployed model")
         + f"; shipped as **{h['student_file_row']}**, the smallest student ARM "

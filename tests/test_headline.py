@@ -87,3 +87,12 @@ def test_the_headline_names_the_chosen_plan_and_its_verdict():
     text = " ".join(plan_lines(ac))
     assert "m-h64" in text and "not met" in text and "29.90" in text and "37.80" in text
     assert "not met" not in " ".join(plan_lines({**ac, "criterion_met": True}))
+
+
+def test_a_dygraph_folder_at_97_percent_is_not_the_shipped_student():
+    # the distilled folder qualifies, but no deployed form does: the headline is the chain's
+    # product (the deployed forms), and its F1 criterion is not met
+    rows = [{**r, "dev_f1": 19.0} if r["name"] == "inference fp32" else r for r in ROWS]
+    h = headline(rows, deployed="distill")
+    assert h["student"] != "distill" and h["student"] in {"inference fp32", "int8 ptq"}
+    assert h["met"]["f1"] is False
