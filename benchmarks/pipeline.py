@@ -59,9 +59,9 @@ def headline(rows: list[dict], deployed: str | None = None) -> dict:
     Teacher latency: its fastest fp32 form measured here (dygraph, Paddle Inference, Lite x86,
     ONNX Runtime); teacher file: its fp32 ``.nb`` (else its model folder). Student latency: the
     fastest runnable deployed student artifact (not a dygraph folder) whose measured dev F1 is
-    >= TARGET_RETENTION of the
-    teacher's; when none qualifies, the fastest form of the chain's product (``deployed``, the
-    run layout's deployed model, and the artifacts made from it), else the most accurate one.
+    >= TARGET_RETENTION of the teacher's; when none qualifies, the fastest form of the chain's
+    product (``deployed``, the run layout's deployed model, and the artifacts made from it), else
+    the most accurate one.
     Student file: the smallest student ARM ``.nb`` whose twin -- the row it was converted from,
     runnable here -- is among those candidates (an ARM file cannot run here, so its accuracy is
     its twin's).
@@ -94,8 +94,9 @@ def headline(rows: list[dict], deployed: str | None = None) -> dict:
     shipped = lambda rs: [r for r in rs if r["backend"] != "dygraph"]  # noqa: E731
     good = [r for r in students if r["dev_f1"] / t_f1 >= TARGET_RETENTION]
     chain = [r for r in students if from_deployed(r)]
-    if shipped(good):
-        best, pool = min(shipped(good), key=lambda r: r["latency_ms_p50"]), good
+    qualifying = shipped(good)
+    if qualifying:
+        best, pool = min(qualifying, key=lambda r: r["latency_ms_p50"]), good
     elif shipped(chain):
         best, pool = min(shipped(chain), key=lambda r: r["latency_ms_p50"]), chain
     else:
@@ -104,7 +105,7 @@ def headline(rows: list[dict], deployed: str | None = None) -> dict:
     ship = min(arm, key=lambda r: r["file_bytes"]) if arm else best
     twin = source_of(ship) if arm else best
     out.update(student=best["name"], student_latency_ms=best["latency_ms_p50"],
-               student_f1=best["dev_f1"], retention=best["dev_f1"] / t_f1, qualifying=bool(shipped(good)),
+               student_f1=best["dev_f1"], retention=best["dev_f1"] / t_f1, qualifying=bool(qualifying),
                student_file_row=ship["name"], student_file_bytes=ship["file_bytes"],
                student_file_f1_row=twin["name"], student_file_f1=twin["dev_f1"])
     if out["teacher_latency_ms"]:

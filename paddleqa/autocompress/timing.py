@@ -83,7 +83,7 @@ def sized(cfg, plans: list[Candidate], teacher, teacher_dir: Path, out: Path,
     """With ``cfg.sized_on`` (another backend than the timed one): each plan exported for it and
     the bytes of its shipped file, plan name -> bytes (exports kept in the plan's folder). Empty
     otherwise: the timed export's file is the size."""
-    if not cfg.sized_on or cfg.sized_on == cfg.backend:
+    if cfg.size_backend == cfg.backend:
         return {}
     log.info("sizing %d plan(s) as %s files", len(plans), cfg.sized_on)
     out_sizes = {}
