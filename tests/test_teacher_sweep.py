@@ -69,3 +69,34 @@ def test_a_reproduced_row_keeps_its_comparison_with_a_row_measured_elsewhere(tmp
     other = {**_row(tmp_path / "again", "hybrid_lac", ["错", "错", "错"], tiny_json), "validation_f1": 5.0}
     changed = {r["name"]: r for r in merged(record, _call([other], 556))["budgets"]["556"]["rows"]}
     assert not changed["hybrid_lac"].get("arms")
+
+
+def _finetune_folder(folder, answers, validation, steps):
+    """A finished finetune folder as the headline teacher leaves it (metrics, predictions, config)."""
+    folder.mkdir()
+    write_json(folder / "validation_predictions.json", dict(zip(("q1", "q2", "q3"), answers)))
+    write_json(folder / "metrics.json", {"params": 7, "train_questions": 3, "global_step": steps, "epochs": 2.5,
+                                         "validation_em": 0.0, "validation_f1": 0.0, "validation_total": 3,
+                                         "train_seconds": 60.0})
+    (folder / "resolved_config.yaml").write_text(
+        f"validation_file: {validation}\narch: {{kind: mobilenet, conv_blocks: 2, num_layers: 2, "
+        "hidden_size: 128, embeddings_from: jieba-lac}\n", encoding="utf-8")
+    return folder
+
+
+def test_every_variant_is_paired_with_the_reference_folder_at_its_own_budget(tmp_path, tiny_json):
+    from benchmarks.teacher_sweep import REFERENCE, reference_row
+
+    folder = _finetune_folder(tmp_path / "teacher", ["7天", "错", "错"], tiny_json, steps=556)
+    with pytest.raises(SystemExit, match="trained 556 steps, not --steps 150"):
+        reference_row(folder, 150)  # not at equal steps: refused before anything trains
+    ref = reference_row(folder, 556)
+    assert ref["name"] == REFERENCE and "jieba-lac" in ref["change"] and "2 conv + 2 attention" in ref["change"]
+    variant = _row(tmp_path, "hybrid_lac", ["7天", "3个工作日", "错"], tiny_json)
+    rows = {r["name"]: r for r in merged(None, _call([ref, variant], 556))["budgets"]["556"]["rows"]}
+    assert list(rows)[0] == REFERENCE and "arms" not in rows[REFERENCE]
+    arm = {a["vs"]: a for a in rows["hybrid_lac"]["arms"]}[REFERENCE]
+    assert arm["delta"] == pytest.approx(100 / 3, abs=0.01)
+    (folder / "validation_predictions.json").unlink()
+    with pytest.raises(SystemExit, match="validation_predictions.json is missing"):
+        reference_row(folder, 556)
