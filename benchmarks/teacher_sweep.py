@@ -92,6 +92,11 @@ FACTORS: dict[str, tuple[str, list[str]]] = {
     "hybrid_lac_electra": ("the hybrid + the jieba table + ELECTRA pre-training from it",
                            [*HYBRID, "finetune.arch.embeddings_from=jieba-lac", *PRETRAIN,
                             "pretrain.objective=electra"]),
+    "hybrid_lac_drcd_electra": ("the hybrid + the jieba table + DRCD + ELECTRA pre-training from the "
+                                "table (the training contexts, DRCD's among them, and the CMRC 2019 stories)",
+                                [*HYBRID, "finetune.arch.embeddings_from=jieba-lac",
+                                 f"data.train_files=[{SIMPLIFIED}/drcd_dev.json, {SIMPLIFIED}/drcd_test.json]",
+                                 *PRETRAIN, "pretrain.objective=electra"]),
 }
 # variant -> the rows it is an arm of, when that is not (only) the base: each of them the call
 # measured is compared with it, paired
@@ -100,7 +105,8 @@ ARM_OF: dict[str, tuple[str, ...]] = {
     "hybrid_lac": ("hybrid",), "hybrid_lac_drcd": ("hybrid_lac",), "hybrid_lac_words": ("hybrid_lac",),
     "hybrid_lac_lexical": ("hybrid_lac_words", "hybrid_lac"), "hybrid_lac_pretrain": ("hybrid_pretrain", "hybrid_lac"),
     "hybrid_electra": ("hybrid_pretrain", "hybrid"),
-    "hybrid_lac_electra": ("hybrid_lac_pretrain", "hybrid_lac", "hybrid")}
+    "hybrid_lac_electra": ("hybrid_lac_pretrain", "hybrid_lac", "hybrid"),
+    "hybrid_lac_drcd_electra": ("hybrid_lac_drcd", "hybrid_lac_electra")}
 
 
 
