@@ -57,3 +57,25 @@ def test_cli_and_bad_settings(tmp_path, capsys):
         from_dict(SimplifyConfig, {"input_file": "a", "output_file": "b", "opencc": "zh2xx"})
     assert cli.main(["-q", "data", "simplify", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x.json")]) == 2
     assert "missing.json: file not found" in capsys.readouterr().err
+
+
+def test_the_data_stage_converts_traditional_files_and_merges_them(tmp_path):
+    from conftest import TINY, tiny_pipeline_doc
+    from paddleqa import pipeline
+
+    train, dev = write_json(tmp_path / "train.json", TINY), write_json(tmp_path / "dev.json", TINY)
+    src = write_json(tmp_path / "DRCD_dev.json", _doc())
+    before = src.read_bytes()
+    doc = tiny_pipeline_doc(tmp_path, train, dev)
+    doc["data"]["traditional_files"] = [str(src)]
+    doc["quantize"] = {}
+    metrics = pipeline.run(doc, only="data")["data"]
+    examples, report = load_examples(tmp_path / "run" / "data" / "train.json", mode="train")
+    drcd = [ex for ex in examples if "计程车" in ex.context]  # the converted passage
+    assert len(examples) == 3 + 4 and len(drcd) == 4 and report.dropped == 0 and src.read_bytes() == before
+    assert all("記" not in ex.question and "記" not in ex.context for ex in drcd)  # Simplified now
+    assert all(ex.context[s:s + len(a)] == a for ex in drcd for a, s in zip(ex.answers, ex.answer_starts))
+    assert metrics["simplified"][str(src)]["questions"] == 4
+    assert (tmp_path / "run" / "data" / "simplified" / "DRCD_dev.json").exists()
+    with pytest.raises(ConfigError, match="opencc"):
+        pipeline.build_plan({**doc, "data": {**doc["data"], "opencc": "nope"}})

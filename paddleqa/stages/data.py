@@ -16,6 +16,8 @@ from ..core.manifest import write_manifest
 from ..core.settings import ContextLimit
 from ..runtime.layout import DEFAULT_FOLDERS, MERGED_TRAIN, VALIDATION
 from ..text.dataset import load_examples
+from ..text import simplify
+from ..text.simplify import OPENCC_CONFIGS
 from ..text.splits import build_training_sets
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,11 @@ class DataConfig(ContextLimit):
     train_files: list[str] = opt(factory=list, help="more training files (e.g. DRCD after `paddleqa "
                                  "data simplify`): the data stage merges them with train_file into "
                                  "RUN_DIR/data/train.json, which every training stage then reads")
+    traditional_files: list[str] = opt(factory=list, help="Traditional-Chinese training files (e.g. "
+                                       "DRCD's JSON as shipped): converted with OpenCC (data.opencc, as "
+                                       "`paddleqa data simplify` does) into RUN_DIR/data/simplified/, "
+                                       "then merged like train_files")
+    opencc: str = opt("t2s", help="OpenCC conversion of traditional_files: " + ", ".join(OPENCC_CONFIGS))
     validation_share: float = opt(0.05, help="share of train_file's contexts held out as the "
                                   "validation split (RUN_DIR/data/validation.json): learning curves "
                                   "and every setting are chosen on it, never on dev (0 = no split)")
@@ -43,6 +50,12 @@ class DataConfig(ContextLimit):
             raise ValueError("data.train_file and data.dev_file are required")
         if not 0 <= self.validation_share < 0.5:
             raise ValueError(f"data.validation_share must be in [0, 0.5), got {self.validation_share}")
+        if self.opencc not in OPENCC_CONFIGS:
+            raise ValueError(f"unknown data.opencc {self.opencc!r}; valid: {', '.join(OPENCC_CONFIGS)}")
+        names = [Path(f).name for f in self.traditional_files]
+        if len(set(names)) != len(names):
+            raise ValueError(f"data.traditional_files: two files share a name ({', '.join(names)}); each is "
+                             "converted to RUN_DIR/data/simplified/NAME, so rename one")
 
     @property
     def carves_validation(self) -> bool:
@@ -51,11 +64,12 @@ class DataConfig(ContextLimit):
     @property
     def writes_training_file(self) -> bool:
         """True when the data stage writes the training file (a split or extra files)."""
-        return bool(self.train_files) or self.carves_validation
+        return bool(self.train_files or self.traditional_files) or self.carves_validation
 
     def training_file(self, root: Path) -> str:
         """The file the training stages read: train_file, or what the data stage wrote from it
-        (train_file less the validation split, merged with train_files)."""
+        (train_file less the validation split, merged with train_files and the converted
+        traditional_files)."""
         if not self.writes_training_file:
             return self.train_file
         return str(root / DEFAULT_FOLDERS["data"] / MERGED_TRAIN)
@@ -72,7 +86,8 @@ def run(data: DataConfig, root: Path, out_dir: Path, inputs: dict[str, str]) -> 
     ``data.train_files`` or a validation split, it writes the training file the training stages
     read (``out_dir/train.json``) and the split (``out_dir/validation.json``)."""
     metrics, outputs = {}, {}
-    if any(Path(f).resolve() == Path(data.dev_file).resolve() for f in [data.train_file, *data.train_files]):
+    every = [data.train_file, *data.train_files, *data.traditional_files]
+    if any(Path(f).resolve() == Path(data.dev_file).resolve() for f in every):
         log.warning("the dev file %s is also a training file: its scores say nothing about unseen "
                     "questions", data.dev_file)
     checks = [("dev", data.dev_file, "eval")]
@@ -88,10 +103,13 @@ def run(data: DataConfig, root: Path, out_dir: Path, inputs: dict[str, str]) -> 
     if data.writes_training_file:
         training = Path(data.training_file(root))
         validation = Path(data.validation_path(root)) if data.carves_validation else None
-        built = build_training_sets([data.train_file, *data.train_files], training, validation,
+        converted = _simplified(data, out_dir, metrics)
+        built = build_training_sets([data.train_file, *data.train_files, *converted], training, validation,
                                     share=data.validation_share, seed=data.validation_seed,
                                     max_context_chars=data.max_context_chars)
         metrics = {"train": built["files"][str(data.train_file)], **metrics}
+        if converted:
+            outputs.update({f"simplified_{i}": Path(f) for i, f in enumerate(converted)})
         metrics["merged_train"] = {k: v for k, v in built.items() if k != "validation"}
         outputs["merged_train"] = training
         if validation is not None:
@@ -101,3 +119,19 @@ def run(data: DataConfig, root: Path, out_dir: Path, inputs: dict[str, str]) -> 
                      built["validation"]["questions"], built["validation"]["contexts"], data.train_file)
     write_manifest(out_dir, "data", to_dict(data), inputs, outputs, metrics)
     return metrics
+
+
+def _simplified(data: DataConfig, out_dir: Path, metrics: dict) -> list[str]:
+    """``data.traditional_files`` converted to Simplified Chinese (``paddleqa data simplify``'s
+    conversion) under ``out_dir/simplified/``; each file's counts (answers kept, offsets
+    recomputed, dropped) go into ``metrics["simplified"]``."""
+    if not data.traditional_files:
+        return []
+    out, counts = [], {}
+    for src in data.traditional_files:
+        target = out_dir / "simplified" / Path(src).name
+        counts[str(src)] = simplify.run(simplify.SimplifyConfig(input_file=src, output_file=str(target),
+                                                                opencc=data.opencc))
+        out.append(str(target))
+    metrics["simplified"] = counts
+    return out

@@ -131,7 +131,8 @@ def _run_teacher(stage: StageRunner, plan: Any, layout: RunLayout, resume: bool,
     root, data = plan.run_dir, plan.data
     data_dir = layout.folder(root, "data")
     data_inputs = {"train_file": data.train_file, "dev_file": data.dev_file,
-                   **{f"train_files_{i}": f for i, f in enumerate(data.train_files)}}
+                   **{f"train_files_{i}": f for i, f in enumerate(data.train_files)},
+                   **{f"traditional_files_{i}": f for i, f in enumerate(data.traditional_files)}}
     if data.validation_file:
         data_inputs["validation_file"] = data.validation_file
     stage("data", data_dir, data, data_inputs, lambda: data_stage.run(data, root, data_dir, data_inputs))
