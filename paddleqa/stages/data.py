@@ -15,9 +15,8 @@ from ..core.config import opt, to_dict
 from ..core.manifest import write_manifest
 from ..core.settings import ContextLimit
 from ..runtime.layout import DEFAULT_FOLDERS, MERGED_TRAIN, VALIDATION
-from ..text.dataset import load_examples
 from ..text import simplify
-from ..text.simplify import OPENCC_CONFIGS
+from ..text.dataset import load_examples
 from ..text.splits import build_training_sets
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,8 @@ class DataConfig(ContextLimit):
                                        "DRCD's JSON as shipped): converted with OpenCC (data.opencc, as "
                                        "`paddleqa data simplify` does) into RUN_DIR/data/simplified/, "
                                        "then merged like train_files")
-    opencc: str = opt("t2s", help="OpenCC conversion of traditional_files: " + ", ".join(OPENCC_CONFIGS))
+    opencc: str = opt("t2s", help="OpenCC conversion of traditional_files: "
+                      + ", ".join(simplify.OPENCC_CONFIGS))
     validation_share: float = opt(0.05, help="share of train_file's contexts held out as the "
                                   "validation split (RUN_DIR/data/validation.json): learning curves "
                                   "and every setting are chosen on it, never on dev (0 = no split)")
@@ -50,8 +50,9 @@ class DataConfig(ContextLimit):
             raise ValueError("data.train_file and data.dev_file are required")
         if not 0 <= self.validation_share < 0.5:
             raise ValueError(f"data.validation_share must be in [0, 0.5), got {self.validation_share}")
-        if self.opencc not in OPENCC_CONFIGS:
-            raise ValueError(f"unknown data.opencc {self.opencc!r}; valid: {', '.join(OPENCC_CONFIGS)}")
+        if self.opencc not in simplify.OPENCC_CONFIGS:
+            raise ValueError(f"unknown data.opencc {self.opencc!r}; valid: "
+                             f"{', '.join(simplify.OPENCC_CONFIGS)}")
         names = [Path(f).name for f in self.traditional_files]
         if len(set(names)) != len(names):
             raise ValueError(f"data.traditional_files: two files share a name ({', '.join(names)}); each is "
