@@ -24,6 +24,11 @@ def test_int8_models_run_in_paddle_inference(teacher_run, tmp_path, method):
     assert runner.backend == "paddle-inference" and runner.precision == "int8"
     assert m["quantized_backend"] == "paddle-inference"
     assert 0 <= m["quantized_f1"] <= 100 and m["f1_delta"] == pytest.approx(m["quantized_f1"] - m["fp32_f1"], abs=1e-3)
+    # the all-ops score is its own run (int8_ops=all), recorded next to the fc-only one
+    assert m["quantized_all_backend"] == "paddle-inference"
+    assert m["f1_delta_all_ops"] == pytest.approx(m["quantized_all_f1"] - m["fp32_f1"], abs=1e-3)
+    all_cfg = (out / "eval_quantized_all" / "resolved_config.yaml").read_text(encoding="utf-8")
+    assert "- all" in all_cfg and "- all" not in (out / "eval_quantized" / "resolved_config.yaml").read_text(encoding="utf-8")
     preds = json.loads((out / "eval_quantized" / "predictions.json").read_text(encoding="utf-8"))
     assert set(preds) == {"q1", "q2", "q3"}
 

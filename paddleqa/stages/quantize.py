@@ -55,6 +55,10 @@ class QuantizeConfig(Int8Settings, FeatureSettings):
     calib_file: str = opt("", help="SQuAD/CMRC JSON whose windows calibrate (ptq) or fine-tune "
                           "(qat); '' = the model's own training file, from its training record")
     dev_file: str = opt("", help="score the quantized and the fp32 model on this file ('' = skip)")
+    score_all_ops: bool = opt(True, help="ptq/qat with dev_file: also score with every op that has "
+                              "scales in int8 (int8_ops=all), as a runtime that quantizes all of "
+                              "them would run it (quantized_all_f1; oneDNN's int8 attention matmuls "
+                              "cost the headline student ~3 F1)")
     calib_windows: int = opt(256, help="calibration windows (ptq)")
     algo: str = opt("abs_max", help=f"PTQ activation-range algorithm: {', '.join(PTQ_ALGOS)}")
     weight_bits: int = opt(8, help="bits per weight (ptq/qat: 8; kmeans: 1-8, codebook of 2^bits)")
@@ -313,13 +317,20 @@ def run(config: QuantizeConfig) -> dict:
         copy_tokenizer(model_dir, artifact.parent)
         metrics["file_bytes"] = sum(artifact.with_suffix(s).stat().st_size for s in (".pdmodel", ".pdiparams"))
     if config.dev_file:
-        for name, path in (("fp32", model_dir), ("quantized", artifact)):
+        scored = [("fp32", model_dir, config.int8_ops), ("quantized", artifact, config.int8_ops)]
+        if config.score_all_ops and config.method != "kmeans" and "all" not in config.int8_ops:
+            scored.append(("quantized_all", artifact, ["all"]))
+        for name, path, int8_ops in scored:
             m = evaluate(EvaluateConfig(model=str(path), data_file=config.dev_file,
                                         out_dir=str(out / f"eval_{name}"), batch_size=config.batch_size,
-                                        int8_ops=config.int8_ops, cache_dir=config.cache_dir, progress=config.progress))
+                                        int8_ops=int8_ops, cache_dir=config.cache_dir, progress=config.progress))
             metrics[f"{name}_em"], metrics[f"{name}_f1"] = m["em"], m["f1"]
             metrics[f"{name}_backend"] = m["backend"]
         metrics["f1_delta"] = round(metrics["quantized_f1"] - metrics["fp32_f1"], 3)
+        if "quantized_all_f1" in metrics:
+            metrics["f1_delta_all_ops"] = round(metrics["quantized_all_f1"] - metrics["fp32_f1"], 3)
+            log.info("dev F1 with every scaled op in int8: %.2f (%+.2f)", metrics["quantized_all_f1"],
+                     metrics["f1_delta_all_ops"])
         log.info("dev F1: fp32 %.2f -> %s %.2f (%+.2f)", metrics["fp32_f1"], config.method,
                  metrics["quantized_f1"], metrics["f1_delta"])
     write_manifest(out, "quantize", to_dict(config),
