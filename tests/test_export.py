@@ -329,6 +329,7 @@ def test_report_rows_come_from_the_metrics_files(teacher_run, tmp_path):
     q = json.loads((run_dir / "quantize" / "metrics.json").read_text(encoding="utf-8"))
     int8 = next(r for r in rows if r["name"] == "int8 ptq")
     assert int8["dev_f1"] == q["quantized_f1"] and int8["latency_ms_p50"] > 0
+    assert f"{q['quantized_all_f1']:.2f}" in int8["note"]  # the all-op int8 score beside it
     arm = [r for r in rows if r["backend"] == "lite-arm"]
     assert arm and all(r["latency_ms_p50"] is None and r["dev_f1"] is None for r in arm)
     assert (tmp_path / "pareto.png").stat().st_size > 0 and res["pareto_png"]

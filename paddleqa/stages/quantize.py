@@ -327,6 +327,7 @@ def run(config: QuantizeConfig) -> dict:
             metrics[f"{name}_em"], metrics[f"{name}_f1"] = m["em"], m["f1"]
             metrics[f"{name}_backend"] = m["backend"]
         metrics["f1_delta"] = round(metrics["quantized_f1"] - metrics["fp32_f1"], 3)
+        metrics["int8_ops"] = list(config.int8_ops)
         if "quantized_all_f1" in metrics:
             metrics["f1_delta_all_ops"] = round(metrics["quantized_all_f1"] - metrics["fp32_f1"], 3)
             log.info("dev F1 with every scaled op in int8: %.2f (%+.2f)", metrics["quantized_all_f1"],
