@@ -241,7 +241,7 @@ def test_pipeline_quantizes_exports_and_benches_then_skips(teacher_run, caplog):
 
     tmp, data, doc = teacher_run
     doc = copy.deepcopy(doc)
-    doc["quantize"] = {"calib_windows": 16}
+    doc["quantize"] = {"calib_windows": 16, "score_all_ops": True}
     doc["export"] = {"targets": ["arm", "x86"], "onnx": True}  # onnx: from the fp32 graph only
     doc["bench"] = {"seq_lens": [16], "repeats": 2, "warmup": 0, "throughput_batch": 2,
                     "throughput_repeats": 1}

@@ -17,7 +17,7 @@ def test_int8_models_run_in_paddle_inference(teacher_run, tmp_path, method):
     out = tmp_path / method
     m = run(QuantizeConfig(model=f"{doc['run_dir']}/teacher", out_dir=str(out), method=method,
                            calib_file=str(data), dev_file=str(data), calib_windows=16,
-                           qat_steps=4, qat_batch_size=4, progress=False))
+                           qat_steps=4, qat_batch_size=4, score_all_ops=True, progress=False))
     ops = program_op_counts(out / "inference" / "model.pdmodel")
     assert any("quantize" in op for op in ops), ops  # an int8 graph, not a copy of fp32
     runner = open_artifact(out / "inference")

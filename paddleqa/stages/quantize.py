@@ -55,10 +55,11 @@ class QuantizeConfig(Int8Settings, FeatureSettings):
     calib_file: str = opt("", help="SQuAD/CMRC JSON whose windows calibrate (ptq) or fine-tune "
                           "(qat); '' = the model's own training file, from its training record")
     dev_file: str = opt("", help="score the quantized and the fp32 model on this file ('' = skip)")
-    score_all_ops: bool = opt(True, help="ptq/qat with dev_file: also score with every op that has "
+    score_all_ops: bool = opt(False, help="ptq/qat with dev_file: also score with every op that has "
                               "scales in int8 (int8_ops=all), as a runtime that quantizes all of "
                               "them would run it (quantized_all_f1; oneDNN's int8 attention matmuls "
-                              "cost the headline student ~3 F1)")
+                              "cost the headline student ~3 F1). Off by default: oneDNN runs "
+                              "full int8 ~10x slower than fp32, a long extra pass for large models")
     calib_windows: int = opt(256, help="calibration windows (ptq)")
     algo: str = opt("abs_max", help=f"PTQ activation-range algorithm: {', '.join(PTQ_ALGOS)}")
     weight_bits: int = opt(8, help="bits per weight (ptq/qat: 8; kmeans: 1-8, codebook of 2^bits)")
