@@ -162,7 +162,7 @@ def _int8_rows(run_dir: Path, layout: RunLayout, q: dict | None) -> list[dict]:
                      "file_bytes": q.get("file_bytes"), "dev_em": q.get("quantized_em"),
                      "dev_f1": q.get("quantized_f1")})
         if q.get("quantized_all_f1") is not None:
-            rows[-1]["note"] = (f"dev F1 with int8 {'/'.join(q.get('int8_ops') or ['fc'])}; with every "
+            rows[-1]["note"] = (f"dev F1 with int8 {'/'.join(q['int8_ops'])}; with every "
                                 f"scaled op in int8 (int8_ops=all): {q['quantized_all_f1']:.2f}")
         preds = quantize / "eval_quantized" / "predictions.json"
         if preds.exists():
@@ -203,8 +203,8 @@ def _add_bench(r: dict, bench_rows: list[dict]) -> None:
         r["note"] = "ARM: no runtime on this x86 machine; see its x86 twin"
     elif r["backend"] == "lite-x86" and r["precision"].startswith("int8") and r.get("latency_ms_p50") is None:
         r["note"] = ("not run: x86 Lite returns NaN for int8 .nb files; its accuracy is "
-                     "estimated by its Paddle Inference twin's (fc-only and all-op int8 scores); "
-                     "the ARM file is the one to ship")
+                     "estimated by its Paddle Inference twin's score(s), the ARM file is the "
+                     "one to ship")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
